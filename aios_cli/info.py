@@ -1,0 +1,102 @@
+"""`aios info`: this machine, and which engines can run on it."""
+
+from __future__ import annotations
+
+import platform
+from typing import Annotated
+
+import typer
+
+from .errors import fail
+
+
+def engine_status() -> dict[str, tuple[bool, str]]:
+    """backend -> (usable, why / what)."""
+    out: dict[str, tuple[bool, str]] = {"scalar": (True, "pure Python: always available")}
+    try:
+        import numba
+        import numpy
+
+        out["simd"] = (True, f"NumPy {numpy.__version__} + Numba {numba.__version__}")
+    except ImportError as e:
+        out["simd"] = (False, f"missing {e.name}: pip install numba numpy")
+    try:
+        import torch
+
+        out["torch"] = (True, f"torch {torch.__version__} on the CPU")
+    except ImportError:
+        out["torch"] = (False, "torch is not installed (see README: install torch)")
+    from engines import cuda_status
+
+    ok, why = cuda_status()
+    out["cuda"] = (ok, why)
+    return out
+
+
+def gather() -> dict:
+    from profilers import nvml, sysinfo
+
+    usable, physical = sysinfo.cores()
+    total, avail = sysinfo.ram_bytes()
+    versions = {"python": platform.python_version()}
+    for mod in ("torch", "numba", "numpy"):
+        try:
+            versions[mod] = __import__(mod).__version__
+        except ImportError:
+            versions[mod] = None
+    gpus = [g.__dict__ for g in nvml.gpus()]
+    return {
+        "versions": versions,
+        "cpu": {"model": sysinfo.cpu_model(), "logical_cpus": usable, "physical_cores": physical,
+                "simd_flags": sysinfo.simd_flags(), "machine": platform.machine()},
+        "ram": {"total_bytes": total, "available_bytes": avail},
+        "gpus": gpus,
+        "gpu_unavailable_reason": None if gpus else (nvml.unavailable_reason() or "NVML sees no device"),
+        "engines": {k: {"usable": v[0], "detail": v[1]} for k, v in engine_status().items()},
+    }
+
+
+def info(
+    format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+) -> None:
+    """Show Python/torch/numba versions, the CPU, RAM, NVIDIA GPUs, and which engines run here."""
+    if format not in ("table", "json"):
+        fail(f"unknown --format {format!r} — choose table or json")
+    d = gather()
+    if format == "json":
+        import json
+
+        print(json.dumps(d, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    from .render import fmt_bytes
+
+    c = Console(highlight=False)
+    v = d["versions"]
+    t = Table(show_header=False, title="aios info", title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("python", v["python"])
+    t.add_row("torch", v["torch"] or "not installed")
+    t.add_row("numba", v["numba"] or "not installed")
+    t.add_row("numpy", v["numpy"] or "not installed")
+    cpu = d["cpu"]
+    t.add_row("cpu", f"{cpu['model']} ({cpu['machine']})")
+    t.add_row("cores", f"{cpu['logical_cpus']} usable logical CPUs, {cpu['physical_cores']} physical cores")
+    t.add_row("simd flags", " ".join(cpu["simd_flags"]) or "none detected")
+    t.add_row("ram", f"{fmt_bytes(d['ram']['total_bytes'])} total, {fmt_bytes(d['ram']['available_bytes'])} available")
+    if d["gpus"]:
+        for g in d["gpus"]:
+            t.add_row(f"gpu {g['index']}", f"{g['name']}, {fmt_bytes(g['memory_total'])}, driver {g['driver'] or 'N/A'}")
+    else:
+        t.add_row("gpu", f"no NVIDIA GPU ({d['gpu_unavailable_reason']})")
+    c.print(t)
+    e = Table(title="engines", title_justify="left")
+    e.add_column("backend", style="bold")
+    e.add_column("usable")
+    e.add_column("detail")
+    for name, st in d["engines"].items():
+        e.add_row(name, "[green]yes[/]" if st["usable"] else "[red]no[/]", st["detail"])
+    c.print(e)

@@ -1,0 +1,54 @@
+"""`aios models`: the built-in presets and the Qwen/Llama models in the local HF cache."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .errors import fail
+
+
+def models(
+    format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+) -> None:
+    """List presets and cached HF models with parameter count and weight bytes per dtype."""
+    from engines.checkpoint import cached_repos, read_config
+    from engines.config import PRESETS
+    from engines.errors import ModelError
+
+    if format not in ("table", "json"):
+        fail(f"unknown --format {format!r} — choose table or json")
+    rows = []
+    for name, cfg in PRESETS.items():
+        rows.append({"model": name, "source": "preset", "path": None, "config": cfg})
+    for repo, snap in cached_repos():
+        try:
+            cfg = read_config(snap)
+        except ModelError:
+            continue  # not a model aios can run
+        rows.append({"model": repo, "source": "hf-cache", "path": str(snap), "config": cfg})
+    out = [{
+        "model": r["model"], "source": r["source"], "path": r["path"], "arch": r["config"].arch,
+        "num_params": r["config"].num_params(), "num_layers": r["config"].num_layers,
+        "hidden_size": r["config"].hidden_size,
+        "weight_bytes": {dt: r["config"].weight_bytes(dt) for dt in ("float32", "bfloat16")},
+    } for r in rows]
+    if format == "json":
+        import json
+
+        print(json.dumps(out, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    from .render import fmt_bytes
+
+    t = Table(title="models", title_justify="left",
+              caption="presets: exact shapes of the real models, random weights from a fixed seed (gibberish text)")
+    for col in ("model", "arch", "params", "layers", "hidden", "fp32", "bf16/fp16", "source"):
+        t.add_column(col, justify="right" if col in ("params", "layers", "hidden", "fp32", "bf16/fp16") else "left")
+    for o in out:
+        t.add_row(o["model"], o["arch"], f"{o['num_params'] / 1e6:,.1f}M", str(o["num_layers"]), str(o["hidden_size"]),
+                  fmt_bytes(o["weight_bytes"]["float32"]), fmt_bytes(o["weight_bytes"]["bfloat16"]), o["source"])
+    Console(highlight=False).print(t)

@@ -1,0 +1,178 @@
+"""Rich tables and Markdown for `aios run`. Several backends are shown side by side."""
+
+from __future__ import annotations
+
+from profilers.ops import KINDS
+from profilers.record import RunRecord
+
+
+def fmt_bytes(n) -> str:
+    if n is None:
+        return "n/a"
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return f"{n:.2f} TiB"
+
+
+def fmt_s(s) -> str:
+    if s is None:
+        return "n/a"
+    if s >= 1:
+        return f"{s:.2f} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.2f} ms"
+    return f"{s * 1e6:.1f} µs"
+
+
+def fmt_ms(s) -> str:
+    return "n/a" if s is None else f"{s * 1e3:.3f}"
+
+
+def fmt_num(x, spec=".1f", suffix="") -> str:
+    return "n/a" if x is None else f"{x:{spec}}{suffix}"
+
+
+def fmt_pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def summary_lines(r: RunRecord) -> list[tuple[str, str]]:
+    s = r.summary()
+    spread = "n/a"
+    if s["decode_ms_median"] is not None:
+        spread = f"{s['decode_ms_median']:.2f} ms (min {s['decode_ms_min']:.2f}, max {s['decode_ms_max']:.2f})"
+    bw = "n/a (needs --profile op or token)"
+    if s["achieved_bandwidth_bytes_per_s"] is not None:
+        bw = f"{s['achieved_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s"
+        if s["bandwidth_share_of_peak"] is not None:
+            bw += f" ({fmt_pct(s['bandwidth_share_of_peak'])} of the NVML-clock peak {s['device_peak_bandwidth_bytes_per_s'] / 1e9:.0f} GB/s)"
+    barriers = "n/a (--profile none)"
+    if s["reduction_barriers_per_token"] is not None:
+        barriers = f"{s['reduction_barriers_per_token']:g}"
+        if s["barrier_time_share"] is not None:
+            barriers += f" ({fmt_pct(s['barrier_time_share'])} of decode time)"
+    dev_mem = f"weights {fmt_bytes(s['weight_bytes'])}, KV cache {fmt_bytes(s['kv_cache_bytes'])}"
+    if s["device_peak_bytes"] is not None:
+        dev_mem += f", torch peak {fmt_bytes(s['device_peak_bytes'])}"
+    return [
+        ("backend", f"{r.backend} · {r.dtype} · {r.device}"),
+        ("model", f"{r.model} ({r.config.arch}, {r.config.num_params() / 1e6:.1f}M params, {r.config.num_layers} layers)"),
+        ("prompt / new tokens", f"{s['prompt_tokens']} / {s['new_tokens']}"),
+        ("load · JIT", f"{fmt_s(s['load_s'])} · {fmt_s(s['jit_s'])}"),
+        ("TTFT", fmt_s(s["ttft_s"])),
+        ("prefill", f"{fmt_num(s['prefill_tokens_per_s'])} tok/s"),
+        ("decode", f"{fmt_num(s['decode_tokens_per_s'])} tok/s over {s['decode_tokens']} tokens"),
+        ("decode ms/token", spread),
+        ("reduction barriers/token", barriers),
+        ("bytes/decode token", fmt_bytes(s["decode_bytes_per_token"])),
+        ("achieved bandwidth", bw),
+        ("peak host RSS", fmt_bytes(s["peak_rss_bytes"])),
+        ("engine memory", dev_mem),
+        ("ops cover", f"{fmt_pct(s['op_time_share'])} of token time (rest: other)"),
+    ]
+
+
+def _layer_matrix(r: RunRecord, phase: str):
+    tab = r.layer_table(phase)
+    if tab is None:
+        return None
+    kinds = [i for i, k in enumerate(KINDS) if tab[:, i].any()]
+    return tab, kinds
+
+
+def print_tables(console, records: list[RunRecord]) -> None:
+    from rich.table import Table
+
+    if len(records) == 1:
+        r = records[0]
+        t = Table(title="summary", show_header=False, title_justify="left")
+        t.add_column(style="bold")
+        t.add_column()
+        for k, v in summary_lines(r):
+            t.add_row(k, v)
+        console.print(t)
+        for phase in ("prefill", "decode"):
+            m = _layer_matrix(r, phase)
+            if m is None:
+                continue
+            tab, kinds = m
+            unit = "ms for the prompt" if phase == "prefill" else "ms per token, mean"
+            lt = Table(title=f"per layer · {phase} ({unit})", title_justify="left")
+            lt.add_column("layer", justify="right")
+            for i in kinds:
+                lt.add_column(KINDS[i], justify="right")
+            lt.add_column("total", justify="right", style="bold")
+            lt.add_column("share", justify="right")
+            total = tab.sum()
+            for name, row in zip(r.layer_rows(), tab):
+                lt.add_row(name, *[fmt_ms(row[i]) for i in kinds], fmt_ms(row.sum()), fmt_pct(row.sum() / total if total else None))
+            console.print(lt)
+        ops = r.op_table()
+        if len(ops) > 1:
+            ot = Table(title="per op · decode (per token, mean) and prefill", title_justify="left")
+            for col in ("op", "kind", "barrier", "calls", "decode ms", "share", "GFLOP/s", "GB/s", "prefill ms"):
+                ot.add_column(col, justify="left" if col in ("op", "kind") else "right")
+            for o in ops:
+                ot.add_row(o["op"], o["kind"], "yes" if o["barrier"] else "", f"{o['calls_per_token']:g}",
+                           fmt_ms(o["decode_s_per_token"]), fmt_pct(o["decode_share"]),
+                           fmt_num(o["gflops_per_s"], ".2f"), fmt_num(o["gbytes_per_s"], ".1f"), fmt_ms(o["prefill_s"]))
+            console.print(ot)
+        if r.text is None:
+            console.print(f"generated ids: {r.generated_ids}")
+        return
+
+    # side by side
+    t = Table(title="summary, side by side", title_justify="left")
+    t.add_column("", style="bold")
+    for r in records:
+        t.add_column(r.backend)
+    lines = [summary_lines(r) for r in records]
+    for i, (k, _) in enumerate(lines[0]):
+        t.add_row(k, *[ln[i][1] for ln in lines])
+    console.print(t)
+    lt = Table(title="per layer · decode (ms per token, mean)", title_justify="left")
+    lt.add_column("layer", justify="right")
+    tabs = [r.layer_table("decode") for r in records]
+    for r in records:
+        lt.add_column(r.backend, justify="right")
+    for j, name in enumerate(records[0].layer_rows()):
+        lt.add_row(name, *[fmt_ms(tab[j].sum()) if tab is not None else "n/a" for tab in tabs])
+    console.print(lt)
+    ot = Table(title="per op · decode (ms per token, mean)", title_justify="left")
+    ot.add_column("op")
+    for r in records:
+        ot.add_column(r.backend, justify="right")
+    per = [{o["op"]: o for o in r.op_table()} for r in records]
+    names = [o["op"] for o in records[0].op_table()]
+    for name in names:
+        ot.add_row(name, *[fmt_ms(p[name]["decode_s_per_token"]) if name in p else "" for p in per])
+    console.print(ot)
+    for r in records:
+        if r.text is None:
+            console.print(f"[{r.backend}] generated ids: {r.generated_ids}")
+
+
+def markdown(records: list[RunRecord]) -> str:
+    out = []
+    lines = [summary_lines(r) for r in records]
+    out.append("| | " + " | ".join(r.backend for r in records) + " |")
+    out.append("|---|" + "---|" * len(records))
+    for i, (k, _) in enumerate(lines[0]):
+        out.append(f"| {k} | " + " | ".join(ln[i][1] for ln in lines) + " |")
+    out.append("")
+    out.append("| op | kind | " + " | ".join(f"{r.backend} decode ms/token" for r in records) + " |")
+    out.append("|---|---|" + "---:|" * len(records))
+    per = [{o["op"]: o for o in r.op_table()} for r in records]
+    for o in records[0].op_table():
+        out.append(f"| {o['op']} | {o['kind']} | " + " | ".join(
+            fmt_ms(p[o["op"]]["decode_s_per_token"]) if o["op"] in p else "" for p in per) + " |")
+    out.append("")
+    out.append("| layer | " + " | ".join(f"{r.backend} decode ms/token" for r in records) + " |")
+    out.append("|---|" + "---:|" * len(records))
+    tabs = [r.layer_table("decode") for r in records]
+    for j, name in enumerate(records[0].layer_rows()):
+        out.append(f"| {name} | " + " | ".join(fmt_ms(t[j].sum()) if t is not None else "n/a" for t in tabs) + " |")
+    return "\n".join(out) + "\n"

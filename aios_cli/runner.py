@@ -1,0 +1,117 @@
+"""One profiled generation, start to finish: engine -> warm-up -> generate -> RunRecord.
+
+Shared by `aios run` (and later `aios top`), so there is one measuring path.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable
+
+from engines import BACKENDS, cuda_status, engine_class
+from engines.checkpoint import Checkpoint
+from engines.errors import BackendError
+from engines.generate import generate
+from engines.sampling import Sampler, SamplingParams
+from profilers.memory import MemorySampler, peak_rss_bytes
+from profilers.probe import make_probe
+from profilers.record import RunRecord
+from profilers.sysinfo import cpu_model
+
+
+@dataclass
+class RunOptions:
+    max_new_tokens: int = 16
+    sampling: SamplingParams = SamplingParams()
+    dtype: str | None = None
+    profile: str = "op"
+    warmup: bool = True
+    ignore_eos: bool = False
+
+
+def check_backend(backend: str) -> None:
+    """Raise BackendError now (before loading anything) if `backend` cannot run here."""
+    if backend not in BACKENDS:
+        raise BackendError(f"unknown backend {backend!r}", f"choose from: {', '.join(BACKENDS)}")
+    if backend == "cuda":
+        ok, why = cuda_status()
+        if not ok:
+            raise BackendError(f"--backend cuda needs an NVIDIA GPU: {why}", "use --backend simd (or torch)")
+
+
+def new_run_id(backend: str) -> str:
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{backend}-{uuid.uuid4().hex[:6]}"
+
+
+def build_engine(ckpt: Checkpoint, backend: str, dtype: str | None, progress: Callable | None = None):
+    t0 = time.perf_counter()
+    engine = engine_class(backend)(ckpt, dtype=dtype, progress=progress)
+    return engine, time.perf_counter() - t0
+
+
+def device_label(engine) -> str:
+    if engine.device == "cuda":
+        import torch
+
+        return f"cuda: {torch.cuda.get_device_name(0)}"
+    return f"cpu: {cpu_model()}"
+
+
+def profile_run(
+    ckpt: Checkpoint,
+    backend: str,
+    prompt_ids: list[int],
+    opts: RunOptions,
+    on_token: Callable[[int], None] | None = None,
+    on_phase: Callable[[str], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    engine=None,
+) -> RunRecord:
+    phase = on_phase or (lambda s: None)
+    load_s = 0.0
+    if engine is None:
+        phase(f"loading weights into the {backend} engine")
+        engine, load_s = build_engine(ckpt, backend, opts.dtype, progress)
+    gpu_index = 0 if engine.device == "cuda" else None
+    jit_s = 0.0
+    if opts.warmup:
+        phase("warming up (JIT compile, caches)")
+        jit_s = engine.warmup()
+        # a short untimed generation: first-touch page faults, allocator, kernel caches
+        warm_probe = make_probe("none", engine.device)
+        generate(engine, prompt_ids[:8], 2, Sampler(opts.sampling), warm_probe)
+    if engine.device == "cuda":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+    probe = make_probe(opts.profile, engine.device)
+    memory = MemorySampler(gpu_index=gpu_index)
+    memory.sample(engine, force=True)
+    phase("generating")
+    stop = () if opts.ignore_eos else ckpt.config.eos_token_ids
+    gen = generate(engine, prompt_ids, opts.max_new_tokens, Sampler(opts.sampling), probe,
+                   memory=memory if opts.profile != "none" else None, on_token=on_token, stop_ids=stop)
+    memory.sample(engine, force=True)
+    text = None
+    if ckpt.tokenizer is not None:
+        text = ckpt.tokenizer.decode(gen.generated_ids, skip_special_tokens=False)
+    peak_bw = None
+    if engine.device == "cuda":
+        from profilers import nvml
+
+        g = nvml.gpu(0)
+        peak_bw = g.peak_bandwidth_bytes_s() if g else None
+    return RunRecord(
+        run_id=new_run_id(backend), backend=backend, model=ckpt.name, config=ckpt.config,
+        dtype=engine.dtype, device=device_label(engine), profile=opts.profile,
+        weight_itemsize=engine.weight_itemsize, act_itemsize=engine.act_itemsize,
+        prompt_ids=list(prompt_ids), generated_ids=gen.generated_ids, text=text, steps=gen.steps,
+        memory=memory.samples, load_s=ckpt.open_seconds + load_s, jit_s=jit_s,
+        weight_bytes=engine.resident_weight_bytes, stored_weight_bytes=ckpt.stored_bytes,
+        kv_cache_bytes=engine.kv_cache_bytes(), peak_rss_bytes=peak_rss_bytes(),
+        sampling=opts.sampling.describe(), device_peak_bandwidth=peak_bw,
+        meta={"model_source": ckpt.source, "model_kind": ckpt.kind, "stopped_at_eos": gen.stopped_at_eos,
+              "notes": ckpt.notes},
+    )

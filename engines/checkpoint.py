@@ -1,0 +1,297 @@
+"""Model sources -> Checkpoint(config, weights, tokenizer).
+
+Three sources, all offline:
+  * a built-in preset name (`tiny`, `qwen2.5-0.5b`, ...): exact shapes, seeded random weights;
+  * an HF-format directory: config.json, model.safetensors or shards + index, tokenizer.json;
+  * a repo id (`Qwen/Qwen2.5-0.5B`) found in the local Hugging Face cache. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .config import PRESETS, ModelConfig, config_from_hf, preset
+from .errors import ModelError
+from .safetensors_mmap import TensorRef, read_safetensors
+
+PRESET_SEED = 20241203  # every engine on every machine draws the same preset weights
+INIT_STD = 0.02  # HF's initializer_range for Qwen2/Qwen3
+
+
+def layer_prefix(i: int) -> str:
+    return f"model.layers.{i}."
+
+
+def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every tensor the forward pass reads, by its HF name, with its shape."""
+    H, I, q, kv, hd = cfg.hidden_size, cfg.intermediate_size, cfg.q_dim, cfg.kv_dim, cfg.head_dim
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (cfg.vocab_size, H)}
+    for i in range(cfg.num_layers):
+        p = layer_prefix(i)
+        shapes.update({
+            p + "input_layernorm.weight": (H,),
+            p + "self_attn.q_proj.weight": (q, H),
+            p + "self_attn.k_proj.weight": (kv, H),
+            p + "self_attn.v_proj.weight": (kv, H),
+            p + "self_attn.o_proj.weight": (H, q),
+            p + "post_attention_layernorm.weight": (H,),
+            p + "mlp.gate_proj.weight": (I, H),
+            p + "mlp.up_proj.weight": (I, H),
+            p + "mlp.down_proj.weight": (H, I),
+        })
+        if cfg.attention_bias:
+            shapes.update({p + "self_attn.q_proj.bias": (q,), p + "self_attn.k_proj.bias": (kv,), p + "self_attn.v_proj.bias": (kv,)})
+        if cfg.qk_norm:
+            shapes.update({p + "self_attn.q_norm.weight": (hd,), p + "self_attn.k_norm.weight": (hd,)})
+    shapes["model.norm.weight"] = (H,)
+    if not cfg.tie_word_embeddings:
+        shapes["lm_head.weight"] = (cfg.vocab_size, H)
+    return shapes
+
+
+def lm_head_name(cfg: ModelConfig) -> str:
+    return "model.embed_tokens.weight" if cfg.tie_word_embeddings else "lm_head.weight"
+
+
+def to_float32(t: TensorRef) -> np.ndarray:
+    """Widen any stored dtype to a C-contiguous float32 array (bf16: shift the bits up)."""
+    a = t.array
+    if t.dtype == "bfloat16":
+        return (a.astype(np.uint32) << 16).view(np.float32)
+    if t.dtype == "float32":
+        return np.ascontiguousarray(a)
+    return a.astype(np.float32)
+
+
+class Weights:
+    """Tensors by HF name. `get` returns the stored form, `f32` a float32 array."""
+
+    def __init__(self, cfg: ModelConfig, loader: Callable[[str], TensorRef], stored_dtype: str, names: list[str]):
+        self.cfg = cfg
+        self._loader = loader
+        self.stored_dtype = stored_dtype
+        self.names = names
+
+    def get(self, name: str) -> TensorRef:
+        return self._loader(name)
+
+    def f32(self, name: str) -> np.ndarray:
+        return to_float32(self._loader(name))
+
+
+@dataclass
+class Checkpoint:
+    config: ModelConfig
+    weights: Weights
+    tokenizer: object | None  # tokenizers.Tokenizer
+    source: str  # what the user passed
+    kind: str  # preset | directory | hf-cache
+    path: str | None
+    stored_bytes: int  # bytes of the weights as stored (or as generated, for presets)
+    open_seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.config.name or self.source
+
+    @property
+    def is_preset(self) -> bool:
+        return self.kind == "preset"
+
+
+# --- presets -----------------------------------------------------------------------------
+
+def _preset_tensor(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Seeded per tensor (seed, crc32(name)), so any tensor can be drawn alone, in any order."""
+    if name.endswith("norm.weight"):
+        return np.ones(shape, np.float32)
+    rng = np.random.default_rng([PRESET_SEED, zlib.crc32(name.encode())])
+    # uniform with std INIT_STD: faster to draw than a normal, and just as good for profiling
+    a = rng.random(shape, dtype=np.float32)
+    a -= 0.5
+    a *= INIT_STD * np.sqrt(12.0, dtype=np.float32)
+    return a
+
+
+def open_preset(name: str) -> Checkpoint:
+    t0 = time.perf_counter()
+    cfg = preset(name)
+    shapes = expected_shapes(cfg)
+
+    def load(tensor: str) -> TensorRef:
+        if tensor not in shapes:
+            raise KeyError(tensor)
+        return TensorRef(_preset_tensor(tensor, shapes[tensor]), "float32")
+
+    from .tokenizer import qwen25_tokenizer
+
+    tok = qwen25_tokenizer()
+    return Checkpoint(
+        config=cfg, weights=Weights(cfg, load, "float32", list(shapes)), tokenizer=tok, source=name,
+        kind="preset", path=None, stored_bytes=cfg.weight_bytes("float32"),
+        open_seconds=time.perf_counter() - t0,
+        notes=["preset: random weights from a fixed seed (gibberish text); real shapes, no download"],
+    )
+
+
+# --- HF directories ----------------------------------------------------------------------
+
+def _hf_cache_roots() -> list[Path]:
+    roots = []
+    if os.environ.get("HF_HUB_CACHE"):
+        roots.append(Path(os.environ["HF_HUB_CACHE"]))
+    if os.environ.get("HF_HOME"):
+        roots.append(Path(os.environ["HF_HOME"]) / "hub")
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    roots.append((Path(xdg) if xdg else Path.home() / ".cache") / "huggingface" / "hub")
+    seen, out = set(), []
+    for r in roots:
+        if r not in seen:
+            seen.add(r)
+            out.append(r)
+    return out
+
+
+def _snapshot_dir(repo_dir: Path) -> Path | None:
+    snaps = repo_dir / "snapshots"
+    ref = repo_dir / "refs" / "main"
+    if ref.is_file():
+        cand = snaps / ref.read_text().strip()
+        if (cand / "config.json").is_file():
+            return cand
+    if snaps.is_dir():
+        cands = [d for d in snaps.iterdir() if (d / "config.json").is_file()]
+        if cands:
+            return max(cands, key=lambda d: d.stat().st_mtime)
+    return None
+
+
+def resolve_repo_id(repo_id: str) -> Path:
+    folder = "models--" + repo_id.replace("/", "--")
+    looked = []
+    for root in _hf_cache_roots():
+        looked.append(str(root / folder))
+        snap = _snapshot_dir(root / folder)
+        if snap is not None:
+            return snap
+    raise ModelError(
+        f"{repo_id} is not in the local Hugging Face cache (looked in {', '.join(looked)})",
+        "aios never downloads: fetch it yourself (e.g. `huggingface-cli download " + repo_id + "`) or pass a directory",
+    )
+
+
+def cached_repos() -> list[tuple[str, Path]]:
+    """(repo id, snapshot dir) for every Qwen/Llama-style model in the local HF cache."""
+    out = []
+    for root in _hf_cache_roots():
+        if not root.is_dir():
+            continue
+        for d in sorted(root.glob("models--*")):
+            snap = _snapshot_dir(d)
+            if snap is not None:
+                out.append((d.name[len("models--"):].replace("--", "/"), snap))
+    return out
+
+
+def read_config(path: Path) -> ModelConfig:
+    cfg_path = path / "config.json"
+    if not cfg_path.is_file():
+        raise ModelError(f"{path} has no config.json", "pass an HF-format model directory (config.json + *.safetensors)")
+    try:
+        d = json.loads(cfg_path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ModelError(f"{cfg_path} is not valid JSON ({e})", "fix or re-save config.json") from None
+    if not isinstance(d, dict):
+        raise ModelError(f"{cfg_path} is not a JSON object", "fix or re-save config.json")
+    return config_from_hf(d, source=str(cfg_path), name=path.name)
+
+
+def _weight_files(path: Path) -> list[Path]:
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (ValueError, KeyError, TypeError):
+            raise ModelError(f"{index} is corrupt (no weight_map)", "re-download or re-save the checkpoint") from None
+        files = sorted(set(weight_map.values()))
+        missing = [f for f in files if not (path / f).is_file()]
+        if missing:
+            raise ModelError(f"{path}: shard {missing[0]} named in the index is missing", "re-download the checkpoint")
+        return [path / f for f in files]
+    single = path / "model.safetensors"
+    if single.is_file():
+        return [single]
+    others = sorted(path.glob("*.safetensors"))
+    if others:
+        return others
+    raise ModelError(f"{path} has no model.safetensors (nor an index of shards)", "aios reads safetensors weights only")
+
+
+def open_directory(path: Path, source: str, kind: str = "directory") -> Checkpoint:
+    t0 = time.perf_counter()
+    cfg = read_config(path)
+    tensors: dict[str, TensorRef] = {}
+    for f in _weight_files(path):
+        tensors.update(read_safetensors(str(f)))
+    shapes = expected_shapes(cfg)
+    if cfg.tie_word_embeddings is False and "lm_head.weight" not in tensors and "model.embed_tokens.weight" in tensors:
+        # some checkpoints say untied but ship no lm_head; HF then ties them too
+        raise ModelError(f"{path}: config says tie_word_embeddings=false but there is no lm_head.weight", "fix config.json")
+    for name, shape in shapes.items():
+        if name not in tensors:
+            raise ModelError(f"{path}: weight {name} is missing", "the checkpoint does not match its config.json")
+        if tensors[name].shape != shape:
+            raise ModelError(
+                f"{path}: weight {name} has shape {list(tensors[name].shape)}, config implies {list(shape)}",
+                "the checkpoint does not match its config.json",
+            )
+    dtypes = sorted({tensors[n].dtype for n in shapes})
+    stored = "+".join(dtypes)
+    tok = None
+    notes = []
+    tok_path = path / "tokenizer.json"
+    if tok_path.is_file():
+        from .tokenizer import load_tokenizer_json
+
+        try:
+            tok = load_tokenizer_json(str(tok_path))
+        except ValueError as e:
+            raise ModelError(f"{tok_path} cannot be loaded ({e})", "fix it, or remove it and use --prompt-ids") from None
+    else:
+        notes.append("no tokenizer.json: use --prompt-ids; output shows token ids")
+    return Checkpoint(
+        config=cfg, weights=Weights(cfg, tensors.__getitem__, stored, list(shapes)), tokenizer=tok,
+        source=source, kind=kind, path=str(path), stored_bytes=sum(tensors[n].nbytes for n in shapes),
+        open_seconds=time.perf_counter() - t0, notes=notes,
+    )
+
+
+def looks_like_repo_id(s: str) -> bool:
+    parts = s.split("/")
+    return len(parts) == 2 and all(parts) and not s.startswith((".", "~")) and not os.path.isabs(s)
+
+
+def open_model(source: str) -> Checkpoint:
+    """Preset name, directory, or cached repo id -> Checkpoint. Raises ModelError."""
+    if source in PRESETS:
+        return open_preset(source)
+    p = Path(source).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise ModelError(f"{source} is a file, not a model directory", "pass the directory that holds config.json")
+        return open_directory(p, source)
+    if looks_like_repo_id(source):
+        return open_directory(resolve_repo_id(source), source, kind="hf-cache")
+    raise ModelError(
+        f"no such model directory or preset: {source}",
+        f"pass a directory, a cached repo id like Qwen/Qwen2.5-0.5B, or a preset ({', '.join(PRESETS)})",
+    )

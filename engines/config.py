@@ -1,0 +1,237 @@
+"""Model configuration: what the forward pass needs to know, read from an HF config.json
+or taken from the table of built-in presets (exact shapes of real Qwen models)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from .errors import ModelError
+
+# architectures[0] in config.json -> the forward pass that runs it.
+# Llama-family checkpoints are Qwen2 without biases (and without q/k norm).
+ARCHITECTURES = {
+    "Qwen2ForCausalLM": "qwen2",
+    "Qwen3ForCausalLM": "qwen3",
+    "LlamaForCausalLM": "llama",
+}
+MODEL_TYPES = {"qwen2": "qwen2", "qwen3": "qwen3", "llama": "llama"}
+
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str  # qwen2 | qwen3 | llama
+    vocab_size: int
+    hidden_size: int  # H
+    intermediate_size: int  # I (MLP width)
+    num_layers: int  # L
+    num_heads: int  # nh (query heads)
+    num_kv_heads: int  # nkv (GQA: nh % nkv == 0)
+    head_dim: int  # hd
+    rope_theta: float = 10000.0
+    rms_norm_eps: float = 1e-6
+    tie_word_embeddings: bool = False
+    attention_bias: bool = False  # q/k/v bias (Qwen2/2.5)
+    qk_norm: bool = False  # per-head RMSNorm on q and k before RoPE (Qwen3)
+    max_position_embeddings: int = 32768
+    eos_token_ids: tuple[int, ...] = ()
+    torch_dtype: str = "float32"  # dtype the checkpoint was saved in
+    name: str = ""
+
+    @property
+    def q_dim(self) -> int:
+        return self.num_heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.num_kv_heads * self.head_dim
+
+    @property
+    def gqa_group(self) -> int:
+        return self.num_heads // self.num_kv_heads
+
+    # --- sizes -------------------------------------------------------------
+    def layer_params(self) -> int:
+        H, I = self.hidden_size, self.intermediate_size
+        qkv = H * (self.q_dim + 2 * self.kv_dim)
+        if self.attention_bias:
+            qkv += self.q_dim + 2 * self.kv_dim
+        norms = 2 * H + (2 * self.head_dim if self.qk_norm else 0)
+        return qkv + self.q_dim * H + 3 * H * I + norms
+
+    def num_params(self) -> int:
+        embed = self.vocab_size * self.hidden_size
+        head = 0 if self.tie_word_embeddings else embed
+        return embed + head + self.num_layers * self.layer_params() + self.hidden_size
+
+    def weight_bytes(self, dtype: str) -> int:
+        return self.num_params() * DTYPE_BYTES[dtype]
+
+    def decode_weight_bytes(self, dtype: str) -> int:
+        """Weight bytes one decode token must read: every matrix once, plus one embedding
+        row (the embedding table itself is read in full only when tied, as the lm_head)."""
+        embed = self.vocab_size * self.hidden_size
+        params = self.num_params() - embed + self.hidden_size
+        if self.tie_word_embeddings:
+            params += embed
+        return params * DTYPE_BYTES[dtype]
+
+    def kv_cache_bytes(self, tokens: int, dtype: str) -> int:
+        return 2 * self.num_layers * self.kv_dim * tokens * DTYPE_BYTES[dtype]
+
+    def barrier_ops_per_pass(self) -> int:
+        """What the op list implies (used for docs and tests, never printed as measured)."""
+        per_layer = 3 + (1 if self.qk_norm else 0)  # attn_norm, attn_softmax, mlp_norm (+qk_norm)
+        return per_layer * self.num_layers + 2  # + final_norm, sample
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _field(d: dict, key: str, source: str, *alts: str):
+    for k in (key, *alts):
+        if k in d and d[k] is not None:
+            return d[k]
+    raise ModelError(
+        f"{source}: config.json is missing '{key}'",
+        "use an HF-format Qwen2/Qwen3/Llama config.json",
+    )
+
+
+def config_from_hf(d: dict, source: str = "config.json", name: str = "") -> ModelConfig:
+    """Build a ModelConfig from an HF config.json dict; reject what the engines can't run."""
+    archs = d.get("architectures") or []
+    arch = None
+    for a in archs:
+        arch = ARCHITECTURES.get(a)
+        if arch:
+            break
+    if arch is None and not archs:
+        arch = MODEL_TYPES.get(d.get("model_type", ""))
+    if arch is None:
+        got = ", ".join(archs) or d.get("model_type") or "none given"
+        raise ModelError(
+            f"{source}: unsupported architecture ({got})",
+            f"aios runs {', '.join(ARCHITECTURES)} checkpoints",
+        )
+    if d.get("hidden_act", "silu") != "silu":
+        raise ModelError(f"{source}: unsupported hidden_act {d['hidden_act']!r}", "aios runs SiLU MLPs")
+
+    rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type not in ("default", None):
+        raise ModelError(
+            f"{source}: unsupported RoPE scaling {rope_type!r}",
+            "aios implements plain RoPE (rope_type 'default')",
+        )
+    rope_theta = d.get("rope_theta", rope.get("rope_theta", 10000.0))
+
+    H = int(_field(d, "hidden_size", source))
+    nh = int(_field(d, "num_attention_heads", source))
+    nkv = int(d.get("num_key_value_heads") or nh)
+    head_dim = int(d.get("head_dim") or (H // nh))
+    eos = d.get("eos_token_id")
+    eos_ids = tuple(eos) if isinstance(eos, list) else ((eos,) if isinstance(eos, int) else ())
+    dtype = str(d.get("dtype") or d.get("torch_dtype") or "float32")
+    if arch == "qwen2":
+        bias = True if "attention_bias" not in d else bool(d["attention_bias"])
+    else:
+        bias = bool(d.get("attention_bias", False))
+    if d.get("mlp_bias"):
+        raise ModelError(f"{source}: mlp_bias is not supported", "aios runs bias-free MLPs")
+
+    cfg = ModelConfig(
+        arch=arch,
+        vocab_size=int(_field(d, "vocab_size", source)),
+        hidden_size=H,
+        intermediate_size=int(_field(d, "intermediate_size", source)),
+        num_layers=int(_field(d, "num_hidden_layers", source)),
+        num_heads=nh,
+        num_kv_heads=nkv,
+        head_dim=head_dim,
+        rope_theta=float(rope_theta),
+        rms_norm_eps=float(d.get("rms_norm_eps", 1e-6)),
+        tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
+        attention_bias=bias,
+        qk_norm=arch == "qwen3",
+        max_position_embeddings=int(d.get("max_position_embeddings", 32768)),
+        eos_token_ids=eos_ids,
+        torch_dtype=dtype,
+        name=name,
+    )
+    validate(cfg, source)
+    return cfg
+
+
+def validate(cfg: ModelConfig, source: str) -> None:
+    positive = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim")
+    for k in positive:
+        if getattr(cfg, k) <= 0:
+            raise ModelError(f"{source}: {k} must be positive, got {getattr(cfg, k)}", "fix config.json")
+    if cfg.num_heads % cfg.num_kv_heads:
+        raise ModelError(
+            f"{source}: num_attention_heads ({cfg.num_heads}) is not a multiple of num_key_value_heads ({cfg.num_kv_heads})",
+            "fix config.json",
+        )
+    if cfg.head_dim % 2:
+        raise ModelError(f"{source}: head_dim must be even for RoPE, got {cfg.head_dim}", "fix config.json")
+
+
+# --- built-in presets --------------------------------------------------------------------
+# Exact shapes of the real models (from their config.json). Weights are random, drawn from a
+# fixed seed: they produce gibberish text and exist to profile real shapes without a download.
+
+_QWEN2 = dict(arch="qwen2", attention_bias=True, rope_theta=1e6, rms_norm_eps=1e-6, eos_token_ids=(151643,))
+
+PRESETS: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(
+        vocab_size=151936, hidden_size=64, intermediate_size=128, num_layers=2,
+        num_heads=4, num_kv_heads=2, head_dim=16, tie_word_embeddings=True,
+        max_position_embeddings=4096, name="tiny", **_QWEN2,
+    ),
+    "qwen2.5-0.5b": ModelConfig(
+        vocab_size=151936, hidden_size=896, intermediate_size=4864, num_layers=24,
+        num_heads=14, num_kv_heads=2, head_dim=64, tie_word_embeddings=True,
+        name="qwen2.5-0.5b", **_QWEN2,
+    ),
+    "qwen2.5-1.5b": ModelConfig(
+        vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_layers=28,
+        num_heads=12, num_kv_heads=2, head_dim=128, tie_word_embeddings=True,
+        name="qwen2.5-1.5b", **_QWEN2,
+    ),
+    "qwen2.5-coder-1.5b": ModelConfig(
+        vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_layers=28,
+        num_heads=12, num_kv_heads=2, head_dim=128, tie_word_embeddings=True,
+        name="qwen2.5-coder-1.5b", **_QWEN2,
+    ),
+    "qwen2.5-7b": ModelConfig(
+        vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_layers=28,
+        num_heads=28, num_kv_heads=4, head_dim=128, tie_word_embeddings=False,
+        name="qwen2.5-7b", **_QWEN2,
+    ),
+    "qwen3-0.6b": ModelConfig(
+        arch="qwen3", vocab_size=151936, hidden_size=1024, intermediate_size=3072,
+        num_layers=28, num_heads=16, num_kv_heads=8, head_dim=128, rope_theta=1e6,
+        rms_norm_eps=1e-6, tie_word_embeddings=True, attention_bias=False, qk_norm=True,
+        max_position_embeddings=40960, eos_token_ids=(151645,), name="qwen3-0.6b",
+    ),
+}
+DEFAULT_PRESET = "tiny"
+
+
+def preset(name: str) -> ModelConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ModelError(
+            f"unknown preset {name!r}", f"choose one of: {', '.join(PRESETS)} (or pass a model directory)"
+        ) from None
+
+
+def with_name(cfg: ModelConfig, name: str) -> ModelConfig:
+    return replace(cfg, name=name)
+
+
+__all__ = ["ModelConfig", "PRESETS", "DEFAULT_PRESET", "config_from_hf", "preset", "with_name", "field"]

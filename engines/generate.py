@@ -1,0 +1,86 @@
+"""The generate loop every engine shares: prefill, sample, then decode one token at a time.
+
+Each forward pass is one profiler step: begin_step, the engine's laps, the sampler's lap,
+end_step. Memory is sampled between steps, outside the timed region.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from profilers.memory import MemorySampler
+from profilers.ops import SAMPLE
+from profilers.probe import Probe, Step
+
+from .base import Engine
+from .errors import UserError
+from .sampling import Sampler
+
+
+@dataclass
+class Generation:
+    prompt_ids: list[int]
+    generated_ids: list[int] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+    wall_s: float = 0.0
+    stopped_at_eos: bool = False
+
+
+def check_prompt(ids: list[int], vocab_size: int) -> None:
+    if not ids:
+        raise UserError("the prompt is empty", "pass --prompt TEXT or --prompt-ids 1,2,3")
+    bad = [i for i in ids if not 0 <= i < vocab_size]
+    if bad:
+        raise UserError(
+            f"prompt id {bad[0]} is outside the vocabulary (0..{vocab_size - 1})",
+            "pass ids below the model's vocab_size",
+        )
+
+
+def generate(
+    engine: Engine,
+    prompt_ids: list[int],
+    max_new_tokens: int,
+    sampler: Sampler,
+    probe: Probe,
+    memory: MemorySampler | None = None,
+    on_token: Callable[[int], None] | None = None,
+    stop_ids: tuple[int, ...] = (),
+    should_stop: Callable[[], bool] | None = None,
+) -> Generation:
+    """Generate up to `max_new_tokens` tokens after `prompt_ids` (the KV cache is reset)."""
+    if max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens must be positive, got {max_new_tokens}", "pass 1 or more")
+    check_prompt(prompt_ids, engine.cfg.vocab_size)
+    engine.set_probe(probe)
+    engine.reset(len(prompt_ids) + max_new_tokens)
+    gen = Generation(list(prompt_ids))
+    t0 = time.perf_counter()
+
+    def step(phase: str, index: int, run: Callable):
+        probe.begin_step(phase, index, len(prompt_ids) if phase == "prefill" else 1, engine.pos)
+        logits = run()
+        probe.mark_host()
+        token = sampler(logits)
+        probe.host_lap(-1, SAMPLE)
+        gen.steps.append(probe.end_step())
+        if memory is not None:
+            memory.sample(engine)
+        return token
+
+    token = step("prefill", 0, lambda: engine.prefill(prompt_ids))
+    for i in range(max_new_tokens):
+        gen.generated_ids.append(token)
+        if on_token:
+            on_token(token)
+        if token in stop_ids:
+            gen.stopped_at_eos = True
+            break
+        if i == max_new_tokens - 1 or (should_stop and should_stop()):
+            break
+        prev = token
+        token = step("decode", i + 1, lambda: engine.decode(prev))
+    gen.wall_s = time.perf_counter() - t0
+    return gen

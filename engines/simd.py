@@ -1,0 +1,222 @@
+"""The simd engine: NumPy + Numba, float32.
+
+Decode (one token) is a chain of matrix-vector products: memory-bandwidth-bound, so it runs on
+our own Numba kernels (`simd_kernels.matvec` & co.) writing into preallocated buffers — no
+allocation per token. Prefill (many tokens) is matrix-matrix: it goes to BLAS through
+`np.matmul`, with the same Numba kernels for the norms, RoPE, softmax and SiLU.
+Weights are fused where the math allows: q|k|v in one matrix, gate|up in one.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from profilers.ops import (
+    ATTN_MIX, ATTN_NORM, ATTN_SCORES, ATTN_SOFTMAX, DOWN_PROJ, EMBED, FINAL_NORM, GATE_UP_PROJ,
+    LM_HEAD, MLP_NORM, O_PROJ, QK_NORM, QKV_PROJ, ROPE, SILU_MUL,
+)
+
+from . import simd_kernels as K
+from .base import Engine, attn_scale, rope_tables
+from .checkpoint import layer_prefix, lm_head_name
+from .errors import BackendError
+
+f32 = np.float32
+
+
+class SimdLayer:
+    def __init__(self, w, p: str, cfg):
+        a = p + "self_attn."
+        self.attn_norm = w.f32(p + "input_layernorm.weight")  # (H,)
+        self.wqkv = np.ascontiguousarray(np.concatenate(
+            [w.f32(a + "q_proj.weight"), w.f32(a + "k_proj.weight"), w.f32(a + "v_proj.weight")]))  # (q+2kv, H)
+        if cfg.attention_bias:
+            self.bqkv = np.concatenate([w.f32(a + "q_proj.bias"), w.f32(a + "k_proj.bias"), w.f32(a + "v_proj.bias")])
+        else:
+            self.bqkv = np.zeros(cfg.q_dim + 2 * cfg.kv_dim, f32)
+        self.q_norm = w.f32(a + "q_norm.weight") if cfg.qk_norm else None  # (hd,)
+        self.k_norm = w.f32(a + "k_norm.weight") if cfg.qk_norm else None
+        self.wo = np.ascontiguousarray(w.f32(a + "o_proj.weight"))  # (H, q)
+        self.mlp_norm = w.f32(p + "post_attention_layernorm.weight")
+        self.wgu = np.ascontiguousarray(np.concatenate([w.f32(p + "mlp.gate_proj.weight"), w.f32(p + "mlp.up_proj.weight")]))  # (2I, H)
+        self.wd = np.ascontiguousarray(w.f32(p + "mlp.down_proj.weight"))  # (H, I)
+
+    def arrays(self):
+        return [self.attn_norm, self.wqkv, self.bqkv, self.wo, self.mlp_norm, self.wgu, self.wd] + (
+            [self.q_norm, self.k_norm] if self.q_norm is not None else [])
+
+
+class SimdEngine(Engine):
+    name = "simd"
+    dtype = "float32"
+
+    def __init__(self, ckpt, probe=None, dtype: str | None = None, progress=None):
+        super().__init__(ckpt, probe)
+        if dtype not in (None, "float32"):
+            raise BackendError(f"the simd engine computes in float32, not {dtype}", "drop --dtype or use --dtype float32")
+        cfg, w = self.cfg, ckpt.weights
+        self.embed = np.ascontiguousarray(w.f32("model.embed_tokens.weight"))  # (V, H)
+        self.layers = []
+        for i in range(cfg.num_layers):
+            self.layers.append(SimdLayer(w, layer_prefix(i), cfg))
+            if progress:
+                progress(i + 1, cfg.num_layers)
+        self.final_norm = w.f32("model.norm.weight")
+        self.lm_head = self.embed if cfg.tie_word_embeddings else np.ascontiguousarray(w.f32(lm_head_name(cfg)))
+        nbytes = sum(a.nbytes for L in self.layers for a in L.arrays()) + self.embed.nbytes + self.final_norm.nbytes
+        self._weight_bytes = nbytes + (0 if cfg.tie_word_embeddings else self.lm_head.nbytes)
+        # decode buffers, reused every token
+        H, I = cfg.hidden_size, cfg.intermediate_size
+        self.x = np.zeros((1, H), f32)
+        self.h = np.zeros((1, H), f32)
+        self.qkv = np.zeros(cfg.q_dim + 2 * cfg.kv_dim, f32)
+        self.attn = np.zeros((cfg.num_heads, cfg.head_dim), f32)
+        self.gu = np.zeros((1, 2 * I), f32)
+        self.act = np.zeros((1, I), f32)
+        self.logits = np.zeros(cfg.vocab_size, f32)
+        self.reset(64)
+
+    @property
+    def resident_weight_bytes(self) -> int:
+        return self._weight_bytes
+
+    def warmup(self) -> float:
+        t0 = time.perf_counter()
+        K.warmup()
+        return time.perf_counter() - t0
+
+    def reset(self, capacity: int) -> None:
+        cfg = self.cfg
+        self.capacity, self.pos = capacity, 0
+        shape = (cfg.num_layers, cfg.num_kv_heads, capacity, cfg.head_dim)
+        self.k_cache = np.zeros(shape, f32)  # (L, nkv, S, hd)
+        self.v_cache = np.zeros(shape, f32)
+        cos, sin = rope_tables(cfg.head_dim, cfg.rope_theta, capacity)
+        self.cos, self.sin = cos.astype(f32), sin.astype(f32)  # (S, hd/2)
+        self.scores_buf = np.zeros(cfg.num_heads * capacity, f32)
+
+    def kv_cache_bytes(self) -> int:
+        return self.k_cache.nbytes + self.v_cache.nbytes
+
+    # --- decode: one token, Numba matvecs into preallocated buffers ------------------------
+    def decode(self, token_id):
+        self.check_room(1)
+        cfg, lap = self.cfg, self.lap
+        nh, nkv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        qd, kvd, eps, scale = cfg.q_dim, cfg.kv_dim, cfg.rms_norm_eps, attn_scale(hd)
+        P = self.pos
+        n = P + 1
+        x, h, qkv, attn, gu, act = self.x, self.h, self.qkv, self.attn, self.gu, self.act
+        cos, sin = self.cos[P:n], self.sin[P:n]
+        scores = self.scores_buf[: nh * n].reshape(nh, n)
+
+        x[0] = self.embed[token_id]
+        lap(-1, EMBED)
+        for li, L in enumerate(self.layers):
+            kc, vc = self.k_cache[li], self.v_cache[li]
+            K.rmsnorm(x, L.attn_norm, eps, h)
+            lap(li, ATTN_NORM)
+            K.matvec_bias(L.wqkv, h[0], L.bqkv, qkv)
+            q = qkv[:qd].reshape(1, nh, hd)
+            k = qkv[qd:qd + kvd].reshape(1, nkv, hd)
+            lap(li, QKV_PROJ)
+            if L.q_norm is not None:
+                K.rmsnorm_heads(q, L.q_norm, eps)
+                K.rmsnorm_heads(k, L.k_norm, eps)
+                lap(li, QK_NORM)
+            K.rope(q, cos, sin)
+            K.rope(k, cos, sin)
+            kc[:, P] = k[0]
+            vc[:, P] = qkv[qd + kvd:].reshape(nkv, hd)
+            lap(li, ROPE)
+            K.attn_scores(q[0], kc, n, scale, scores)
+            lap(li, ATTN_SCORES)
+            K.softmax_rows(scores, n)
+            lap(li, ATTN_SOFTMAX)
+            K.attn_mix(scores, vc, n, attn)
+            lap(li, ATTN_MIX)
+            K.matvec_residual(L.wo, attn.reshape(-1), x[0], x[0])
+            lap(li, O_PROJ)
+            K.rmsnorm(x, L.mlp_norm, eps, h)
+            lap(li, MLP_NORM)
+            K.matvec(L.wgu, h[0], gu[0])
+            lap(li, GATE_UP_PROJ)
+            K.silu_mul(gu, act)
+            lap(li, SILU_MUL)
+            K.matvec_residual(L.wd, act[0], x[0], x[0])
+            lap(li, DOWN_PROJ)
+        self.pos = n
+        K.rmsnorm(x, self.final_norm, eps, h)
+        lap(-1, FINAL_NORM)
+        K.matvec(self.lm_head, h[0], self.logits)
+        lap(-1, LM_HEAD)
+        return self.logits
+
+    # --- prefill: the whole prompt at once, BLAS matmuls ---------------------------------
+    def prefill(self, ids, all_logits=False):
+        ids = list(ids)
+        self.check_room(len(ids))
+        cfg, lap = self.cfg, self.lap
+        nh, nkv, hd, g = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.gqa_group
+        qd, kvd, I, eps, scale = cfg.q_dim, cfg.kv_dim, cfg.intermediate_size, cfg.rms_norm_eps, attn_scale(hd)
+        P, T = self.pos, len(ids)
+        S = P + T
+        cos, sin = self.cos[P:S], self.sin[P:S]
+        h = np.empty((T, cfg.hidden_size), f32)
+        act = np.empty((T, I), f32)
+
+        x = self.embed[ids]  # (T, H) fancy indexing copies
+        lap(-1, EMBED)
+        for li, L in enumerate(self.layers):
+            kc, vc = self.k_cache[li], self.v_cache[li]
+            K.rmsnorm(x, L.attn_norm, eps, h)
+            lap(li, ATTN_NORM)
+            qkv = h @ L.wqkv.T
+            qkv += L.bqkv  # (T, q+2kv)
+            q = np.ascontiguousarray(qkv[:, :qd]).reshape(T, nh, hd)
+            k = np.ascontiguousarray(qkv[:, qd:qd + kvd]).reshape(T, nkv, hd)
+            lap(li, QKV_PROJ)
+            if L.q_norm is not None:
+                K.rmsnorm_heads(q, L.q_norm, eps)
+                K.rmsnorm_heads(k, L.k_norm, eps)
+                lap(li, QK_NORM)
+            K.rope(q, cos, sin)
+            K.rope(k, cos, sin)
+            kc[:, P:S] = k.transpose(1, 0, 2)
+            vc[:, P:S] = qkv[:, qd + kvd:].reshape(T, nkv, hd).transpose(1, 0, 2)
+            lap(li, ROPE)
+            # GQA: the g query heads sharing a KV head are stacked as rows: (nkv, g*T, hd)
+            qg = q.transpose(1, 0, 2).reshape(nkv, g * T, hd)
+            scores = np.matmul(qg, kc[:, :S].transpose(0, 2, 1))  # (nkv, g*T, S)
+            scores *= scale
+            lap(li, ATTN_SCORES)
+            K.causal_softmax(scores.reshape(nh, T, S), P)
+            lap(li, ATTN_SOFTMAX)
+            mixed = np.matmul(scores, vc[:, :S])  # (nkv, g*T, hd)
+            attn = mixed.reshape(nh, T, hd).transpose(1, 0, 2).reshape(T, qd)
+            lap(li, ATTN_MIX)
+            x += attn @ L.wo.T
+            lap(li, O_PROJ)
+            K.rmsnorm(x, L.mlp_norm, eps, h)
+            lap(li, MLP_NORM)
+            gu = h @ L.wgu.T  # (T, 2I)
+            lap(li, GATE_UP_PROJ)
+            K.silu_mul(gu, act)
+            lap(li, SILU_MUL)
+            x += act @ L.wd.T
+            lap(li, DOWN_PROJ)
+        self.pos = S
+        if all_logits:
+            K.rmsnorm(x, self.final_norm, eps, h)
+            lap(-1, FINAL_NORM)
+            out = h @ self.lm_head.T
+            lap(-1, LM_HEAD)
+            return out
+        last = np.ascontiguousarray(x[-1:])
+        K.rmsnorm(last, self.final_norm, eps, h[:1])
+        lap(-1, FINAL_NORM)
+        K.matvec(self.lm_head, h[0], self.logits)
+        lap(-1, LM_HEAD)
+        return self.logits

@@ -1,0 +1,143 @@
+"""Exporters: tidy per-op CSV, summary CSV, JSON, Markdown and Chrome trace-event JSON.
+
+Files are written atomically: into a temporary file beside the target, then renamed over it,
+so a reader never sees half a file and a failed run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+from .record import RunRecord
+
+# One source of truth for the tidy per-op CSV (`aios run --csv FILE`, `aios top` export).
+EVENT_COLUMNS = ("run_id", "backend", "model", "phase", "token_index", "layer", "op", "kind", "seconds", "flops", "bytes")
+
+# `--format csv`: one row per backend, carrying the whole configuration (as llama-bench does)
+# so rows from different machines can be concatenated.
+SUMMARY_COLUMNS = (
+    "run_id", "host", "cpu", "device", "backend", "model", "arch", "dtype", "profile", "num_layers", "hidden_size",
+    "num_params", "sampling", "prompt_tokens", "new_tokens", "load_s", "jit_s", "ttft_s", "prefill_tokens_per_s",
+    "decode_tokens", "decode_tokens_per_s", "decode_ms_median", "decode_ms_min", "decode_ms_max",
+    "reduction_barriers_per_token", "barrier_time_share", "op_time_share", "decode_bytes_per_token",
+    "achieved_bandwidth_bytes_per_s", "bandwidth_share_of_peak", "peak_rss_bytes", "weight_bytes",
+    "kv_cache_bytes", "device_peak_bytes",
+)
+
+
+def atomic_write(path: str | os.PathLike, data: str) -> None:
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def check_writable(path: str | os.PathLike) -> str | None:
+    """None if `path` can be written, else why not (checked before a run starts)."""
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        return f"directory {parent} does not exist"
+    if p.is_dir():
+        return f"{p} is a directory"
+    if not os.access(parent, os.W_OK):
+        return f"directory {parent} is not writable"
+    return None
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return "" if math.isnan(v) else repr(v)
+    return "" if v is None else v
+
+
+def machine_fields() -> dict:
+    from .sysinfo import cpu_model
+
+    return {"host": platform.node(), "cpu": cpu_model()}
+
+
+def summary_rows(records: Iterable[RunRecord]) -> list[dict]:
+    m = machine_fields()
+    return [{**m, **r.summary()} for r in records]
+
+
+def summary_csv(records: Iterable[RunRecord]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for row in summary_rows(records):
+        w.writerow({k: _fmt(row.get(k)) for k in SUMMARY_COLUMNS})
+    return buf.getvalue()
+
+
+def events_csv(records: Iterable[RunRecord]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=EVENT_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for r in records:
+        for ev in r.events():
+            ev["seconds"] = f"{ev['seconds']:.9f}"
+            w.writerow(ev)
+    return buf.getvalue()
+
+
+def to_json(records: list[RunRecord]) -> str:
+    m = machine_fields()
+    objs = [{**m, **r.to_json()} for r in records]
+    return json.dumps(objs[0] if len(objs) == 1 else objs, indent=2, default=_json_default)
+
+
+def _json_default(o):
+    if hasattr(o, "item"):
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    raise TypeError(type(o))
+
+
+def chrome_trace(records: list[RunRecord]) -> str:
+    """Trace-event JSON (opens in Perfetto / chrome://tracing): one process per backend, a
+    `tokens` track with one slice per forward pass and an `ops` track with every op."""
+    events: list[dict] = []
+    for pid, r in enumerate(records, start=1):
+        events.append({"ph": "M", "pid": pid, "name": "process_name", "args": {"name": f"{r.backend} · {r.model}"}})
+        events.append({"ph": "M", "pid": pid, "tid": 1, "name": "thread_name", "args": {"name": "tokens"}})
+        events.append({"ph": "M", "pid": pid, "tid": 2, "name": "thread_name", "args": {"name": "ops"}})
+        for s in r.steps:
+            ts0 = s.start_s * 1e6
+            events.append({"ph": "X", "pid": pid, "tid": 1, "name": f"{s.phase} #{s.token_index}", "cat": s.phase,
+                           "ts": ts0, "dur": s.wall_s * 1e6,
+                           "args": {"n_tokens": s.n_tokens, "past": s.past, "reduction_barriers": s.barriers}})
+            if s.durs_ns is None:
+                continue
+            f, b = r.step_costs(s)
+            from .ops import OPS
+
+            for layer, op, start, dur in zip(s.layers.tolist(), s.ops.tolist(), s.starts_ns.tolist(), s.durs_ns.tolist()):
+                o = OPS[op]
+                events.append({"ph": "X", "pid": pid, "tid": 2, "name": o.name, "cat": o.kind,
+                               "ts": ts0 + start / 1e3, "dur": dur / 1e3,
+                               "args": {"layer": layer, "phase": s.phase, "token_index": s.token_index,
+                                        "flops": int(f[op]), "bytes": int(b[op])}})
+    return json.dumps({"traceEvents": events, "displayTimeUnit": "ms",
+                       "otherData": {"tool": "aios", "runs": [r.run_id for r in records]}})

@@ -1,0 +1,93 @@
+"""NVML, wrapped the way nvitop does it: initialised lazily, and every query that the driver or
+device does not support returns None ("N/A") instead of raising."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+_state: dict[str, Any] = {"init": None, "error": None}
+
+
+def _nvml():
+    if _state["init"] is None:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            _state["init"] = pynvml
+        except Exception as e:  # no driver, no library, no GPU
+            _state["init"] = False
+            _state["error"] = str(e) or type(e).__name__
+    return _state["init"] or None
+
+
+def unavailable_reason() -> str | None:
+    _nvml()
+    return _state["error"]
+
+
+def _q(fn: Callable, *args):
+    try:
+        return fn(*args)
+    except Exception:
+        return None
+
+
+def device_count() -> int:
+    nv = _nvml()
+    return (_q(nv.nvmlDeviceGetCount) or 0) if nv else 0
+
+
+@dataclass
+class GpuInfo:
+    index: int
+    name: str
+    memory_total: int | None
+    memory_used: int | None
+    driver: str | None
+    utilization_pct: float | None
+    power_w: float | None
+    temperature_c: float | None
+    mem_bus_width_bits: int | None
+    mem_clock_mhz: int | None
+
+    def peak_bandwidth_bytes_s(self) -> float | None:
+        """Theoretical DRAM bandwidth from NVML's max memory clock and bus width (DDR: x2).
+        A datasheet-style figure, labelled as such wherever it is shown."""
+        if not self.mem_bus_width_bits or not self.mem_clock_mhz:
+            return None
+        return self.mem_clock_mhz * 1e6 * 2 * self.mem_bus_width_bits / 8
+
+
+def _s(x):
+    return x.decode() if isinstance(x, bytes) else x
+
+
+def gpu(index: int = 0) -> GpuInfo | None:
+    nv = _nvml()
+    if not nv or index >= device_count():
+        return None
+    h = _q(nv.nvmlDeviceGetHandleByIndex, index)
+    if h is None:
+        return None
+    mem = _q(nv.nvmlDeviceGetMemoryInfo, h)
+    util = _q(nv.nvmlDeviceGetUtilizationRates, h)
+    power = _q(nv.nvmlDeviceGetPowerUsage, h)
+    temp = _q(nv.nvmlDeviceGetTemperature, h, getattr(nv, "NVML_TEMPERATURE_GPU", 0))
+    return GpuInfo(
+        index=index,
+        name=_s(_q(nv.nvmlDeviceGetName, h)) or "NVIDIA GPU",
+        memory_total=getattr(mem, "total", None),
+        memory_used=getattr(mem, "used", None),
+        driver=_s(_q(nv.nvmlSystemGetDriverVersion)),
+        utilization_pct=getattr(util, "gpu", None),
+        power_w=power / 1000.0 if power is not None else None,
+        temperature_c=temp,
+        mem_bus_width_bits=_q(nv.nvmlDeviceGetMemoryBusWidth, h),
+        mem_clock_mhz=_q(nv.nvmlDeviceGetMaxClockInfo, h, getattr(nv, "NVML_CLOCK_MEM", 2)),
+    )
+
+
+def gpus() -> list[GpuInfo]:
+    return [g for g in (gpu(i) for i in range(device_count())) if g is not None]

@@ -1,0 +1,203 @@
+"""Probes: what an engine calls after every op it executes.
+
+The engine's whole contract is one call per op: ``lap(layer, op_id)``. A lap closes the
+interval that began at the previous lap (or at the start of the step), so the ops of a step
+tile its wall time with no gaps: per-op times add up, and whatever is left between the last
+lap and the end of the step is reported as ``other``.
+
+Levels:
+  op     every lap is timestamped (CPU: perf_counter_ns; GPU: a CUDA event, no host sync);
+  token  laps are only counted (barriers per token stay measured), steps are timed;
+  none   ``lap`` is a no-op function; only steps are timed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .ops import OPS
+
+BARRIER_MASK = np.array([op.barrier for op in OPS], dtype=bool)
+LEVELS = ("op", "token", "none")
+
+
+@dataclass
+class Step:
+    """One forward pass: the prefill over the prompt, or one decode token."""
+
+    phase: str  # prefill | decode
+    token_index: int  # index of the generated token this step produced (prefill: 0)
+    n_tokens: int  # tokens pushed through the pass (T)
+    past: int  # tokens already in the KV cache (P)
+    wall_s: float = 0.0
+    start_s: float = 0.0  # since the start of the run
+    # op level: one row per executed op (layer, op id, start ns since step start, duration ns)
+    layers: np.ndarray | None = None
+    ops: np.ndarray | None = None
+    starts_ns: np.ndarray | None = None
+    durs_ns: np.ndarray | None = None
+    # token and op level: how many times each canonical op ran
+    op_counts: np.ndarray | None = None
+    fused: dict = field(default_factory=dict)
+
+    @property
+    def ops_counted(self) -> int | None:
+        return None if self.op_counts is None else int(self.op_counts.sum())
+
+    @property
+    def barriers(self) -> int | None:
+        return None if self.op_counts is None else int(self.op_counts[BARRIER_MASK].sum())
+
+    @property
+    def op_seconds(self) -> float:
+        return 0.0 if self.durs_ns is None else float(self.durs_ns.sum()) * 1e-9
+
+
+def _noop(layer: int, op: int) -> None:
+    return None
+
+
+class Probe:
+    """CPU probe. `begin_step` / `lap`* / `end_step`, driven by the generate loop."""
+
+    def __init__(self, level: str = "op"):
+        if level not in LEVELS:
+            raise ValueError(level)
+        self.level = level
+        self.steps: list[Step] = []
+        self._t0 = time.perf_counter_ns()
+        self._buf: list = []
+        self._counts = [0] * len(OPS)
+        self.lap = {"op": self._lap_op, "token": self._lap_count, "none": _noop}[level]
+
+    # -- hot path ---------------------------------------------------------------------
+    def _lap_op(self, layer: int, op: int) -> None:
+        t = time.perf_counter_ns()
+        self._buf.append((layer, op, t))
+
+    def _lap_count(self, layer: int, op: int) -> None:
+        self._counts[op] += 1
+
+    # -- step boundaries --------------------------------------------------------------
+    def begin_step(self, phase: str, token_index: int, n_tokens: int, past: int) -> None:
+        self._step = Step(phase, token_index, n_tokens, past)
+        self._buf = []
+        self._counts = [0] * len(OPS)
+        self._step_t = time.perf_counter_ns()
+
+    def end_step(self) -> Step:
+        t_end = time.perf_counter_ns()
+        st = self._step
+        st.wall_s = (t_end - self._step_t) * 1e-9
+        st.start_s = (self._step_t - self._t0) * 1e-9
+        if self.level == "op":
+            self._finish_op_step(st, self._step_t)
+        elif self.level == "token":
+            st.op_counts = np.array(self._counts, dtype=np.int64)
+        self.steps.append(st)
+        return st
+
+    def _finish_op_step(self, st: Step, t_start: int) -> None:
+        buf = self._buf
+        n = len(buf)
+        st.layers = np.fromiter((b[0] for b in buf), np.int32, n)
+        st.ops = np.fromiter((b[1] for b in buf), np.int16, n)
+        ends = np.fromiter((b[2] for b in buf), np.int64, n)
+        starts = np.empty_like(ends)
+        if n:
+            starts[0] = t_start
+            starts[1:] = ends[:-1]
+        st.starts_ns = starts - t_start
+        st.durs_ns = ends - starts
+        st.op_counts = np.bincount(st.ops, minlength=len(OPS)).astype(np.int64)
+
+    def host_lap(self, layer: int, op: int) -> None:
+        """A lap for work done on the host (sampling) — same as `lap` on the CPU probe."""
+        self.lap(layer, op)
+
+    def mark_host(self) -> None:
+        """The logits have reached the host (a no-op on the CPU)."""
+
+
+class CudaProbe(Probe):
+    """GPU probe: each lap records a CUDA event on the current stream (no host sync).
+    Events are resolved once per step, after the step has synchronised anyway to read the
+    logits. Host-side laps (the sampler) are timed with perf_counter and appended."""
+
+    def __init__(self, level: str = "op", device=None):
+        import torch
+
+        self._torch = torch
+        self._device = device
+        self._pool: list = []
+        super().__init__(level)
+        if level == "op":
+            self.lap = self._lap_event
+
+    def _event(self, i: int):
+        pool = self._pool
+        while len(pool) <= i:
+            pool.append(self._torch.cuda.Event(enable_timing=True))
+        return pool[i]
+
+    def _lap_event(self, layer: int, op: int) -> None:
+        i = len(self._buf) + 1
+        ev = self._event(i)
+        ev.record()
+        self._buf.append((layer, op, i))
+
+    def begin_step(self, phase: str, token_index: int, n_tokens: int, past: int) -> None:
+        super().begin_step(phase, token_index, n_tokens, past)
+        self._host: list = []
+        if self.level == "op":
+            self._event(0).record()
+
+    def host_lap(self, layer: int, op: int) -> None:
+        if self.level != "op":
+            self.lap(layer, op)
+            return
+        self._host.append((layer, op, time.perf_counter_ns()))
+
+    def _finish_op_step(self, st: Step, t_start: int) -> None:
+        self._torch.cuda.synchronize(self._device)
+        dev = self._buf
+        host = self._host
+        n = len(dev) + len(host)
+        layers = np.empty(n, np.int32)
+        ops = np.empty(n, np.int16)
+        durs = np.empty(n, np.int64)
+        starts = np.empty(n, np.int64)
+        e0 = self._event(0)
+        gpu_end_ns = 0
+        for k, (layer, op, i) in enumerate(dev):
+            layers[k], ops[k] = layer, op
+            t_prev = self._event(i - 1)
+            durs[k] = int(t_prev.elapsed_time(self._event(i)) * 1e6)
+            starts[k] = int(e0.elapsed_time(t_prev) * 1e6)
+            gpu_end_ns = starts[k] + durs[k]
+        # Host laps start when the device work had been read back: after the last device lap.
+        t_prev = self._host_start_ns() if host else 0
+        for j, (layer, op, t) in enumerate(host):
+            k = len(dev) + j
+            layers[k], ops[k] = layer, op
+            durs[k] = t - t_prev
+            starts[k] = max(gpu_end_ns, t_prev - t_start)
+            t_prev = t
+        st.layers, st.ops, st.starts_ns, st.durs_ns = layers, ops, starts, durs
+        st.op_counts = np.bincount(ops, minlength=len(OPS)).astype(np.int64)
+
+    def _host_start_ns(self) -> int:
+        return getattr(self, "_host_mark", self._step_t)
+
+    def mark_host(self) -> None:
+        """Called by the generate loop once the logits are on the host."""
+        self._host_mark = time.perf_counter_ns()
+
+
+def make_probe(level: str, device_type: str = "cpu", device=None) -> Probe:
+    if device_type == "cuda":
+        return CudaProbe(level, device)
+    return Probe(level)

@@ -1,0 +1,248 @@
+"""The profiler record of one run, and the numbers derived from it.
+
+Everything shown or exported — summary, per-layer and per-op tables, the tidy CSV, the
+Chrome trace — is computed here from the measured steps, so all outputs agree.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engines.config import ModelConfig
+
+from .costs import op_costs
+from .memory import MemorySample
+from .ops import KINDS, OPS, OTHER
+from .probe import BARRIER_MASK, Step
+
+KIND_OF = np.array([KINDS.index(op.kind) for op in OPS])
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    backend: str
+    model: str
+    config: ModelConfig
+    dtype: str
+    device: str
+    profile: str
+    weight_itemsize: int
+    act_itemsize: int
+    prompt_ids: list[int]
+    generated_ids: list[int]
+    text: str | None
+    steps: list[Step]
+    memory: list[MemorySample]
+    load_s: float
+    jit_s: float
+    weight_bytes: int  # resident, as the engine holds them
+    stored_weight_bytes: int
+    kv_cache_bytes: int
+    peak_rss_bytes: int
+    sampling: str
+    device_peak_bandwidth: float | None = None  # bytes/s, GPU only (from NVML clocks)
+    meta: dict = field(default_factory=dict)
+
+    # --- steps -----------------------------------------------------------------------
+    @property
+    def prefill(self) -> Step:
+        return self.steps[0]
+
+    @property
+    def decode_steps(self) -> list[Step]:
+        return [s for s in self.steps if s.phase == "decode"]
+
+    def step_costs(self, st: Step) -> tuple[np.ndarray, np.ndarray]:
+        return op_costs(self.config, st.n_tokens, st.past, self.weight_itemsize, self.act_itemsize)
+
+    def step_totals(self, st: Step) -> tuple[float, float]:
+        """(flops, bytes) of everything the step executed (from its op counts)."""
+        if st.op_counts is None:
+            return float("nan"), float("nan")
+        f, b = self.step_costs(st)
+        return float(st.op_counts @ f), float(st.op_counts @ b)
+
+    # --- summary ---------------------------------------------------------------------
+    def summary(self) -> dict:
+        pre = self.prefill
+        dec = self.decode_steps
+        walls = [s.wall_s for s in dec]
+        dec_total = sum(walls)
+        out: dict = {
+            "run_id": self.run_id,
+            "backend": self.backend,
+            "model": self.model,
+            "arch": self.config.arch,
+            "dtype": self.dtype,
+            "device": self.device,
+            "profile": self.profile,
+            "num_layers": self.config.num_layers,
+            "hidden_size": self.config.hidden_size,
+            "num_params": self.config.num_params(),
+            "sampling": self.sampling,
+            "prompt_tokens": len(self.prompt_ids),
+            "new_tokens": len(self.generated_ids),
+            "load_s": self.load_s,
+            "jit_s": self.jit_s,
+            "ttft_s": pre.wall_s,
+            "prefill_tokens_per_s": pre.n_tokens / pre.wall_s if pre.wall_s else None,
+            "decode_tokens": len(dec),
+            "decode_tokens_per_s": len(dec) / dec_total if dec_total else None,
+            "decode_ms_median": statistics.median(walls) * 1e3 if walls else None,
+            "decode_ms_min": min(walls) * 1e3 if walls else None,
+            "decode_ms_max": max(walls) * 1e3 if walls else None,
+            "reduction_barriers_per_token": None,
+            "prefill_reduction_barriers": pre.barriers,
+            "barrier_time_share": None,
+            "op_time_share": None,
+            "decode_bytes_per_token": None,
+            "decode_flops_per_token": None,
+            "achieved_bandwidth_bytes_per_s": None,
+            "device_peak_bandwidth_bytes_per_s": self.device_peak_bandwidth,
+            "bandwidth_share_of_peak": None,
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "weight_bytes": self.weight_bytes,
+            "stored_weight_bytes": self.stored_weight_bytes,
+            "kv_cache_bytes": self.kv_cache_bytes,
+            "device_peak_bytes": None,
+        }
+        if dec and dec[0].barriers is not None:
+            counts = [s.barriers for s in dec]
+            out["reduction_barriers_per_token"] = statistics.median(counts)
+            f, b = zip(*(self.step_totals(s) for s in dec))
+            out["decode_flops_per_token"] = float(np.mean(f))
+            out["decode_bytes_per_token"] = float(np.mean(b))
+            if out["decode_tokens_per_s"]:
+                out["achieved_bandwidth_bytes_per_s"] = out["decode_bytes_per_token"] * out["decode_tokens_per_s"]
+                if self.device_peak_bandwidth:
+                    out["bandwidth_share_of_peak"] = out["achieved_bandwidth_bytes_per_s"] / self.device_peak_bandwidth
+        timed = [s for s in (dec or [pre]) if s.durs_ns is not None]
+        if timed:
+            wall = sum(s.wall_s for s in timed)
+            barrier_ns = sum(int(s.durs_ns[BARRIER_MASK[s.ops]].sum()) for s in timed)
+            out["barrier_time_share"] = barrier_ns * 1e-9 / wall
+            out["op_time_share"] = sum(s.op_seconds for s in timed) / wall
+        peaks = [m.torch_peak_bytes for m in self.memory if m.torch_peak_bytes is not None]
+        if peaks:
+            out["device_peak_bytes"] = max(peaks)
+        return out
+
+    # --- per layer -------------------------------------------------------------------
+    def layer_rows(self) -> list[str]:
+        return ["in"] + [str(i) for i in range(self.config.num_layers)] + ["out"]
+
+    def layer_table(self, phase: str) -> np.ndarray | None:
+        """Seconds per token, shape (L+2, len(KINDS)): rows in, 0..L-1, out; cols by kind.
+        prefill: the one prefill pass; decode: mean over decode tokens."""
+        steps = [s for s in self.steps if s.phase == phase and s.durs_ns is not None]
+        if not steps:
+            return None
+        L = self.config.num_layers
+        tab = np.zeros((L + 2, len(KINDS)))
+        for s in steps:
+            rows = np.where(s.layers >= 0, s.layers + 1, np.where(s.ops == 0, 0, L + 1))
+            np.add.at(tab, (rows, KIND_OF[s.ops]), s.durs_ns * 1e-9)
+            tab[L + 1, KINDS.index(OTHER)] += max(0.0, s.wall_s - s.op_seconds)
+        return tab / len(steps)
+
+    # --- per op ----------------------------------------------------------------------
+    def op_table(self) -> list[dict]:
+        """One row per canonical op (plus `other`): calls and seconds per token by phase,
+        with FLOPs and bytes per decode token and the rates they imply."""
+        pre = [s for s in self.steps if s.phase == "prefill" and s.durs_ns is not None]
+        dec = [s for s in self.decode_steps if s.durs_ns is not None]
+        n_dec = max(len(dec), 1)
+        rows = []
+        dec_sec = np.zeros(len(OPS))
+        pre_sec = np.zeros(len(OPS))
+        calls = np.zeros(len(OPS))
+        flops = np.zeros(len(OPS))
+        nbytes = np.zeros(len(OPS))
+        for s in pre:
+            pre_sec += np.bincount(s.ops, weights=s.durs_ns * 1e-9, minlength=len(OPS))
+        for s in dec:
+            dec_sec += np.bincount(s.ops, weights=s.durs_ns * 1e-9, minlength=len(OPS))
+            calls += s.op_counts
+            f, b = self.step_costs(s)
+            flops += s.op_counts * f
+            nbytes += s.op_counts * b
+        dec_sec /= n_dec
+        calls /= n_dec
+        flops /= n_dec
+        nbytes /= n_dec
+        dec_wall = sum(s.wall_s for s in dec) / n_dec if dec else 0.0
+        for i, op in enumerate(OPS):
+            if calls[i] == 0 and pre_sec[i] == 0:
+                continue
+            rows.append({
+                "op": op.name, "kind": op.kind, "barrier": op.barrier,
+                "calls_per_token": float(calls[i]),
+                "prefill_s": float(pre_sec[i]),
+                "decode_s_per_token": float(dec_sec[i]),
+                "decode_share": float(dec_sec[i] / dec_wall) if dec_wall else None,
+                "decode_flops_per_token": float(flops[i]),
+                "decode_bytes_per_token": float(nbytes[i]),
+                "gflops_per_s": float(flops[i] / dec_sec[i] / 1e9) if dec_sec[i] else None,
+                "gbytes_per_s": float(nbytes[i] / dec_sec[i] / 1e9) if dec_sec[i] else None,
+            })
+        pre_other = sum(max(0.0, s.wall_s - s.op_seconds) for s in pre)
+        dec_other = sum(max(0.0, s.wall_s - s.op_seconds) for s in dec) / n_dec
+        rows.append({
+            "op": OTHER, "kind": OTHER, "barrier": False, "calls_per_token": 0.0,
+            "prefill_s": pre_other, "decode_s_per_token": dec_other,
+            "decode_share": dec_other / dec_wall if dec_wall else None,
+            "decode_flops_per_token": 0.0, "decode_bytes_per_token": 0.0,
+            "gflops_per_s": None, "gbytes_per_s": None,
+        })
+        return rows
+
+    # --- tidy events -----------------------------------------------------------------
+    def events(self):
+        """Yield one tidy dict per op event, plus one `other` row per step (so each step's
+        rows add up to its wall time)."""
+        base = {"run_id": self.run_id, "backend": self.backend, "model": self.model}
+        for s in self.steps:
+            if s.durs_ns is None:
+                continue
+            f, b = self.step_costs(s)
+            for layer, op, dur in zip(s.layers.tolist(), s.ops.tolist(), s.durs_ns.tolist()):
+                o = OPS[op]
+                yield {**base, "phase": s.phase, "token_index": s.token_index, "layer": layer, "op": o.name,
+                       "kind": o.kind, "seconds": dur * 1e-9, "flops": int(f[op]), "bytes": int(b[op])}
+            yield {**base, "phase": s.phase, "token_index": s.token_index, "layer": -1, "op": OTHER,
+                   "kind": OTHER, "seconds": max(0.0, s.wall_s - s.op_seconds), "flops": 0, "bytes": 0}
+
+    def layers_json(self) -> list[dict]:
+        out = []
+        for phase in ("prefill", "decode"):
+            tab = self.layer_table(phase)
+            if tab is None:
+                continue
+            for name, row in zip(self.layer_rows(), tab):
+                out.append({"phase": phase, "layer": name, "seconds": float(row.sum()),
+                            "by_kind": {k: float(v) for k, v in zip(KINDS, row)}})
+        return out
+
+    def to_json(self) -> dict:
+        d = self.summary()
+        d.update({
+            "prompt_token_ids": list(self.prompt_ids),
+            "generated_token_ids": list(self.generated_ids),
+            "text": self.text,
+            "config": self.config.to_dict(),
+            "layers": self.layers_json(),
+            "ops": self.op_table(),
+            "tokens": [
+                {"phase": s.phase, "token_index": s.token_index, "n_tokens": s.n_tokens, "past": s.past,
+                 "wall_s": s.wall_s, "op_seconds": s.op_seconds if s.durs_ns is not None else None,
+                 "ops_counted": s.ops_counted, "reduction_barriers": s.barriers}
+                for s in self.steps
+            ],
+            "memory": [m.to_dict() for m in self.memory],
+            "meta": self.meta,
+        })
+        return d

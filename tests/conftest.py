@@ -1,0 +1,81 @@
+"""Shared fixtures: random HF-format models built with transformers' own `save_pretrained`.
+
+transformers is the independent oracle (a test-only dependency): the engines must reproduce
+its Qwen2ForCausalLM / Qwen3ForCausalLM / LlamaForCausalLM logits and greedy tokens.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+# name -> (architecture, config kwargs). Between them: Qwen2 with bias tied and untied,
+# GQA ratios 1, 2 and 7, head_dim 64 and 128, rope_theta 1e4 and 1e6, Qwen3 with q/k norm,
+# and a Llama-family checkpoint (Qwen2 without biases).
+HF_CONFIGS = {
+    "qwen2-tied-gqa2-hd64": ("qwen2", dict(hidden_size=128, num_attention_heads=2, num_key_value_heads=1,
+                                            tie_word_embeddings=True, rope_theta=1e6)),
+    "qwen2-untied-gqa1-hd64": ("qwen2", dict(hidden_size=128, num_attention_heads=2, num_key_value_heads=2,
+                                              tie_word_embeddings=False, rope_theta=1e4)),
+    "qwen2-untied-gqa7-hd128": ("qwen2", dict(hidden_size=896, num_attention_heads=7, num_key_value_heads=1,
+                                               tie_word_embeddings=False, rope_theta=1e6)),
+    "qwen3-qknorm-gqa2-hd128": ("qwen3", dict(hidden_size=192, num_attention_heads=4, num_key_value_heads=2,
+                                               head_dim=128, tie_word_embeddings=True, rope_theta=1e6)),
+    "llama-gqa2-hd64": ("llama", dict(hidden_size=256, num_attention_heads=4, num_key_value_heads=2,
+                                       tie_word_embeddings=False, rope_theta=1e4)),
+}
+COMMON = dict(vocab_size=384, intermediate_size=320, num_hidden_layers=2, max_position_embeddings=512,
+              rms_norm_eps=1e-6, initializer_range=0.05, bos_token_id=None, eos_token_id=None, pad_token_id=None)
+
+
+def hf_classes(arch: str):
+    import transformers as tf
+
+    return {
+        "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM),
+        "qwen3": (tf.Qwen3Config, tf.Qwen3ForCausalLM),
+        "llama": (tf.LlamaConfig, tf.LlamaForCausalLM),
+    }[arch]
+
+
+def build_hf_model(path, name: str, dtype=None, max_shard_size=None, seed: int = 0):
+    """Random model, saved in HF format to `path`; returns the fp32 HF model (eval mode)."""
+    import torch
+
+    arch, kw = HF_CONFIGS[name]
+    cfg_cls, model_cls = hf_classes(arch)
+    kw = {**COMMON, **kw}
+    if arch == "llama":
+        kw.update(attention_bias=False, mlp_bias=False)
+    cfg = cfg_cls(**kw)
+    torch.manual_seed(seed)
+    model = model_cls(cfg).eval()
+    with torch.no_grad():  # norms start at exactly 1; perturb them so a skipped norm weight shows
+        for n, p in model.named_parameters():
+            if "norm" in n:
+                p.add_(torch.randn_like(p) * 0.1)
+            elif n.endswith("bias"):
+                p.copy_(torch.randn_like(p) * 0.1)
+    save_kwargs = {}
+    if max_shard_size:
+        save_kwargs["max_shard_size"] = max_shard_size
+    if dtype is not None:
+        model.to(dtype).save_pretrained(path, **save_kwargs)
+        model = model_cls.from_pretrained(path, dtype=torch.float32).eval()
+    else:
+        model.save_pretrained(path, **save_kwargs)
+    return model
+
+
+@pytest.fixture(scope="session")
+def hf_model_dirs(tmp_path_factory):
+    """name -> (directory, fp32 HF model) for every config in HF_CONFIGS."""
+    out = {}
+    for name in HF_CONFIGS:
+        d = tmp_path_factory.mktemp(name)
+        out[name] = (d, build_hf_model(d, name))
+    return out
