@@ -12,7 +12,7 @@ import json
 import os
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -239,6 +239,8 @@ def _weight_files(path: Path) -> list[Path]:
 def open_directory(path: Path, source: str, kind: str = "directory") -> Checkpoint:
     t0 = time.perf_counter()
     cfg = read_config(path)
+    if kind == "hf-cache":
+        cfg = replace(cfg, name=source)
     tensors: dict[str, TensorRef] = {}
     for f in _weight_files(path):
         tensors.update(read_safetensors(str(f)))

@@ -1,0 +1,279 @@
+"""`aios` through Typer's CliRunner: every bad input ends in one line, exit 2, no traceback and
+no file written; every export format parses back with the right contents."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from aios_cli.errors import BAD_INPUT
+from aios_cli.main import app
+from engines import cuda_status
+from engines.config import PRESETS
+from profilers.export import EVENT_COLUMNS, SUMMARY_COLUMNS
+from profilers.ops import OP_NAMES, OPS, OTHER
+
+runner = CliRunner()
+FAST = ["--max-new-tokens", "4", "--quiet"]
+
+
+def invoke(*args):
+    return runner.invoke(app, list(args))
+
+
+def assert_bad_input(res, *needles):
+    assert res.exit_code == BAD_INPUT, res.output
+    assert "Traceback" not in res.output
+    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, res.output
+    assert lines[0].startswith("aios: error: ")
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+# --- bad input ---------------------------------------------------------------------------
+
+@pytest.fixture
+def out_files(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    return out / "ops.csv", out / "trace.json"
+
+
+def run_bad(out_files, *args):
+    csv_path, trace_path = out_files
+    res = invoke("run", *args, "--csv", str(csv_path), "--trace", str(trace_path), *FAST)
+    assert not csv_path.exists() and not trace_path.exists(), "a failed run wrote a file"
+    assert list(csv_path.parent.iterdir()) == [], "a failed run left a temporary file"
+    return res
+
+
+@pytest.mark.skipif(cuda_status()[0], reason="this machine has a usable GPU")
+def test_cuda_without_gpu(out_files):
+    assert_bad_input(run_bad(out_files, "--backend", "cuda"), "--backend cuda needs an NVIDIA GPU", "--backend simd")
+
+
+def test_unknown_backend(out_files):
+    assert_bad_input(run_bad(out_files, "--backend", "tpu"), "unknown backend 'tpu'", "simd")
+
+
+def test_unknown_backend_in_a_list(out_files):
+    assert_bad_input(run_bad(out_files, "--backend", "simd,gpu"), "unknown backend 'gpu'")
+
+
+def test_unknown_preset(out_files):
+    assert_bad_input(run_bad(out_files, "--model", "qwen9-huge"), "no such model directory or preset", "tiny")
+
+
+def test_missing_directory(out_files, tmp_path):
+    assert_bad_input(run_bad(out_files, "--model", str(tmp_path / "nope" / "model")), "no such model directory")
+
+
+def test_repo_id_not_in_cache(out_files, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    res = run_bad(out_files, "--model", "Qwen/Qwen2.5-0.5B")
+    assert_bad_input(res, "not in the local Hugging Face cache", str(tmp_path / "hub"))
+
+
+def test_repo_id_resolved_from_cache(hf_model_dirs, tmp_path, monkeypatch):
+    src, _ = hf_model_dirs["qwen2-tied-gqa2-hd64"]
+    snap = tmp_path / "hub" / "models--acme--tiny-qwen" / "snapshots" / "abc123"
+    shutil.copytree(src, snap)
+    (snap.parent.parent / "refs").mkdir()
+    (snap.parent.parent / "refs" / "main").write_text("abc123")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    res = invoke("run", "-b", "simd", "-m", "acme/tiny-qwen", "--prompt-ids", "1,2,3", "-f", "json", *FAST)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["model"] == "acme/tiny-qwen"
+    res = invoke("models", "--format", "json")
+    assert "acme/tiny-qwen" in [m["model"] for m in json.loads(res.output)]
+
+
+def copy_model(hf_model_dirs, tmp_path, name="qwen2-tied-gqa2-hd64"):
+    src, _ = hf_model_dirs[name]
+    dst = tmp_path / "model"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_truncated_safetensors(out_files, hf_model_dirs, tmp_path):
+    d = copy_model(hf_model_dirs, tmp_path)
+    f = d / "model.safetensors"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    assert_bad_input(run_bad(out_files, "--model", str(d), "--prompt-ids", "1,2"), "model.safetensors is truncated")
+
+
+def test_corrupt_safetensors_header(out_files, hf_model_dirs, tmp_path):
+    d = copy_model(hf_model_dirs, tmp_path)
+    f = d / "model.safetensors"
+    data = bytearray(f.read_bytes())
+    data[8:20] = b"not json at!"
+    f.write_bytes(bytes(data))
+    assert_bad_input(run_bad(out_files, "--model", str(d), "--prompt-ids", "1,2"), "model.safetensors is corrupt")
+
+
+def test_garbage_safetensors(out_files, hf_model_dirs, tmp_path):
+    d = copy_model(hf_model_dirs, tmp_path)
+    (d / "model.safetensors").write_bytes(b"\xff" * 64)
+    assert_bad_input(run_bad(out_files, "--model", str(d), "--prompt-ids", "1,2"), "model.safetensors")
+
+
+def test_config_missing_field(out_files, hf_model_dirs, tmp_path):
+    d = copy_model(hf_model_dirs, tmp_path)
+    cfg = json.loads((d / "config.json").read_text())
+    del cfg["num_hidden_layers"]
+    (d / "config.json").write_text(json.dumps(cfg))
+    assert_bad_input(run_bad(out_files, "--model", str(d), "--prompt-ids", "1,2"), "missing 'num_hidden_layers'")
+
+
+def test_unsupported_architecture(out_files, hf_model_dirs, tmp_path):
+    d = copy_model(hf_model_dirs, tmp_path)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["architectures"] = ["GPT2LMHeadModel"]
+    (d / "config.json").write_text(json.dumps(cfg))
+    assert_bad_input(run_bad(out_files, "--model", str(d), "--prompt-ids", "1,2"), "unsupported architecture (GPT2LMHeadModel)")
+
+
+def test_prompt_ids_outside_vocab(out_files):
+    vocab = PRESETS["tiny"].vocab_size
+    assert_bad_input(run_bad(out_files, "--prompt-ids", f"1,{vocab}"), f"prompt id {vocab} is outside the vocabulary")
+
+
+def test_prompt_ids_not_integers(out_files):
+    assert_bad_input(run_bad(out_files, "--prompt-ids", "1,x"), "--prompt-ids must be comma-separated integers")
+
+
+@pytest.mark.parametrize("n", ["0", "-3"])
+def test_non_positive_max_new_tokens(tmp_path, n):
+    res = invoke("run", "--max-new-tokens", n, "--csv", str(tmp_path / "x.csv"))
+    assert_bad_input(res, "--max-new-tokens must be positive")
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_unknown_format_and_profile():
+    assert_bad_input(invoke("run", "--format", "xml"), "unknown --format 'xml'")
+    assert_bad_input(invoke("run", "--profile", "all"), "unknown --profile 'all'")
+
+
+def test_unwritable_output(tmp_path):
+    assert_bad_input(invoke("run", "--csv", str(tmp_path / "no" / "dir.csv")), "does not exist")
+
+
+def test_directory_without_tokenizer_needs_ids(hf_model_dirs, tmp_path):
+    d = copy_model(hf_model_dirs, tmp_path)
+    assert_bad_input(invoke("run", "-b", "simd", "-m", str(d), "--prompt", "hello", *FAST), "no tokenizer.json", "--prompt-ids")
+    res = invoke("run", "-b", "simd", "-m", str(d), "--prompt-ids", "5,6,7", "-n", "3")
+    assert res.exit_code == 0, res.output
+    assert "generated ids:" in res.output  # without a tokenizer the output shows ids
+
+
+# --- outputs -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    d = tmp_path_factory.mktemp("export")
+    csv_path, trace_path = d / "ops.csv", d / "trace.json"
+    res = invoke("run", "-b", "simd,torch", "-m", "tiny", "--prompt", "Hello world", "-n", "5", "--ignore-eos",
+                 "-f", "json", "-q", "--csv", str(csv_path), "--trace", str(trace_path))
+    assert res.exit_code == 0, res.output
+    return json.loads(res.output), csv_path, trace_path
+
+
+def test_json_output(exported):
+    objs, _, _ = exported
+    assert isinstance(objs, list) and [o["backend"] for o in objs] == ["simd", "torch"]
+    cfg = PRESETS["tiny"]
+    for o in objs:
+        for key in ("backend", "model", "dtype", "num_layers", "prompt_token_ids", "generated_token_ids", "text",
+                    "ttft_s", "prefill_tokens_per_s", "decode_tokens_per_s", "reduction_barriers_per_token",
+                    "peak_rss_bytes", "layers", "ops"):
+            assert key in o, key
+        assert o["model"] == "tiny" and o["num_layers"] == cfg.num_layers
+        assert len(o["generated_token_ids"]) == 5 and o["decode_tokens"] == 4
+        assert o["reduction_barriers_per_token"] == 3 * cfg.num_layers + 2
+        assert o["ttft_s"] > 0 and o["decode_tokens_per_s"] > 0 and o["peak_rss_bytes"] > 0
+        assert {r["op"] for r in o["ops"]} <= set(OP_NAMES) | {OTHER}
+        decode_layers = [r for r in o["layers"] if r["phase"] == "decode"]
+        assert [r["layer"] for r in decode_layers] == ["in", "0", "1", "out"]
+        # the per-layer table adds up to the mean decode token time
+        mean_wall = sum(t["wall_s"] for t in o["tokens"] if t["phase"] == "decode") / 4
+        assert sum(r["seconds"] for r in decode_layers) == pytest.approx(mean_wall, rel=1e-6)
+    assert objs[0]["generated_token_ids"] == objs[1]["generated_token_ids"]  # greedy: engines agree
+
+
+def test_tidy_csv(exported):
+    objs, csv_path, _ = exported
+    rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
+    assert tuple(rows[0].keys()) == EVENT_COLUMNS
+    assert {r["backend"] for r in rows} == {"simd", "torch"}
+    assert {r["run_id"] for r in rows} == {o["run_id"] for o in objs}
+    kinds = {op.name: op.kind for op in OPS}
+    for r in rows:
+        assert r["op"] in kinds or r["op"] == OTHER
+        assert r["kind"] == kinds.get(r["op"], OTHER)
+        assert float(r["seconds"]) >= 0 and int(r["flops"]) >= 0 and int(r["bytes"]) >= 0
+    # each token's rows add up to that token's wall time
+    for o in objs:
+        for t in o["tokens"]:
+            secs = sum(float(r["seconds"]) for r in rows
+                       if r["run_id"] == o["run_id"] and r["phase"] == t["phase"] and int(r["token_index"]) == t["token_index"])
+            assert secs == pytest.approx(t["wall_s"], rel=1e-4, abs=1e-6)
+    dec = [r for r in rows if r["backend"] == "simd" and r["phase"] == "decode" and r["token_index"] == "1"]
+    assert sum(r["op"] == "attn_norm" for r in dec) == PRESETS["tiny"].num_layers
+
+
+def test_chrome_trace(exported):
+    objs, _, trace_path = exported
+    trace = json.loads(trace_path.read_text())
+    slices = [e for e in trace["traceEvents"] if e["ph"] == "X"]
+    ops = [e for e in slices if e["tid"] == 2]
+    tokens = [e for e in slices if e["tid"] == 1]
+    assert len(tokens) == 2 * 5  # one slice per forward pass, per backend
+    assert {e["name"] for e in ops} <= set(OP_NAMES)
+    assert all(e["dur"] >= 0 and "layer" in e["args"] for e in ops)
+    names = [e["args"]["name"] for e in trace["traceEvents"] if e.get("name") == "process_name"]
+    assert names == ["simd · tiny", "torch · tiny"]
+
+
+def test_summary_csv_format():
+    res = invoke("run", "-b", "simd", "--prompt-ids", "1,2,3", "-f", "csv", *FAST)
+    assert res.exit_code == 0, res.output
+    rows = list(csv.DictReader(io.StringIO(res.output)))
+    assert len(rows) == 1 and tuple(rows[0].keys()) == SUMMARY_COLUMNS
+    r = rows[0]
+    assert r["backend"] == "simd" and r["model"] == "tiny" and r["dtype"] == "float32"
+    assert int(r["new_tokens"]) == 4 and float(r["decode_tokens_per_s"]) > 0 and r["cpu"]
+
+
+def test_markdown_and_table_formats():
+    res = invoke("run", "-b", "simd", "--prompt-ids", "1,2,3", "-f", "md", *FAST)
+    assert res.exit_code == 0 and "| decode |" in res.output and "| attn_softmax |" in res.output
+    res = invoke("run", "-b", "simd", "--prompt-ids", "1,2,3", "-n", "3")
+    assert res.exit_code == 0, res.output
+    for needle in ("TTFT", "reduction barriers/token", "per layer · decode", "per op"):
+        assert needle in res.output
+
+
+def test_default_backend_is_named():
+    res = invoke("run", "--prompt-ids", "1,2,3", "-n", "2")
+    assert res.exit_code == 0, res.output
+    assert "backend:" in res.output and ("simd" in res.output or "cuda" in res.output)
+
+
+def test_info_and_models():
+    res = invoke("info", "--format", "json")
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.output)
+    assert set(d["engines"]) == {"scalar", "simd", "cuda", "torch"}
+    assert d["engines"]["scalar"]["usable"] and d["engines"]["simd"]["usable"]
+    assert d["engines"]["cuda"]["usable"] == cuda_status()[0]
+    res = invoke("models", "--format", "json")
+    names = [m["model"] for m in json.loads(res.output)]
+    assert names[: len(PRESETS)] == list(PRESETS)
+    half = {m["model"]: m for m in json.loads(res.output)}["qwen2.5-0.5b"]
+    assert half["num_params"] == 494_032_768  # Qwen2.5-0.5B's published parameter count
