@@ -1,0 +1,110 @@
+"""Decode tokens/s per backend, against this machine's memory roofline. Prints; never asserts.
+
+    python benchmarks/bench_decode.py                    # tiny (all CPU engines) + qwen2.5-0.5b (simd, torch)
+    python benchmarks/bench_decode.py --models qwen2.5-0.5b --backends simd --repeat 7
+
+Method: each engine is built once, warmed up (JIT compile time reported on its own), then
+generates `--tokens` tokens `--repeat` times with profiling off (`--profile none`: the probe's
+lap is a no-op). Decode tok/s is reported as the median over repeats with the min–max spread.
+
+Roofline: decode must read every weight once per token, so tokens/s can be no higher than
+(memory bandwidth) / (weight bytes read per decode token). The bandwidth is *measured* here
+with a large array copy (bytes read + bytes written, per second), not taken from a datasheet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engines import engine_class  # noqa: E402
+from engines.checkpoint import open_model  # noqa: E402
+from engines.generate import generate  # noqa: E402
+from engines.sampling import Sampler, SamplingParams  # noqa: E402
+from profilers.probe import Probe  # noqa: E402
+
+DEFAULT_PLAN = [("tiny", ("scalar", "simd", "torch")), ("qwen2.5-0.5b", ("simd", "torch"))]
+PROMPT = [785, 3974, 13876, 38835, 34208, 916, 279, 15678]  # 8 in-vocabulary ids
+
+
+def copy_bandwidth(nbytes: int = 1 << 30, repeat: int = 7) -> tuple[float, float, float]:
+    """(median, min, max) GB/s of np.copyto over `nbytes`, counting read + write."""
+    src = np.ones(nbytes // 4, np.float32)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)  # first touch
+    rates = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        np.copyto(dst, src)
+        rates.append(2 * nbytes / (time.perf_counter() - t) / 1e9)
+    return statistics.median(rates), min(rates), max(rates)
+
+
+def bench(model: str, backend: str, tokens: int, repeat: int) -> dict:
+    ckpt = open_model(model)
+    t = time.perf_counter()
+    eng = engine_class(backend)(ckpt)
+    load_s = time.perf_counter() - t
+    jit_s = eng.warmup()
+    sampler = SamplingParams(greedy=True)
+    generate(eng, PROMPT, 3, Sampler(sampler), Probe("none"))  # untimed warm-up
+    rates = []
+    for _ in range(repeat):
+        probe = Probe("none")
+        gen = generate(eng, PROMPT, tokens, Sampler(sampler), probe, stop_ids=())
+        dec = [s.wall_s for s in probe.steps if s.phase == "decode"]
+        rates.append(len(dec) / sum(dec))
+    cfg = ckpt.config
+    weight_bytes = cfg.decode_weight_bytes("float32")
+    if backend == "scalar":
+        weight_bytes = cfg.decode_weight_bytes("float64")
+    return {"model": model, "backend": backend, "load_s": load_s, "jit_s": jit_s,
+            "median": statistics.median(rates), "min": min(rates), "max": max(rates),
+            "weight_bytes": weight_bytes, "tokens": len(gen.generated_ids)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default=None, help="comma list (default: tiny and qwen2.5-0.5b)")
+    ap.add_argument("--backends", default=None, help="comma list (default: per model, see the docstring)")
+    ap.add_argument("--tokens", type=int, default=32, help="tokens generated per repeat")
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    plan = DEFAULT_PLAN
+    if args.models or args.backends:
+        models = (args.models or "tiny").split(",")
+        backends = tuple((args.backends or "simd,torch").split(","))
+        plan = [(m, backends) for m in models]
+
+    import torch
+
+    bw, bw_lo, bw_hi = copy_bandwidth()
+    env = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS", "NUMBA_NUM_THREADS")}
+    print(f"machine: {os.cpu_count()} logical CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads)")
+    print(f"measured copy bandwidth (np.copyto 1 GiB, read+write): {bw:.1f} GB/s (min {bw_lo:.1f}, max {bw_hi:.1f})")
+    print(f"environment: " + ", ".join(f"{k}={v}" for k, v in env.items() if v is not None) or "environment: no BLAS/thread overrides")
+    print(f"method: {args.tokens} tokens x {args.repeat} repeats per backend, profiling off, median (min-max)\n")
+    header = f"{'model':<14} {'backend':<8} {'decode tok/s':>24} {'roofline tok/s':>15} {'% of roofline':>14} {'JIT s':>7} {'load s':>7}"
+    print(header)
+    print("-" * len(header))
+    for model, backends in plan:
+        for b in backends:
+            r = bench(model, b, args.tokens, args.repeat)
+            roof = bw * 1e9 / r["weight_bytes"]
+            spread = f"{r['median']:.2f} ({r['min']:.2f}-{r['max']:.2f})"
+            print(f"{model:<14} {b:<8} {spread:>24} {roof:>15.1f} {100 * r['median'] / roof:>13.0f}% "
+                  f"{r['jit_s']:>7.2f} {r['load_s']:>7.2f}", flush=True)
+    print("\nroofline = measured copy bandwidth / weight bytes read per decode token "
+          "(float32 weights; float64 for scalar). An upper bound, not a measurement.")
+
+
+if __name__ == "__main__":
+    main()
