@@ -99,3 +99,24 @@ def test_half_precision_and_sharded_checkpoints(tmp_path, dtype, shard):
         eng = engine_class(backend)(ckpt)
         eng.reset(len(PROMPT))
         np.testing.assert_allclose(eng.prefill(PROMPT, all_logits=True), ref, atol=ATOL, rtol=RTOL)
+
+
+@pytest.mark.parametrize("name", list(HF_CONFIGS))
+def test_aios_run_on_hf_directories(hf_model_dirs, name):
+    """The same directories through the CLI: every engine, greedy, the ids HF generates."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from aios_cli.main import app
+
+    path, model = hf_model_dirs[name]
+    want = hf_greedy(model, PROMPT, 16)
+    res = CliRunner().invoke(app, ["run", "-m", str(path), "-b", ",".join(ENGINES), "--prompt-ids",
+                                   ",".join(map(str, PROMPT)), "-n", "16", "-f", "json", "-q"])
+    assert res.exit_code == 0, res.output
+    runs = json.loads(res.output)
+    assert [r["backend"] for r in runs] == list(ENGINES)
+    for r in runs:
+        assert r["generated_token_ids"] == want, r["backend"]
+        assert r["text"] is None  # no tokenizer.json in these directories: ids only
