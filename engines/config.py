@@ -187,8 +187,10 @@ _QWEN2 = dict(arch="qwen2", attention_bias=True, rope_theta=1e6, rms_norm_eps=1e
 
 PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(
-        vocab_size=151936, hidden_size=64, intermediate_size=128, num_layers=2,
-        num_heads=4, num_kv_heads=2, head_dim=16, tie_word_embeddings=True,
+        # small enough that the pure-Python engine makes 16 tokens in a few seconds: its cost
+        # is the vocabulary (the real 151,936 rows, so the real tokenizer works) x hidden
+        vocab_size=151936, hidden_size=32, intermediate_size=64, num_layers=4,
+        num_heads=2, num_kv_heads=1, head_dim=16, tie_word_embeddings=True,
         max_position_embeddings=4096, name="tiny", **_QWEN2,
     ),
     "qwen2.5-0.5b": ModelConfig(
