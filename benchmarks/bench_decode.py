@@ -46,7 +46,7 @@ def _copy_kernels():
     return parallel_copy
 
 
-def copy_bandwidth(nbytes: int = 1 << 30, repeat: int = 7) -> dict[str, tuple[float, float, float]]:
+def copy_bandwidth(nbytes: int = 1 << 30, repeat: int = 11) -> dict[str, tuple[float, float, float]]:
     """(median, min, max) GB/s copying `nbytes`, counting bytes read + bytes written:
     with all cores (a Numba prange copy) and with one (np.copyto)."""
     src = np.ones(nbytes // 4, np.float32)

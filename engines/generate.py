@@ -54,6 +54,12 @@ def generate(
     if max_new_tokens < 1:
         raise UserError(f"--max-new-tokens must be positive, got {max_new_tokens}", "pass 1 or more")
     check_prompt(prompt_ids, engine.cfg.vocab_size)
+    limit = engine.cfg.max_position_embeddings
+    if len(prompt_ids) + max_new_tokens > limit:
+        raise UserError(
+            f"{len(prompt_ids)} prompt + {max_new_tokens} new tokens exceed the model's context of {limit}",
+            "shorten the prompt or lower --max-new-tokens",
+        )
     engine.set_probe(probe)
     engine.reset(len(prompt_ids) + max_new_tokens)
     gen = Generation(list(prompt_ids))

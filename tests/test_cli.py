@@ -277,3 +277,20 @@ def test_info_and_models():
     assert names[: len(PRESETS)] == list(PRESETS)
     half = {m["model"]: m for m in json.loads(res.output)}["qwen2.5-0.5b"]
     assert half["num_params"] == 494_032_768  # Qwen2.5-0.5B's published parameter count
+
+
+def test_entry_point_imports_no_heavy_modules():
+    """`aios --help` stays fast: torch, numba, textual and transformers load only in commands."""
+    import subprocess
+    import sys
+
+    code = ("import sys, aios_cli.main; "
+            "print(','.join(m for m in ('torch', 'numba', 'textual', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == ""
+
+
+def test_context_overflow(out_files):
+    limit = PRESETS["tiny"].max_position_embeddings
+    res = run_bad(out_files, "-b", "simd", "--prompt-ids", "1,2", "--max-new-tokens", str(limit))
+    assert_bad_input(res, f"exceed the model's context of {limit}")
