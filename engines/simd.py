@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 
+import numba
 import numpy as np
 
 from profilers.ops import (
@@ -24,6 +25,7 @@ from .checkpoint import layer_prefix, lm_head_name
 from .errors import BackendError
 
 f32 = np.float32
+KS = K.serial
 
 
 class SimdLayer:
@@ -155,8 +157,19 @@ class SimdEngine(Engine):
         return self.logits
 
     # --- prefill: the whole prompt at once, BLAS matmuls ---------------------------------
+    # The matmuls go to BLAS (its own thread pool); the small ops between them run on the
+    # kernels' serial bodies (KS), and Numba's pool is held at one thread meanwhile, so the
+    # two pools never fight over the cores. Measured on the 2-core dev VM, 64-token prompt on
+    # qwen2.5-0.5b: 1.32 s with both pools live, 0.62 s like this.
     def prefill(self, ids, all_logits=False):
-        ids = list(ids)
+        threads = numba.get_num_threads()
+        numba.set_num_threads(1)
+        try:
+            return self._prefill(list(ids), all_logits)
+        finally:
+            numba.set_num_threads(threads)
+
+    def _prefill(self, ids, all_logits):
         self.check_room(len(ids))
         cfg, lap = self.cfg, self.lap
         nh, nkv, hd, g = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.gqa_group
@@ -171,7 +184,7 @@ class SimdEngine(Engine):
         lap(-1, EMBED)
         for li, L in enumerate(self.layers):
             kc, vc = self.k_cache[li], self.v_cache[li]
-            K.rmsnorm(x, L.attn_norm, eps, h)
+            KS.rmsnorm(x, L.attn_norm, eps, h)
             lap(li, ATTN_NORM)
             qkv = h @ L.wqkv.T
             qkv += L.bqkv  # (T, q+2kv)
@@ -179,11 +192,11 @@ class SimdEngine(Engine):
             k = np.ascontiguousarray(qkv[:, qd:qd + kvd]).reshape(T, nkv, hd)
             lap(li, QKV_PROJ)
             if L.q_norm is not None:
-                K.rmsnorm_heads(q, L.q_norm, eps)
-                K.rmsnorm_heads(k, L.k_norm, eps)
+                KS.rmsnorm_heads(q, L.q_norm, eps)
+                KS.rmsnorm_heads(k, L.k_norm, eps)
                 lap(li, QK_NORM)
-            K.rope(q, cos, sin)
-            K.rope(k, cos, sin)
+            KS.rope(q, cos, sin)
+            KS.rope(k, cos, sin)
             kc[:, P:S] = k.transpose(1, 0, 2)
             vc[:, P:S] = qkv[:, qd + kvd:].reshape(T, nkv, hd).transpose(1, 0, 2)
             lap(li, ROPE)
@@ -192,31 +205,31 @@ class SimdEngine(Engine):
             scores = np.matmul(qg, kc[:, :S].transpose(0, 2, 1))  # (nkv, g*T, S)
             scores *= scale
             lap(li, ATTN_SCORES)
-            K.causal_softmax(scores.reshape(nh, T, S), P)
+            KS.causal_softmax(scores.reshape(nh, T, S), P)
             lap(li, ATTN_SOFTMAX)
             mixed = np.matmul(scores, vc[:, :S])  # (nkv, g*T, hd)
             attn = mixed.reshape(nh, T, hd).transpose(1, 0, 2).reshape(T, qd)
             lap(li, ATTN_MIX)
             x += attn @ L.wo.T
             lap(li, O_PROJ)
-            K.rmsnorm(x, L.mlp_norm, eps, h)
+            KS.rmsnorm(x, L.mlp_norm, eps, h)
             lap(li, MLP_NORM)
             gu = h @ L.wgu.T  # (T, 2I)
             lap(li, GATE_UP_PROJ)
-            K.silu_mul(gu, act)
+            KS.silu_mul(gu, act)
             lap(li, SILU_MUL)
             x += act @ L.wd.T
             lap(li, DOWN_PROJ)
         self.pos = S
         if all_logits:
-            K.rmsnorm(x, self.final_norm, eps, h)
+            KS.rmsnorm(x, self.final_norm, eps, h)
             lap(-1, FINAL_NORM)
             out = h @ self.lm_head.T
             lap(-1, LM_HEAD)
             return out
         last = np.ascontiguousarray(x[-1:])
-        K.rmsnorm(last, self.final_norm, eps, h[:1])
+        KS.rmsnorm(last, self.final_norm, eps, h[:1])
         lap(-1, FINAL_NORM)
-        K.matvec(self.lm_head, h[0], self.logits)
+        np.dot(self.lm_head, h[0], out=self.logits)
         lap(-1, LM_HEAD)
         return self.logits

@@ -56,6 +56,7 @@ instead of being optimized into garbage.
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import numpy as np
 from numba import njit, prange
@@ -574,6 +575,21 @@ def silu_mul(gu, out):
         _silu_mul_par(gu, out)
     else:
         _silu_mul_ser(gu, out)
+
+
+# --------------------------------------------------------------------- serial bodies
+
+# The single-threaded bodies, for callers that interleave kernels with multi-threaded BLAS
+# (the engine's prefill): a Numba parallel region right after an OpenBLAS call, or the
+# reverse, waits ~3-5 ms for the other pool's spinning threads (see the module docstring).
+# They skip the public entry points' shape checks: pass what those would accept.
+serial = SimpleNamespace(
+    rmsnorm=_rmsnorm_ser,
+    rmsnorm_heads=_rmsnorm_heads_ser,
+    rope=_rope_ser,
+    causal_softmax=_causal_softmax_ser,
+    silu_mul=_silu_mul_ser,
+)
 
 
 # --------------------------------------------------------------------------- warmup

@@ -43,12 +43,13 @@ import importlib.resources
 import importlib.util
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import BPE
+
+from profilers.files import atomic_write
 
 __all__ = [
     "QWEN25_SPECIAL_TOKENS",
@@ -277,22 +278,6 @@ def load_tokenizer_json(path: PathLike) -> Tokenizer:
         raise ValueError(f"{p}: JSON is not a valid 'tokenizers' tokenizer: {exc}") from exc
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def qwen25_tokenizer(cache_dir: Optional[PathLike] = None, *, ranks_path: Optional[PathLike] = None) -> Tokenizer:
     """Qwen2.5's tokenizer: loaded from the on-disk cache, or built once and cached.
 
@@ -323,7 +308,7 @@ def qwen25_tokenizer(cache_dir: Optional[PathLike] = None, *, ranks_path: Option
     serialized = tok.to_str()
     try:
         cdir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(path, serialized)
+        atomic_write(path, serialized)
     except OSError:
         _MEMORY_CACHE[digest] = serialized
     return tok

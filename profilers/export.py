@@ -10,12 +10,10 @@ import csv
 import io
 import json
 import math
-import os
 import platform
-import tempfile
-from pathlib import Path
 from typing import Iterable
 
+from .files import atomic_write, check_writable  # noqa: F401  (re-exported)
 from .record import RunRecord
 
 # One source of truth for the tidy per-op CSV (`aios run --csv FILE`, `aios top` export).
@@ -31,37 +29,6 @@ SUMMARY_COLUMNS = (
     "achieved_bandwidth_bytes_per_s", "bandwidth_share_of_peak", "peak_rss_bytes", "weight_bytes",
     "kv_cache_bytes", "device_peak_bytes",
 )
-
-
-def atomic_write(path: str | os.PathLike, data: str) -> None:
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def check_writable(path: str | os.PathLike) -> str | None:
-    """None if `path` can be written, else why not (checked before a run starts)."""
-    p = Path(path)
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        return f"directory {parent} does not exist"
-    if p.is_dir():
-        return f"{p} is a directory"
-    if not os.access(parent, os.W_OK):
-        return f"directory {parent} is not writable"
-    return None
 
 
 def _fmt(v):
