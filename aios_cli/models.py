@@ -45,10 +45,15 @@ def models(
     from .render import fmt_bytes
 
     t = Table(title="models", title_justify="left",
-              caption="presets: exact shapes of the real models, random weights from a fixed seed (gibberish text)")
-    for col in ("model", "arch", "params", "layers", "hidden", "fp32", "bf16/fp16", "source"):
-        t.add_column(col, justify="right" if col in ("params", "layers", "hidden", "fp32", "bf16/fp16") else "left")
+              caption="presets: exact shapes of the real models, random weights from a fixed seed (gibberish "
+                      "text); names with a '/' are in the local HF cache")
+    t.add_column("model", no_wrap=True, min_width=18)
+    t.add_column("arch", no_wrap=True)
+    for col in ("params", "layers", "fp32", "bf16/fp16"):
+        t.add_column(col, justify="right", no_wrap=True)
     for o in out:
-        t.add_row(o["model"], o["arch"], f"{o['num_params'] / 1e6:,.1f}M", str(o["num_layers"]), str(o["hidden_size"]),
-                  fmt_bytes(o["weight_bytes"]["float32"]), fmt_bytes(o["weight_bytes"]["bfloat16"]), o["source"])
+        n = o["num_params"]
+        params = f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
+        t.add_row(o["model"], o["arch"], params, str(o["num_layers"]),
+                  fmt_bytes(o["weight_bytes"]["float32"]), fmt_bytes(o["weight_bytes"]["bfloat16"]))
     Console(highlight=False).print(t)

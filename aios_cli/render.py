@@ -71,7 +71,8 @@ def summary_lines(r: RunRecord) -> list[tuple[str, str]]:
         ("achieved bandwidth", bw),
         ("peak host RSS", fmt_bytes(s["peak_rss_bytes"])),
         ("engine memory", dev_mem),
-        ("ops cover", f"{fmt_pct(s['op_time_share'])} of token time (rest: other)"),
+        ("ops cover", f"{fmt_pct(s['op_time_share'])} of token time (rest: other)" if s["op_time_share"] is not None
+         else "n/a (needs --profile op)"),
     ]
 
 
@@ -89,7 +90,7 @@ def print_tables(console, records: list[RunRecord]) -> None:
     if len(records) == 1:
         r = records[0]
         t = Table(title="summary", show_header=False, title_justify="left")
-        t.add_column(style="bold")
+        t.add_column(style="bold", no_wrap=True)
         t.add_column()
         for k, v in summary_lines(r):
             t.add_row(k, v)
@@ -101,7 +102,7 @@ def print_tables(console, records: list[RunRecord]) -> None:
             tab, kinds = m
             unit = "ms for the prompt" if phase == "prefill" else "ms per token, mean"
             lt = Table(title=f"per layer · {phase} ({unit})", title_justify="left")
-            lt.add_column("layer", justify="right")
+            lt.add_column("layer", justify="right", no_wrap=True)
             for i in kinds:
                 lt.add_column(KINDS[i], justify="right")
             lt.add_column("total", justify="right", style="bold")
@@ -114,7 +115,10 @@ def print_tables(console, records: list[RunRecord]) -> None:
         if len(ops) > 1:
             ot = Table(title="per op · decode (per token, mean) and prefill", title_justify="left")
             for col in ("op", "kind", "barrier", "calls", "decode ms", "share", "GFLOP/s", "GB/s", "prefill ms"):
-                ot.add_column(col, justify="left" if col in ("op", "kind") else "right")
+                if col in ("op", "kind"):  # names must stay whole, even at 80 columns
+                    ot.add_column(col, no_wrap=True, min_width=12 if col == "op" else 11)
+                else:
+                    ot.add_column(col, justify="right")
             for o in ops:
                 ot.add_row(o["op"], o["kind"], "yes" if o["barrier"] else "", f"{o['calls_per_token']:g}",
                            fmt_ms(o["decode_s_per_token"]), fmt_pct(o["decode_share"]),
@@ -133,16 +137,25 @@ def print_tables(console, records: list[RunRecord]) -> None:
     for i, (k, _) in enumerate(lines[0]):
         t.add_row(k, *[ln[i][1] for ln in lines])
     console.print(t)
-    lt = Table(title="per layer · decode (ms per token, mean)", title_justify="left")
-    lt.add_column("layer", justify="right")
-    tabs = [r.layer_table("decode") for r in records]
-    for r in records:
-        lt.add_column(r.backend, justify="right")
-    for j, name in enumerate(records[0].layer_rows()):
-        lt.add_row(name, *[fmt_ms(tab[j].sum()) if tab is not None else "n/a" for tab in tabs])
-    console.print(lt)
+    for phase, unit in (("prefill", "ms for the prompt"), ("decode", "ms per token, mean")):
+        tabs = [(r, r.layer_table(phase)) for r in records]
+        tabs = [(r, tab) for r, tab in tabs if tab is not None]
+        if not tabs:
+            continue
+        used = [i for i in range(len(KINDS)) if any(tab[:, i].any() for _, tab in tabs)]
+        lt = Table(title=f"per layer · {phase} ({unit})", title_justify="left")
+        lt.add_column("layer", justify="right", no_wrap=True)
+        lt.add_column("backend", no_wrap=True)
+        for i in used:
+            lt.add_column(KINDS[i], justify="right")
+        lt.add_column("total", justify="right", style="bold")
+        for j, name in enumerate(records[0].layer_rows()):
+            for k, (r, tab) in enumerate(tabs):
+                lt.add_row(name if k == 0 else "", r.backend, *[fmt_ms(tab[j, i]) for i in used], fmt_ms(tab[j].sum()),
+                           end_section=k == len(tabs) - 1)
+        console.print(lt)
     ot = Table(title="per op · decode (ms per token, mean)", title_justify="left")
-    ot.add_column("op")
+    ot.add_column("op", no_wrap=True, min_width=12)
     for r in records:
         ot.add_column(r.backend, justify="right")
     per = [{o["op"]: o for o in r.op_table()} for r in records]

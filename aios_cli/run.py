@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from .errors import BAD_INPUT, INTERRUPTED, fail
+from .errors import BAD_INPUT, INTERNAL, INTERRUPTED, fail
 
 FORMATS = ("table", "csv", "json", "md")
 DEFAULT_PROMPT = "The quick brown fox"
@@ -19,8 +21,11 @@ _OUTPUT = "Output"
 
 
 def parse_ids(s: str) -> list[int]:
+    parts = s.replace(" ", "").split(",")
+    if parts and parts[-1] == "":
+        parts.pop()  # allow one trailing comma
     try:
-        ids = [int(x) for x in s.replace(" ", "").split(",") if x != ""]
+        ids = [int(x) for x in parts]
     except ValueError:
         fail(f"--prompt-ids must be comma-separated integers, got {s!r} — e.g. --prompt-ids 1,2,3")
     if not ids:
@@ -60,6 +65,12 @@ def run(
         fail("interrupted", INTERRUPTED)
     except MemoryError:
         fail("out of host memory — try a smaller --model or --max-new-tokens", BAD_INPUT)
+    except typer.Exit:
+        raise
+    except Exception as e:  # a bug in aios: say so in one line; AIOS_DEBUG=1 shows the traceback
+        if os.environ.get("AIOS_DEBUG"):
+            raise
+        fail(f"internal error: {type(e).__name__}: {e} — please report it (rerun with AIOS_DEBUG=1 for the traceback)", INTERNAL)
 
 
 def _run(backend, model, dtype, prompt, prompt_ids, max_new_tokens, ignore_eos, greedy, temperature, top_k,
@@ -67,12 +78,12 @@ def _run(backend, model, dtype, prompt, prompt_ids, max_new_tokens, ignore_eos, 
     from rich.console import Console
 
     from engines.checkpoint import open_model
-    from engines.generate import check_prompt
+    from engines.generate import check_request
     from engines.sampling import SamplingParams
     from profilers.probe import LEVELS
 
     from . import render
-    from .runner import RunOptions, check_backend, profile_run
+    from .runner import RunOptions, check_backend
 
     err = Console(stderr=True, highlight=False)
     # --- validate everything before loading anything --------------------------------
@@ -82,8 +93,10 @@ def _run(backend, model, dtype, prompt, prompt_ids, max_new_tokens, ignore_eos, 
         fail(f"unknown --profile {profile!r} — choose from: {', '.join(LEVELS)}")
     if format not in FORMATS:
         fail(f"unknown --format {format!r} — choose from: {', '.join(FORMATS)}")
-    if temperature < 0 or not 0 < top_p <= 1 or top_k < 0:
-        fail("sampling needs --temperature >= 0, 0 < --top-p <= 1 and --top-k >= 0")
+    if not (math.isfinite(temperature) and temperature >= 0) or not 0 < top_p <= 1 or top_k < 0:
+        fail("sampling needs a finite --temperature >= 0, 0 < --top-p <= 1 and --top-k >= 0 — e.g. -t 0.8 --top-p 0.95")
+    if csv_file is not None and profile != "op":
+        fail(f"--csv writes one row per op event, which --profile {profile} does not record — use --profile op")
     for flag, path in (("--csv", csv_file), ("--trace", trace_file)):
         if path is not None:
             from profilers.export import check_writable
@@ -101,9 +114,11 @@ def _run(backend, model, dtype, prompt, prompt_ids, max_new_tokens, ignore_eos, 
     else:
         backends = [b.strip() for b in backend.split(",") if b.strip()]
         if not backends:
-            fail("--backend is empty — choose from scalar, simd, cuda, torch")
+            from engines import BACKENDS
+
+            fail(f"--backend is empty — choose from {', '.join(BACKENDS)}")
     for b in backends:
-        check_backend(b)
+        check_backend(b, dtype)
     ids = parse_ids(prompt_ids) if prompt_ids is not None else None
 
     # --- model and prompt -------------------------------------------------------------
@@ -113,7 +128,11 @@ def _run(backend, model, dtype, prompt, prompt_ids, max_new_tokens, ignore_eos, 
         if ckpt.tokenizer is None:
             fail(f"{model} has no tokenizer.json — pass --prompt-ids 1,2,3 instead of --prompt")
         ids = ckpt.tokenizer.encode(prompt).ids
-    check_prompt(ids, ckpt.config.vocab_size)
+    check_request(ckpt.config, ids, max_new_tokens)
+    from engines import engine_class
+
+    for b in backends:  # refuse now, not after the first backend has run
+        engine_class(b).preflight(ckpt.config, ckpt.name)
     if not quiet:
         for note in ckpt.notes:
             err.print(f"[dim]note: {note}[/]")

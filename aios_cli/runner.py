@@ -10,12 +10,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable
 
-from engines import BACKENDS, cuda_status, engine_class
+from engines import check_known, engine_class, require_cuda, resolve_dtype
 from engines.checkpoint import Checkpoint
-from engines.errors import BackendError
 from engines.generate import generate
 from engines.sampling import Sampler, SamplingParams
-from profilers.memory import MemorySampler, peak_rss_bytes
+from profilers.memory import MemorySampler, peak_rss_bytes, reset_peak_rss
 from profilers.probe import make_probe
 from profilers.record import RunRecord
 from profilers.sysinfo import cpu_model
@@ -31,14 +30,12 @@ class RunOptions:
     ignore_eos: bool = False
 
 
-def check_backend(backend: str) -> None:
+def check_backend(backend: str, dtype: str | None = None) -> None:
     """Raise BackendError now (before loading anything) if `backend` cannot run here."""
-    if backend not in BACKENDS:
-        raise BackendError(f"unknown backend {backend!r}", f"choose from: {', '.join(BACKENDS)}")
+    check_known(backend)
+    resolve_dtype(backend, dtype)
     if backend == "cuda":
-        ok, why = cuda_status()
-        if not ok:
-            raise BackendError(f"--backend cuda needs an NVIDIA GPU: {why}", "use --backend simd (or torch)")
+        require_cuda()
 
 
 def new_run_id(backend: str) -> str:
@@ -70,11 +67,16 @@ def profile_run(
     engine=None,
 ) -> RunRecord:
     phase = on_phase or (lambda s: None)
+    reset_peak_rss()  # this backend's peak, loading included, not an earlier backend's
     load_s = 0.0
     if engine is None:
         phase(f"loading weights into the {backend} engine")
         engine, load_s = build_engine(ckpt, backend, opts.dtype, progress)
-    gpu_index = 0 if engine.device == "cuda" else None
+    gpu_index = None
+    if engine.device == "cuda":
+        from profilers import nvml
+
+        gpu_index = nvml.index_for_torch_device(0)
     jit_s = 0.0
     if opts.warmup:
         phase("warming up (JIT compile, caches)")
@@ -98,10 +100,10 @@ def profile_run(
     if ckpt.tokenizer is not None:
         text = ckpt.tokenizer.decode(gen.generated_ids, skip_special_tokens=False)
     peak_bw = None
-    if engine.device == "cuda":
+    if gpu_index is not None:
         from profilers import nvml
 
-        g = nvml.gpu(0)
+        g = nvml.gpu(gpu_index)
         peak_bw = g.peak_bandwidth_bytes_s() if g else None
     return RunRecord(
         run_id=new_run_id(backend), backend=backend, model=ckpt.name, config=ckpt.config,

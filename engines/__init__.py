@@ -15,22 +15,42 @@ class Backend(NamedTuple):
     module: str
     cls: str
     what: str
-    default_dtype: str
+    dtypes: tuple[str, ...]  # the first is the default
 
 
 BACKENDS: dict[str, Backend] = {
-    "scalar": Backend("engines.scalar", "ScalarEngine", "pure Python lists and math, float64", "float64"),
-    "simd": Backend("engines.simd", "SimdEngine", "NumPy + Numba kernels, float32", "float32"),
-    "cuda": Backend("engines.torch_engine", "CudaEngine", "PyTorch on an NVIDIA GPU", "bfloat16"),
-    "torch": Backend("engines.torch_engine", "TorchCpuEngine", "the cuda engine's code on torch CPU", "float32"),
+    "scalar": Backend("engines.scalar", "ScalarEngine", "pure Python lists and math", ("float64",)),
+    "simd": Backend("engines.simd", "SimdEngine", "NumPy + Numba kernels", ("float32",)),
+    "cuda": Backend("engines.torch_engine", "CudaEngine", "PyTorch on an NVIDIA GPU", ("bfloat16", "float16", "float32")),
+    "torch": Backend("engines.torch_engine", "TorchCpuEngine", "the cuda engine's code on torch CPU", ("float32", "bfloat16", "float16")),
 }
 
 
-def engine_class(backend: str):
+def resolve_dtype(backend: str, dtype: str | None) -> str:
+    """The dtype `backend` will run: `dtype`, or the backend's default. Raises BackendError."""
+    allowed = BACKENDS[backend].dtypes
+    if dtype is None:
+        return allowed[0]
+    if dtype not in allowed:
+        raise BackendError(f"the {backend} engine does not run {dtype}", f"use --dtype {' or '.join(allowed)} with --backend {backend}")
+    return dtype
+
+
+def check_known(backend: str) -> None:
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}", f"choose from: {', '.join(BACKENDS)}")
+
+
+def engine_class(backend: str):
+    check_known(backend)
     b = BACKENDS[backend]
     return getattr(importlib.import_module(b.module), b.cls)
+
+
+def require_cuda() -> None:
+    ok, why = cuda_status()
+    if not ok:
+        raise BackendError(f"--backend cuda needs an NVIDIA GPU: {why}", "use --backend simd (or torch)")
 
 
 def cuda_status() -> tuple[bool, str]:

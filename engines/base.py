@@ -16,8 +16,9 @@ class Engine:
     """One forward pass over a KV cache.
 
     ``prefill(ids)`` pushes the prompt through in one parallel pass; ``decode(id)`` pushes one
-    token. Both return the last position's logits as a NumPy vector (``all_logits=True`` on
-    prefill returns every position's, for parity tests). Every op ends with
+    token. Both return the last position's logits as a NumPy vector, which the engine may reuse
+    on its next call: copy it to keep it (``all_logits=True`` on prefill returns every
+    position's, in a new array, for parity tests). Every op ends with
     ``self.lap(layer, op_id)`` so the probe sees it.
     """
 
@@ -33,6 +34,10 @@ class Engine:
         self.pos = 0  # tokens in the KV cache
         self.capacity = 0
         self.set_probe(probe or Probe("none"))
+
+    @staticmethod
+    def preflight(cfg, model_name: str) -> None:
+        """Raise UserError if this engine cannot take the model (checked before any loading)."""
 
     def set_probe(self, probe: Probe) -> None:
         self.probe = probe

@@ -100,6 +100,24 @@ def _field(d: dict, key: str, source: str, *alts: str):
     )
 
 
+def _int(d: dict, key: str, source: str, default=None) -> int:
+    v = _field(d, key, source) if default is None else d.get(key, default)
+    if v is None:
+        v = default
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v:
+        raise ModelError(f"{source}: '{key}' must be an integer, got {v!r}", "fix config.json")
+    return int(v)
+
+
+def _float(d: dict, key: str, source: str, default: float) -> float:
+    v = d.get(key, default)
+    if v is None:
+        v = default
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ModelError(f"{source}: '{key}' must be a number, got {v!r}", "fix config.json")
+    return float(v)
+
+
 def config_from_hf(d: dict, source: str = "config.json", name: str = "") -> ModelConfig:
     """Build a ModelConfig from an HF config.json dict; reject what the engines can't run."""
     archs = d.get("architectures") or []
@@ -120,20 +138,26 @@ def config_from_hf(d: dict, source: str = "config.json", name: str = "") -> Mode
         raise ModelError(f"{source}: unsupported hidden_act {d['hidden_act']!r}", "aios runs SiLU MLPs")
 
     rope = d.get("rope_parameters") or d.get("rope_scaling") or {}
+    if not isinstance(rope, dict):
+        raise ModelError(f"{source}: rope_scaling must be an object, got {rope!r}", "fix config.json")
     rope_type = rope.get("rope_type", rope.get("type", "default"))
     if rope_type not in ("default", None):
         raise ModelError(
             f"{source}: unsupported RoPE scaling {rope_type!r}",
             "aios implements plain RoPE (rope_type 'default')",
         )
-    rope_theta = d.get("rope_theta", rope.get("rope_theta", 10000.0))
+    if d.get("use_sliding_window"):
+        raise ModelError(f"{source}: sliding-window attention is not supported", "aios runs full causal attention")
+    rope_theta = _float(d, "rope_theta", source, rope.get("rope_theta", 10000.0))
 
-    H = int(_field(d, "hidden_size", source))
-    nh = int(_field(d, "num_attention_heads", source))
-    nkv = int(d.get("num_key_value_heads") or nh)
-    head_dim = int(d.get("head_dim") or (H // nh))
+    H = _int(d, "hidden_size", source)
+    nh = _int(d, "num_attention_heads", source)
+    if nh <= 0 or H <= 0:
+        raise ModelError(f"{source}: hidden_size and num_attention_heads must be positive", "fix config.json")
+    nkv = _int(d, "num_key_value_heads", source, nh)
+    head_dim = _int(d, "head_dim", source, H // nh)
     eos = d.get("eos_token_id")
-    eos_ids = tuple(eos) if isinstance(eos, list) else ((eos,) if isinstance(eos, int) else ())
+    eos_ids = tuple(e for e in eos if isinstance(e, int)) if isinstance(eos, list) else ((eos,) if isinstance(eos, int) else ())
     dtype = str(d.get("dtype") or d.get("torch_dtype") or "float32")
     if arch == "qwen2":
         bias = True if "attention_bias" not in d else bool(d["attention_bias"])
@@ -144,19 +168,19 @@ def config_from_hf(d: dict, source: str = "config.json", name: str = "") -> Mode
 
     cfg = ModelConfig(
         arch=arch,
-        vocab_size=int(_field(d, "vocab_size", source)),
+        vocab_size=_int(d, "vocab_size", source),
         hidden_size=H,
-        intermediate_size=int(_field(d, "intermediate_size", source)),
-        num_layers=int(_field(d, "num_hidden_layers", source)),
+        intermediate_size=_int(d, "intermediate_size", source),
+        num_layers=_int(d, "num_hidden_layers", source),
         num_heads=nh,
         num_kv_heads=nkv,
         head_dim=head_dim,
-        rope_theta=float(rope_theta),
-        rms_norm_eps=float(d.get("rms_norm_eps", 1e-6)),
+        rope_theta=rope_theta,
+        rms_norm_eps=_float(d, "rms_norm_eps", source, 1e-6),
         tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
         attention_bias=bias,
         qk_norm=arch == "qwen3",
-        max_position_embeddings=int(d.get("max_position_embeddings", 32768)),
+        max_position_embeddings=_int(d, "max_position_embeddings", source, 32768),
         eos_token_ids=eos_ids,
         torch_dtype=dtype,
         name=name,

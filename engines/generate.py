@@ -28,6 +28,19 @@ class Generation:
     stopped_at_eos: bool = False
 
 
+def check_request(cfg, ids: list[int], max_new_tokens: int) -> None:
+    """Everything about a generation request that can be refused before any work."""
+    if max_new_tokens < 1:
+        raise UserError(f"--max-new-tokens must be positive, got {max_new_tokens}", "pass 1 or more")
+    check_prompt(ids, cfg.vocab_size)
+    limit = cfg.max_position_embeddings
+    if len(ids) + max_new_tokens > limit:
+        raise UserError(
+            f"{len(ids)} prompt + {max_new_tokens} new tokens exceed the model's context of {limit}",
+            "shorten the prompt or lower --max-new-tokens",
+        )
+
+
 def check_prompt(ids: list[int], vocab_size: int) -> None:
     if not ids:
         raise UserError("the prompt is empty", "pass --prompt TEXT or --prompt-ids 1,2,3")
@@ -51,15 +64,7 @@ def generate(
     should_stop: Callable[[], bool] | None = None,
 ) -> Generation:
     """Generate up to `max_new_tokens` tokens after `prompt_ids` (the KV cache is reset)."""
-    if max_new_tokens < 1:
-        raise UserError(f"--max-new-tokens must be positive, got {max_new_tokens}", "pass 1 or more")
-    check_prompt(prompt_ids, engine.cfg.vocab_size)
-    limit = engine.cfg.max_position_embeddings
-    if len(prompt_ids) + max_new_tokens > limit:
-        raise UserError(
-            f"{len(prompt_ids)} prompt + {max_new_tokens} new tokens exceed the model's context of {limit}",
-            "shorten the prompt or lower --max-new-tokens",
-        )
+    check_request(engine.cfg, prompt_ids, max_new_tokens)
     engine.set_probe(probe)
     engine.reset(len(prompt_ids) + max_new_tokens)
     gen = Generation(list(prompt_ids))

@@ -19,6 +19,7 @@ from profilers.ops import (
 
 from .base import Engine, attn_scale, rope_tables
 from .checkpoint import layer_prefix, lm_head_name
+from . import resolve_dtype
 from .errors import BackendError
 
 Vector = list  # list[float]
@@ -112,19 +113,9 @@ class ScalarEngine(Engine):
 
     def __init__(self, ckpt, probe=None, dtype: str | None = None, progress=None):
         super().__init__(ckpt, probe)
-        if dtype not in (None, "float64"):
-            raise BackendError(f"the scalar engine computes in float64, not {dtype}", "drop --dtype or use --dtype float64")
+        resolve_dtype(self.name, dtype)
+        self.preflight(self.cfg, ckpt.name)
         cfg = self.cfg
-        need = cfg.num_params() * _BYTES_PER_PARAM
-        import psutil
-
-        avail = psutil.virtual_memory().available
-        if need > 0.7 * avail:
-            raise BackendError(
-                f"the scalar engine would need ~{need / 2**30:.1f} GiB of Python floats for {ckpt.name} "
-                f"({cfg.num_params() / 1e6:.0f}M params), {avail / 2**30:.1f} GiB is available",
-                "use --backend simd, or a smaller model such as --model tiny",
-            )
         w = ckpt.weights
         self.embed = w.f32("model.embed_tokens.weight").astype(np.float64).tolist()  # (V, H)
         self.layers = []
@@ -138,6 +129,20 @@ class ScalarEngine(Engine):
         self.cos_table: list = []
         self.sin_table: list = []
         self.reset(64)
+
+    @staticmethod
+    def preflight(cfg, model_name: str) -> None:
+        """Refuse, before anything loads, a model whose Python floats would not fit in RAM."""
+        import psutil
+
+        need = cfg.num_params() * _BYTES_PER_PARAM
+        avail = psutil.virtual_memory().available
+        if need > 0.7 * avail:
+            raise BackendError(
+                f"the scalar engine would need ~{need / 2**30:.1f} GiB of Python floats for {model_name} "
+                f"({cfg.num_params() / 1e6:.0f}M params), {avail / 2**30:.1f} GiB is available",
+                "use --backend simd, or a smaller model such as --model tiny",
+            )
 
     @property
     def resident_weight_bytes(self) -> int:

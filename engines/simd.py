@@ -22,7 +22,7 @@ from profilers.ops import (
 from . import simd_kernels as K
 from .base import Engine, attn_scale, rope_tables
 from .checkpoint import layer_prefix, lm_head_name
-from .errors import BackendError
+from . import resolve_dtype
 
 f32 = np.float32
 KS = K.serial
@@ -56,8 +56,7 @@ class SimdEngine(Engine):
 
     def __init__(self, ckpt, probe=None, dtype: str | None = None, progress=None):
         super().__init__(ckpt, probe)
-        if dtype not in (None, "float32"):
-            raise BackendError(f"the simd engine computes in float32, not {dtype}", "drop --dtype or use --dtype float32")
+        resolve_dtype(self.name, dtype)
         cfg, w = self.cfg, ckpt.weights
         self.embed = np.ascontiguousarray(w.f32("model.embed_tokens.weight"))  # (V, H)
         self.layers = []

@@ -20,7 +20,7 @@ from profilers.ops import (
 
 from .base import Engine, attn_scale, rope_tables
 from .checkpoint import layer_prefix, lm_head_name
-from .errors import BackendError
+from . import require_cuda, resolve_dtype
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -55,10 +55,7 @@ class TorchEngine(Engine):
 
     def __init__(self, ckpt, probe=None, dtype: str | None = None, device: str = "cpu", progress=None):
         super().__init__(ckpt, probe)
-        dtype = dtype or ("bfloat16" if device == "cuda" else "float32")
-        if dtype not in TORCH_DTYPES:
-            raise BackendError(f"the {self.name} engine does not run {dtype}", f"choose --dtype from {', '.join(TORCH_DTYPES)}")
-        self.dtype = dtype
+        self.dtype = dtype = resolve_dtype(self.name, dtype)
         self.tdtype = TORCH_DTYPES[dtype]
         self.weight_itemsize = self.act_itemsize = torch.finfo(self.tdtype).bits // 8
         self.device = device
@@ -211,11 +208,7 @@ class CudaEngine(TorchEngine):
     name = "cuda"
 
     def __init__(self, ckpt, probe=None, dtype=None, progress=None):
-        from . import cuda_status
-
-        ok, why = cuda_status()
-        if not ok:
-            raise BackendError(f"--backend cuda needs an NVIDIA GPU: {why}", "use --backend simd or --backend torch")
+        require_cuda()
         super().__init__(ckpt, probe, dtype=dtype, device="cuda", progress=progress)
 
     def warmup(self) -> float:

@@ -26,8 +26,27 @@ class MemorySample:
         return asdict(self)
 
 
+def reset_peak_rss() -> bool:
+    """Reset the kernel's RSS high-water mark (Linux: write 5 to /proc/self/clear_refs), so
+    the peak of a run is its own, not an earlier run's in the same process."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def peak_rss_bytes() -> int:
-    """The OS's high-water mark for this process (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    """The process's RSS high-water mark: VmHWM (since the last reset) where Linux has it,
+    else ru_maxrss (KiB on Linux, bytes on macOS; never reset)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(r if sys.platform == "darwin" else r * 1024)
 
@@ -50,9 +69,7 @@ class MemorySampler:
         self._last = now
         s = MemorySample(t_s=now - self._t0, rss_bytes=self._proc.memory_info().rss)
         if self.gpu_index is not None:
-            g = nvml.gpu(self.gpu_index)
-            if g is not None:
-                s.device_used_bytes, s.device_total_bytes = g.memory_used, g.memory_total
+            s.device_used_bytes, s.device_total_bytes = nvml.memory(self.gpu_index)
         if engine is not None:
             for k, v in engine.memory().items():
                 setattr(s, k, v)

@@ -89,5 +89,33 @@ def gpu(index: int = 0) -> GpuInfo | None:
     )
 
 
+def memory(index: int) -> tuple[int | None, int | None]:
+    """(used, total) bytes of one device: a single NVML query, cheap enough per token."""
+    nv = _nvml()
+    h = _q(nv.nvmlDeviceGetHandleByIndex, index) if nv else None
+    mem = _q(nv.nvmlDeviceGetMemoryInfo, h) if h is not None else None
+    return getattr(mem, "used", None), getattr(mem, "total", None)
+
+
+def index_for_torch_device(device_index: int = 0) -> int | None:
+    """NVML's index of the GPU torch calls `cuda:device_index`. NVML numbers devices in PCI
+    order and ignores CUDA_VISIBLE_DEVICES, so match them by UUID."""
+    nv = _nvml()
+    if not nv:
+        return None
+    try:
+        import torch
+
+        uuid = str(torch.cuda.get_device_properties(device_index).uuid)
+    except Exception:
+        return device_index if device_count() > device_index else None
+    for i in range(device_count()):
+        h = _q(nv.nvmlDeviceGetHandleByIndex, i)
+        got = _s(_q(nv.nvmlDeviceGetUUID, h)) if h is not None else None
+        if got and got.removeprefix("GPU-").removeprefix("MIG-") == uuid.removeprefix("GPU-"):
+            return i
+    return device_index if device_count() > device_index else None
+
+
 def gpus() -> list[GpuInfo]:
     return [g for g in (gpu(i) for i in range(device_count())) if g is not None]

@@ -172,12 +172,12 @@ class CudaProbe(Probe):
         starts = np.empty(n, np.int64)
         e0 = self._event(0)
         gpu_end_ns = 0
-        for k, (layer, op, i) in enumerate(dev):
+        prev_ns = 0
+        for k, (layer, op, i) in enumerate(dev):  # one elapsed_time query per op
             layers[k], ops[k] = layer, op
-            t_prev = self._event(i - 1)
-            durs[k] = int(t_prev.elapsed_time(self._event(i)) * 1e6)
-            starts[k] = int(e0.elapsed_time(t_prev) * 1e6)
-            gpu_end_ns = starts[k] + durs[k]
+            t_ns = int(e0.elapsed_time(self._event(i)) * 1e6)
+            starts[k], durs[k] = prev_ns, t_ns - prev_ns
+            prev_ns = gpu_end_ns = t_ns
         # Host laps start when the device work had been read back: after the last device lap.
         t_prev = self._host_start_ns() if host else 0
         for j, (layer, op, t) in enumerate(host):

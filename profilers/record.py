@@ -15,7 +15,7 @@ from engines.config import ModelConfig
 
 from .costs import op_costs
 from .memory import MemorySample
-from .ops import KINDS, OPS, OTHER
+from .ops import KINDS, OP_INDEX, OPS, OTHER
 from .probe import BARRIER_MASK, Step
 
 KIND_OF = np.array([KINDS.index(op.kind) for op in OPS])
@@ -112,7 +112,7 @@ class RunRecord:
         }
         if dec and dec[0].barriers is not None:
             counts = [s.barriers for s in dec]
-            out["reduction_barriers_per_token"] = statistics.median(counts)
+            out["reduction_barriers_per_token"] = statistics.median_low(counts)
             f, b = zip(*(self.step_totals(s) for s in dec))
             out["decode_flops_per_token"] = float(np.mean(f))
             out["decode_bytes_per_token"] = float(np.mean(b))
@@ -144,7 +144,7 @@ class RunRecord:
         L = self.config.num_layers
         tab = np.zeros((L + 2, len(KINDS)))
         for s in steps:
-            rows = np.where(s.layers >= 0, s.layers + 1, np.where(s.ops == 0, 0, L + 1))
+            rows = np.where(s.layers >= 0, s.layers + 1, np.where(s.ops == OP_INDEX["embed"], 0, L + 1))
             np.add.at(tab, (rows, KIND_OF[s.ops]), s.durs_ns * 1e-9)
             tab[L + 1, KINDS.index(OTHER)] += max(0.0, s.wall_s - s.op_seconds)
         return tab / len(steps)

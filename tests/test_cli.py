@@ -47,7 +47,7 @@ def out_files(tmp_path):
 
 def run_bad(out_files, *args):
     csv_path, trace_path = out_files
-    res = invoke("run", *args, "--csv", str(csv_path), "--trace", str(trace_path), *FAST)
+    res = invoke("run", *FAST, *args, "--csv", str(csv_path), "--trace", str(trace_path))
     assert not csv_path.exists() and not trace_path.exists(), "a failed run wrote a file"
     assert list(csv_path.parent.iterdir()) == [], "a failed run left a temporary file"
     return res
@@ -139,6 +139,42 @@ def test_unsupported_architecture(out_files, hf_model_dirs, tmp_path):
     assert_bad_input(run_bad(out_files, "--model", str(d), "--prompt-ids", "1,2"), "unsupported architecture (GPT2LMHeadModel)")
 
 
+@pytest.mark.parametrize("field,value,needle", [
+    ("hidden_size", "abc", "'hidden_size' must be an integer"),
+    ("num_attention_heads", 0, "must be positive"),
+    ("rope_scaling", "linear", "rope_scaling must be an object"),
+    ("rope_scaling", {"rope_type": "yarn", "factor": 4.0}, "unsupported RoPE scaling 'yarn'"),
+])
+def test_config_bad_values(out_files, hf_model_dirs, tmp_path, field, value, needle):
+    d = copy_model(hf_model_dirs, tmp_path)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg.pop("rope_parameters", None)
+    cfg[field] = value
+    (d / "config.json").write_text(json.dumps(cfg))
+    assert_bad_input(run_bad(out_files, "--model", str(d), "--prompt-ids", "1,2"), needle)
+
+
+def test_bad_dtype_refused_before_any_backend_runs():
+    # torch runs float16, simd does not: without the up-front check torch would run and stream
+    res = invoke("run", "-b", "torch,simd", "--dtype", "float16", "-n", "2")
+    assert_bad_input(res, "the simd engine does not run float16", "--dtype float32")
+
+
+def test_scalar_refuses_a_model_too_big_before_others_run():
+    res = invoke("run", "-b", "simd,scalar", "-m", "qwen2.5-7b", "-n", "2")
+    assert_bad_input(res, "the scalar engine would need")
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("--temperature", "nan"), "finite --temperature"),
+    (("--top-p", "0"), "0 < --top-p <= 1"),
+    (("--prompt-ids", "1,,2"), "--prompt-ids must be comma-separated integers"),
+    (("--profile", "token"), "--csv writes one row per op event"),
+])
+def test_more_bad_inputs(out_files, args, needle):
+    assert_bad_input(run_bad(out_files, *args), needle)
+
+
 def test_prompt_ids_outside_vocab(out_files):
     vocab = PRESETS["tiny"].vocab_size
     assert_bad_input(run_bad(out_files, "--prompt-ids", f"1,{vocab}"), f"prompt id {vocab} is outside the vocabulary")
@@ -206,6 +242,24 @@ def test_json_output(exported):
     assert objs[0]["generated_token_ids"] == objs[1]["generated_token_ids"]  # greedy: engines agree
 
 
+def test_export_files_have_a_normal_mode(exported):
+    import os
+    import stat
+
+    _, csv_path, trace_path = exported
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in (csv_path, trace_path):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask
+
+
+def test_column_lists_match_the_record(exported):
+    from profilers.export import machine_fields
+
+    objs, _, _ = exported
+    assert set(SUMMARY_COLUMNS) <= set(objs[0]) | set(machine_fields())
+
+
 def test_tidy_csv(exported):
     objs, csv_path, _ = exported
     rows = list(csv.DictReader(io.StringIO(csv_path.read_text())))
@@ -262,7 +316,8 @@ def test_markdown_and_table_formats():
 def test_default_backend_is_named():
     res = invoke("run", "--prompt-ids", "1,2,3", "-n", "2")
     assert res.exit_code == 0, res.output
-    assert "backend:" in res.output and ("simd" in res.output or "cuda" in res.output)
+    first = res.output.splitlines()[0]
+    assert first.startswith(("backend: simd (", "backend: cuda (")) and "--backend" in first
 
 
 def test_info_and_models():

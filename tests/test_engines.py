@@ -101,8 +101,19 @@ def test_kv_cache_capacity_is_enforced(tiny):
     eng = engine_class("simd")(tiny)
     eng.reset(3)
     eng.prefill([1, 2, 3])
-    with pytest.raises(Exception, match="KV cache full"):
+    from engines.errors import UserError
+
+    with pytest.raises(UserError, match="KV cache full"):
         eng.decode(4)
+
+
+def test_event_rows_have_exactly_the_csv_columns(tiny):
+    from aios_cli.runner import RunOptions, profile_run
+    from profilers.export import EVENT_COLUMNS
+
+    rec = profile_run(tiny, "simd", PROMPT[:3], RunOptions(max_new_tokens=2, warmup=False))
+    rows = list(rec.events())
+    assert rows and all(tuple(r) == EVENT_COLUMNS for r in rows)
 
 
 def test_preset_weights_are_seeded():
