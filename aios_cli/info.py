@@ -53,7 +53,16 @@ def gather() -> dict:
         "gpus": gpus,
         "gpu_unavailable_reason": None if gpus else (nvml.unavailable_reason() or "NVML sees no device"),
         "engines": {k: {"usable": v[0], "detail": v[1]} for k, v in engine_status().items()},
+        "peaks": _cached_peaks(),
     }
+
+
+def _cached_peaks() -> dict | None:
+    """The peaks `aios compare peak` measured on this machine, if cached (info never measures)."""
+    from profilers import peaks
+
+    p = peaks.load_cached()
+    return p.to_dict() if p else None
 
 
 def info(
@@ -100,3 +109,12 @@ def info(
     for name, st in d["engines"].items():
         e.add_row(name, "[green]yes[/]" if st["usable"] else "[red]no[/]", st["detail"])
     c.print(e)
+    from profilers import peaks
+
+    pk = peaks.load_cached()
+    if pk is None:
+        c.print("measured peaks: none cached yet — `aios compare peak` measures them")
+    else:
+        from .compare import print_peaks
+
+        print_peaks(c, pk)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import typer
 
+from . import compare as compare_cmd
 from . import info as info_cmd
 from . import models as models_cmd
 from . import run as run_cmd
@@ -20,6 +21,7 @@ app = typer.Typer(
 app.command("run")(run_cmd.run)
 app.command("info")(info_cmd.info)
 app.command("models")(models_cmd.models)
+app.add_typer(compare_cmd.app, name="compare")
 
 
 def main() -> None:

@@ -29,37 +29,20 @@ from engines import engine_class  # noqa: E402
 from engines.checkpoint import open_model  # noqa: E402
 from engines.generate import generate  # noqa: E402
 from engines.sampling import Sampler, SamplingParams  # noqa: E402
+from profilers.peaks import cpu_copy_bandwidth  # noqa: E402
 from profilers.probe import Probe  # noqa: E402
 
 DEFAULT_PLAN = [("tiny", ("scalar", "simd", "torch")), ("qwen2.5-0.5b", ("simd", "torch"))]
 PROMPT = [785, 3974, 13876, 38835, 34208, 916, 279, 15678]  # 8 in-vocabulary ids
 
 
-def _copy_kernels():
-    import numba
-
-    @numba.njit(parallel=True, cache=True)
-    def parallel_copy(dst, src):  # every core streams its share
-        for i in numba.prange(src.shape[0]):
-            dst[i] = src[i]
-
-    return parallel_copy
-
-
-def copy_bandwidth(nbytes: int = 1 << 30, repeat: int = 11) -> dict[str, tuple[float, float, float]]:
-    """(median, min, max) GB/s copying `nbytes`, counting bytes read + bytes written:
-    with all cores (a Numba prange copy) and with one (np.copyto)."""
-    src = np.ones(nbytes // 4, np.float32)
-    dst = np.empty_like(src)
+def copy_bandwidth() -> dict[str, tuple[float, float, float]]:
+    """(median, min, max) GB/s copying 1 GiB, counting bytes read + bytes written: with all
+    cores and with one (the same measurement `aios compare peak` caches)."""
     out = {}
-    for name, fn in (("all cores", _copy_kernels()), ("one core", np.copyto)):
-        fn(dst, src)  # first touch, compile
-        rates = []
-        for _ in range(repeat):
-            t = time.perf_counter()
-            fn(dst, src)
-            rates.append(2 * nbytes / (time.perf_counter() - t) / 1e9)
-        out[name] = (statistics.median(rates), min(rates), max(rates))
+    for name, all_cores in (("all cores", True), ("one core", False)):
+        p = cpu_copy_bandwidth(all_cores=all_cores)
+        out[name] = (p.median / 1e9, p.min / 1e9, p.max / 1e9)
     return out
 
 

@@ -52,6 +52,17 @@ def check_prompt(ids: list[int], vocab_size: int) -> None:
         )
 
 
+def forward_step(engine: Engine, probe: Probe, sampler: Sampler, phase: str, index: int, n_tokens: int,
+                 run: Callable[[], object]) -> tuple[int, Step]:
+    """One profiled forward pass: `run()` (the engine's prefill or decode), then sampling."""
+    probe.begin_step(phase, index, n_tokens, engine.pos)
+    logits = run()
+    probe.mark_host()
+    token = sampler(logits)
+    probe.host_lap(-1, SAMPLE)
+    return token, probe.end_step()
+
+
 def generate(
     engine: Engine,
     prompt_ids: list[int],
@@ -71,12 +82,8 @@ def generate(
     t0 = time.perf_counter()
 
     def step(phase: str, index: int, run: Callable):
-        probe.begin_step(phase, index, len(prompt_ids) if phase == "prefill" else 1, engine.pos)
-        logits = run()
-        probe.mark_host()
-        token = sampler(logits)
-        probe.host_lap(-1, SAMPLE)
-        gen.steps.append(probe.end_step())
+        token, st = forward_step(engine, probe, sampler, phase, index, len(prompt_ids) if phase == "prefill" else 1, run)
+        gen.steps.append(st)
         if memory is not None:
             memory.sample(engine)
         return token
