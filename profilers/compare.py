@@ -378,6 +378,17 @@ def fmt_t(s: float | None) -> str:
     return f"{s * 1e6:.1f} µs"
 
 
+SETTLE_S = 0.3
+
+
+def settle() -> None:
+    """Let the previous thread pool go idle before timing the next backend. OpenBLAS (the
+    float64 reference, `blas`) and OpenMP (Numba, torch) workers keep spinning after a call;
+    on a 2-core machine the next pool then waits for a core: measured, simd matmul at 512
+    took 7.4 ms right after the reference and 3.2 ms after this pause."""
+    time.sleep(SETTLE_S)
+
+
 def run_compare(op: str, sizes: list[int], cfg: CompareConfig, peaks=None, progress=None) -> list[Result]:
     step = progress or (lambda msg: None)
     reason = cuda_unavailable_reason() if "cuda" in cfg.backends else None
@@ -388,6 +399,7 @@ def run_compare(op: str, sizes: list[int], cfg: CompareConfig, peaks=None, progr
         case = Case.make(op, n, cfg.seed)
         for backend in cfg.backends:
             step(f"{op} n={n:,}: {backend}")
+            settle()
             if backend == "cuda":
                 results.append(run_cuda(case, cfg, reason))
             else:
