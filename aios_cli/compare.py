@@ -217,7 +217,7 @@ def _notes(results) -> list[str]:
 def _summary_lines(op, win, cross, why, peaks, results=()) -> list[str]:
     lines = list(_notes(results))
     lines += ["winner (★; cuda counted with its transfers): " + ", ".join(f"{fmt_n(k)} → {v}" for k, v in win.items()),
-              f"GPU (with transfer) overtakes SIMD at n = {cross}"]
+              f"crossover (smallest n where cuda, transfers included, beats simd): {cross}"]
     if why:
         lines.append(f"why: {why}")
     pk = peaks.cpu_bandwidth if op == "dot" else peaks.cpu_flops
@@ -226,6 +226,13 @@ def _summary_lines(op, win, cross, why, peaks, results=()) -> list[str]:
                  + (" (the GPU's own measured peak for cuda)" if peaks.gpu_bandwidth else "")
                  + f", measured {peaks.measured_at} (`aios compare peak`)"
                  + ("; over 100% means the data sat in cache, which is faster than DRAM" if op == "dot" else ""))
+    by = {(r.size, r.backend): r for r in results if r.status == "ok"}
+    simd, blas = by.get((10_000_000, "simd")), by.get((512, "blas"))
+    if op == "dot" and simd and simd.pct_of_peak is not None:
+        lines.append(f"target: simd dot at n = 10M reaches {simd.pct_of_peak:.0f}% of the measured bandwidth (goal ≥ 50%)")
+    if op == "matmul" and blas and by.get((512, "simd")):
+        share = 100 * by[(512, "simd")].gflops_per_s / blas.gflops_per_s
+        lines.append(f"target: simd matmul at n = 512 reaches {share:.0f}% of BLAS's rate in this run (goal ≥ 25%)")
     if any(r.scaled for r in results):
         lines.append("* scaled: a scalar time past --scalar-budget, measured on a subset and scaled up — an estimate, "
                      "not a measurement")
@@ -436,30 +443,31 @@ class _Null:
 
 
 def _passes_cells(d) -> list[str]:
-    from profilers.compare import fmt_t
-
     from .render import fmt_bytes
 
-    return [f"{d['tokens']:,}", d["mode"], f"{d['forward_passes']:,}", fmt_t(d["median_s"]),
-            f"{fmt_t(d['min_s'])}–{fmt_t(d['max_s'])}", f"{d['tokens_per_s']:,.1f}",
-            f"{d['reduction_barriers']:,} ({d['forward_passes']:,} × {d['barriers_per_pass']})",
+    k, u = _unit(d["median_s"])
+    return [f"{d['tokens']:,}", d["mode"], f"{d['forward_passes']:,}", f"{d['median_s'] * k:.3g} {u}",
+            f"{d['min_s'] * k:.3g}–{d['max_s'] * k:.3g}", f"{d['tokens_per_s']:,.1f}",
+            f"{d['reduction_barriers']:,} = {d['forward_passes']:,}×{d['barriers_per_pass']}",
             fmt_bytes(d["weight_bytes_read"]), f"{d['slowdown_vs_parallel']:.1f}×"]
 
 
-PASSES_HEADERS = ("N", "mode", "passes", "wall", "spread", "tok/s", "reduction barriers", "weights read", "vs parallel")
+PASSES_HEADERS = ("N", "mode", "passes", "wall", "min–max", "tok/s", "barriers", "weights read", "×parallel")
 
 
 def _passes_table(console, rows, backend, model, dtype) -> None:
+    from rich import box
     from rich.table import Table
 
-    t = Table(title=f"prefill vs decode · {backend} · {model} · {dtype} (median of repeats)", title_justify="left")
+    t = Table(title=f"prefill vs decode · {backend} · {model} · {dtype} (median of repeats)", title_justify="left",
+              box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for h in PASSES_HEADERS:
-        t.add_column(h, justify="left" if h == "mode" else "right", no_wrap=h in ("mode",))
+        t.add_column(h, justify="left" if h == "mode" else "right", no_wrap=True)
     for i, d in enumerate(rows):
         t.add_row(*_passes_cells(d), end_section=i % 2 == 1)
     console.print(t)
-    console.print("barriers are counted by the profiler from the ops each pass executed; weights read = passes × "
-                  "the weight bytes one pass must read (a property of the shapes)")
+    console.print("barriers: reduction barriers counted by the profiler from the ops each pass executed; "
+                  "weights read = passes × the weight bytes one pass must read (a property of the shapes)")
 
 
 def _passes_md(rows) -> str:

@@ -363,8 +363,7 @@ def why_line(results: list[Result], cuda_reason: str | None) -> str:
         kind = "memory-bound" if ai < 4 else "compute-bound"
         return (f"at {n:,}: {ai:.2f} FLOP per byte makes this {kind}; SIMD reaches "
                 f"{s.gbytes_per_s if ai < 4 else s.gflops_per_s:.1f} {'GB/s' if ai < 4 else 'GFLOP/s'} against "
-                f"BLAS's {b.gbytes_per_s if ai < 4 else b.gflops_per_s:.1f}"
-                + (f" (no GPU: {cuda_reason})" if cuda_reason else ""))
+                f"BLAS's {b.gbytes_per_s if ai < 4 else b.gflops_per_s:.1f}")
     return ""
 
 
