@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from profilers.compare import fmt_t
 from profilers.ops import KINDS
 from profilers.record import RunRecord
 
@@ -18,13 +19,7 @@ def fmt_bytes(n) -> str:
 
 
 def fmt_s(s) -> str:
-    if s is None:
-        return "n/a"
-    if s >= 1:
-        return f"{s:.2f} s"
-    if s >= 1e-3:
-        return f"{s * 1e3:.2f} ms"
-    return f"{s * 1e6:.1f} µs"
+    return "n/a" if s is None else fmt_t(s)
 
 
 def fmt_ms(s) -> str:
