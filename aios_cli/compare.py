@@ -216,7 +216,8 @@ def _notes(results) -> list[str]:
 
 def _summary_lines(op, win, cross, why, peaks, results=()) -> list[str]:
     lines = list(_notes(results))
-    lines += ["winner (★; cuda counted with its transfers): " + ", ".join(f"{fmt_n(k)} → {v}" for k, v in win.items()),
+    lines += ["winner (★; cuda counted with its transfers): "
+              + (", ".join(f"{fmt_n(k)} → {v}" for k, v in win.items()) or "none (no backend was timed)"),
               f"crossover (smallest n where cuda, transfers included, beats simd): {cross}"]
     if why:
         lines.append(f"why: {why}")
@@ -448,11 +449,11 @@ def _passes_cells(d) -> list[str]:
     k, u = _unit(d["median_s"])
     return [f"{d['tokens']:,}", d["mode"], f"{d['forward_passes']:,}", f"{d['median_s'] * k:.3g} {u}",
             f"{d['min_s'] * k:.3g}–{d['max_s'] * k:.3g}", f"{d['tokens_per_s']:,.1f}",
-            f"{d['reduction_barriers']:,} = {d['forward_passes']:,}×{d['barriers_per_pass']}",
+            f"{d['reduction_barriers']:,} ({d['forward_passes']:,}×{d['barriers_per_pass']})",
             fmt_bytes(d["weight_bytes_read"]), f"{d['slowdown_vs_parallel']:.1f}×"]
 
 
-PASSES_HEADERS = ("N", "mode", "passes", "wall", "min–max", "tok/s", "barriers", "weights read", "×parallel")
+PASSES_HEADERS = ("N", "mode", "passes", "wall", "min–max", "tok/s", "barriers", "weights", "×par")
 
 
 def _passes_table(console, rows, backend, model, dtype) -> None:
