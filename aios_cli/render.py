@@ -80,6 +80,7 @@ def _layer_matrix(r: RunRecord, phase: str):
 
 
 def print_tables(console, records: list[RunRecord]) -> None:
+    from rich import box
     from rich.table import Table
 
     if len(records) == 1:
@@ -108,14 +109,15 @@ def print_tables(console, records: list[RunRecord]) -> None:
             console.print(lt)
         ops = r.op_table()
         if len(ops) > 1:
-            ot = Table(title="per op · decode (per token, mean) and prefill", title_justify="left")
-            for col in ("op", "kind", "barrier", "calls", "decode ms", "share", "GFLOP/s", "GB/s", "prefill ms"):
+            ot = Table(title="per op · ms per decode token (mean) and for the prefill; † = reduction barrier",
+                       title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+            for col in ("op", "kind", "calls", "decode", "share", "GFLOP/s", "GB/s", "prefill"):
                 if col in ("op", "kind"):  # names must stay whole, even at 80 columns
-                    ot.add_column(col, no_wrap=True, min_width=12 if col == "op" else 11)
+                    ot.add_column(col, no_wrap=True)
                 else:
-                    ot.add_column(col, justify="right")
+                    ot.add_column(col, justify="right", no_wrap=True)
             for o in ops:
-                ot.add_row(o["op"], o["kind"], "yes" if o["barrier"] else "", f"{o['calls_per_token']:g}",
+                ot.add_row(o["op"] + (" †" if o["barrier"] else ""), o["kind"], f"{o['calls_per_token']:g}",
                            fmt_ms(o["decode_s_per_token"]), fmt_pct(o["decode_share"]),
                            fmt_num(o["gflops_per_s"], ".2f"), fmt_num(o["gbytes_per_s"], ".1f"), fmt_ms(o["prefill_s"]))
             console.print(ot)

@@ -21,9 +21,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from aios_cli.run import quiet_blas_pool  # noqa: E402
+
+quiet_blas_pool()  # as `aios run` does, before NumPy loads OpenBLAS
+
+import numpy as np  # noqa: E402
 
 from engines import engine_class  # noqa: E402
 from engines.checkpoint import open_model  # noqa: E402
