@@ -392,13 +392,15 @@ def prefill_decode(
     if not ns or min(ns) < 1:
         fail("--tokens must be positive whole numbers, e.g. 8,32,128")
     err = Console(stderr=True, highlight=False)
+    note = None
     if backend is None:
         backend, why = default_backend()
-        if not quiet:
-            err.print(f"[dim]backend:[/] {backend} [dim]({why})[/]")
+        note = f"[dim]backend:[/] {backend} [dim]({why})[/]"
     check_backend(backend, dtype)
     with err.status(f"opening {model}", spinner="dots") if not quiet else _Null():
         ckpt = open_model(model)
+    if note and not quiet:  # printed once the input is known to be good
+        err.print(note)
     limit = ckpt.config.max_position_embeddings
     if max(ns) > limit:
         fail(f"--tokens {max(ns)} exceeds the model's context of {limit} — use smaller N")

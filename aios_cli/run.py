@@ -114,13 +114,13 @@ def _run(backend, model, dtype, prompt, prompt_ids, max_new_tokens, ignore_eos, 
             why = check_writable(path)
             if why:
                 fail(f"{flag} {path}: {why} — pick a writable path")
+    chosen_note = None
     if backend is None:
         from engines import default_backend
 
         chosen, why = default_backend()
         backends = [chosen]
-        if not quiet:
-            err.print(f"[dim]backend:[/] {chosen} [dim]({why}; pick one with --backend)[/]")
+        chosen_note = f"[dim]backend:[/] {chosen} [dim]({why}; pick one with --backend)[/]"
     else:
         backends = [b.strip() for b in backend.split(",") if b.strip()]
         if not backends:
@@ -144,6 +144,8 @@ def _run(backend, model, dtype, prompt, prompt_ids, max_new_tokens, ignore_eos, 
     for b in backends:  # refuse now, not after the first backend has run
         engine_class(b).preflight(ckpt.config, ckpt.name)
     if not quiet:
+        if chosen_note:  # only once the input is known to be good: a bad input gets one line
+            err.print(chosen_note)
         for note in ckpt.notes:
             err.print(f"[dim]note: {note}[/]")
 
