@@ -37,9 +37,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -58,31 +56,8 @@ SHAPES = [
     ("lm_head 896->151936", 151936, 896),
 ]
 
-_WARMUP_SNIPPET = (
-    "import sys, time; sys.path.insert(0, {root!r}); t = time.perf_counter(); "
-    "import engines.simd_kernels as sk; imp = time.perf_counter() - t; "
-    "w = sk.warmup(); print(f'{{imp:.3f}} {{w:.3f}}')"
-)
-
-
-def _load() -> str:
-    try:
-        return "load avg %.2f %.2f %.2f" % os.getloadavg()
-    except OSError:
-        return "load avg n/a"
-
-
-def _jit_cold_vs_cached() -> tuple[float, float, float, float]:
-    """(import s, warmup s) with an empty Numba cache, then again with it populated."""
-    with tempfile.TemporaryDirectory(prefix="aios-numba-cache-") as d:
-        env = dict(os.environ, NUMBA_CACHE_DIR=d)
-        code = _WARMUP_SNIPPET.format(root=str(ROOT))
-        res = []
-        for _ in range(2):
-            out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
-                                 capture_output=True, text=True).stdout.split()
-            res += [float(out[0]), float(out[1])]
-    return res[0], res[1], res[2], res[3]
+from _bench_common import jit_cold_vs_cached as _jit_cold_vs_cached  # noqa: E402
+from _bench_common import load_avg as _load  # noqa: E402
 
 
 def _fmt_t(s: float) -> str:

@@ -60,7 +60,7 @@ class Engine:
 
     def kv_cache_bytes(self) -> int:
         """Bytes allocated for the KV cache (at capacity)."""
-        return self.cfg.kv_cache_bytes(self.capacity, "float32") * self.act_itemsize // 4
+        raise NotImplementedError
 
     def warmup(self) -> float:
         """Compile / load kernels. Returns JIT seconds (0 for engines without a JIT)."""

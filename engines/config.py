@@ -3,7 +3,7 @@ or taken from the table of built-in presets (exact shapes of real Qwen models)."
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from .errors import ModelError
@@ -256,8 +256,4 @@ def preset(name: str) -> ModelConfig:
         ) from None
 
 
-def with_name(cfg: ModelConfig, name: str) -> ModelConfig:
-    return replace(cfg, name=name)
-
-
-__all__ = ["ModelConfig", "PRESETS", "DEFAULT_PRESET", "config_from_hf", "preset", "with_name", "field"]
+__all__ = ["ModelConfig", "PRESETS", "DEFAULT_PRESET", "config_from_hf", "preset"]
