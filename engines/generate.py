@@ -73,8 +73,13 @@ def generate(
     on_token: Callable[[int], None] | None = None,
     stop_ids: tuple[int, ...] = (),
     should_stop: Callable[[], bool] | None = None,
+    on_step: Callable[[Step], None] | None = None,
 ) -> Generation:
-    """Generate up to `max_new_tokens` tokens after `prompt_ids` (the KV cache is reset)."""
+    """Generate up to `max_new_tokens` tokens after `prompt_ids` (the KV cache is reset).
+
+    `on_step(step)` runs after each forward pass, outside its timed region: a live view reads
+    steps there, and a paused view may block there without adding to any measured time.
+    `should_stop()` is asked before each decode step."""
     check_request(engine.cfg, prompt_ids, max_new_tokens)
     engine.set_probe(probe)
     engine.reset(len(prompt_ids) + max_new_tokens)
@@ -86,6 +91,8 @@ def generate(
         gen.steps.append(st)
         if memory is not None:
             memory.sample(engine)
+        if on_step is not None:
+            on_step(st)
         return token
 
     token = step("prefill", 0, lambda: engine.prefill(prompt_ids))

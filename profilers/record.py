@@ -21,6 +21,27 @@ from .probe import BARRIER_MASK, Step
 KIND_OF = np.array([KINDS.index(op.kind) for op in OPS])
 
 
+def _layer_rows(st: Step, num_layers: int) -> np.ndarray:
+    """Row of each executed op in a layer table: 0 = `in` (embed), 1..L = layers, L+1 = `out`."""
+    return np.where(st.layers >= 0, st.layers + 1, np.where(st.ops == OP_INDEX["embed"], 0, num_layers + 1))
+
+
+def step_layer_table(st: Step, num_layers: int) -> np.ndarray:
+    """Seconds of one op-level step, shape (L+2, len(KINDS)): rows in, 0..L-1, out; columns by
+    kind. Time no op claimed goes to (out, other), so the table sums to the step's wall time."""
+    tab = np.zeros((num_layers + 2, len(KINDS)))
+    np.add.at(tab, (_layer_rows(st, num_layers), KIND_OF[st.ops]), st.durs_ns * 1e-9)
+    tab[num_layers + 1, KINDS.index(OTHER)] += max(0.0, st.wall_s - st.op_seconds)
+    return tab
+
+
+def step_layer_bytes(st: Step, num_layers: int, op_bytes: np.ndarray) -> np.ndarray:
+    """Minimum bytes each (layer row, kind) cell of one op-level step moved (from `costs`)."""
+    tab = np.zeros((num_layers + 2, len(KINDS)))
+    np.add.at(tab, (_layer_rows(st, num_layers), KIND_OF[st.ops]), op_bytes[st.ops])
+    return tab
+
+
 @dataclass
 class RunRecord:
     run_id: str
@@ -141,13 +162,7 @@ class RunRecord:
         steps = [s for s in self.steps if s.phase == phase and s.durs_ns is not None]
         if not steps:
             return None
-        L = self.config.num_layers
-        tab = np.zeros((L + 2, len(KINDS)))
-        for s in steps:
-            rows = np.where(s.layers >= 0, s.layers + 1, np.where(s.ops == OP_INDEX["embed"], 0, L + 1))
-            np.add.at(tab, (rows, KIND_OF[s.ops]), s.durs_ns * 1e-9)
-            tab[L + 1, KINDS.index(OTHER)] += max(0.0, s.wall_s - s.op_seconds)
-        return tab / len(steps)
+        return sum(step_layer_table(s, self.config.num_layers) for s in steps) / len(steps)
 
     # --- per op ----------------------------------------------------------------------
     def op_table(self) -> list[dict]:
