@@ -9,6 +9,7 @@ from . import compare as compare_cmd
 from . import info as info_cmd
 from . import models as models_cmd
 from . import run as run_cmd
+from . import top as top_cmd
 
 app = typer.Typer(
     name="aios",
@@ -19,6 +20,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command("run")(run_cmd.run)
+app.command("top")(top_cmd.top)
 app.command("info")(info_cmd.info)
 app.command("models")(models_cmd.models)
 app.add_typer(compare_cmd.app, name="compare")

@@ -1,0 +1,68 @@
+"""`aios top --once`: one generation, then the same panels as the live view, printed as text."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+
+from . import panels
+
+
+def report(v, cpus, gpu, width: int) -> Group:
+    """The panels of one view, laid out for a `width`-column terminal."""
+    def box(title, body):
+        return Panel(body, title=title, title_align="left", border_style="blue", padding=(0, 1))
+
+    inner = width - 4
+    L = len(v.layer_rows)
+    layer_h = min(L, 32) + 2
+    parts = [panels.status_line(v, wrap=True),
+             box("layers · decode", panels.layer_panel(v, "decode", "time", inner, layer_h)),
+             box("layers · prefill", panels.layer_panel(v, "prefill", "time", inner, layer_h))]
+    if width >= 100:
+        col = (width - 2) // 2 - 4
+        side = [("tokens/s", panels.tokens_panel(v, col, 4)), ("reduction barriers", panels.barriers_panel(v, col, 3)),
+                ("memory", panels.memory_panel(v, col, 6)),
+                ("system", panels.system_panel(cpus, gpu, col, len(cpus) + 2, v.no_gpu_reason))]
+        grid = Table.grid(expand=True)
+        grid.add_column(ratio=1)
+        grid.add_column(ratio=1)
+        for a, b in zip(side[0::2], side[1::2]):
+            grid.add_row(box(*a), box(*b))
+        parts.append(grid)
+    else:
+        side = [("tokens/s", panels.tokens_panel(v, inner, 4)), ("reduction barriers", panels.barriers_panel(v, inner, 3)),
+                ("memory", panels.memory_panel(v, inner, 6)),
+                ("system", panels.system_panel(cpus, gpu, inner, len(cpus) + 2, v.no_gpu_reason))]
+        parts += [box(t, b) for t, b in side]
+    parts.append(box("text", panels.text_panel(v, inner, 0)))
+    return Group(*parts)
+
+
+def run_once(session, err: Console, csv_file: Path | None) -> None:
+    import psutil
+
+    from profilers.export import atomic_write, events_csv
+
+    psutil.cpu_percent(percpu=True)
+    with err.status("starting", spinner="dots") as status:
+        session.run_once(on_phase=lambda msg: status.update(f"{session.backend}: {msg}"))
+    cpus = psutil.cpu_percent(percpu=True)  # averaged over the run
+    gpu = None
+    if session.engine is not None and session.engine.device == "cuda":
+        from profilers import nvml
+
+        from ..runner import gpu_index_of
+
+        i = gpu_index_of(session.engine)
+        gpu = nvml.gpu(i) if i is not None else None
+    out = Console(highlight=False)
+    out.print(report(session.view(), cpus, gpu, out.width))
+    if csv_file is not None:
+        atomic_write(csv_file, events_csv(session.records()))
+        err.print(f"[dim]wrote {csv_file} (one row per op event)[/]")
+    sys.stdout.flush()

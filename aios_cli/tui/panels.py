@@ -1,0 +1,398 @@
+"""The panels of `aios top`, drawn as Rich renderables from a `TopView`.
+
+The Textual app shows them in widgets, sized to the terminal; `aios top --once` prints the
+same functions' output once. Each function takes the width and height it may fill.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from rich.text import Text
+
+from profilers.ops import KINDS
+
+from ..render import fmt_bytes
+from .session import GenStat, TopView
+
+METRICS = ("time", "share", "bandwidth")
+METRIC_LABEL = {"time": "seconds", "share": "% of token time", "bandwidth": "achieved GB/s"}
+KIND_STYLE = {"matmul": "#5fafff", "reduction": "#ff5f5f", "elementwise": "#87d75f", "memory": "#ffd75f",
+              "other": "#8a8a8a"}
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+# --- small pieces ------------------------------------------------------------------------
+def fmt_time(s: float | None) -> str:
+    if s is None or not math.isfinite(s):
+        return "n/a"
+    if s >= 1:
+        return f"{s:.2f}s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.2f}ms"
+    return f"{s * 1e6:.0f}µs"
+
+
+def fmt_rate(x: float | None, unit: str = "tok/s") -> str:
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    spec = ".0f" if x >= 100 else ".1f" if x >= 10 else ".2f"
+    return f"{x:{spec}} {unit}".rstrip()
+
+
+def fmt_pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def sparkline(values: list[float], width: int, lo: float | None = None, hi: float | None = None) -> str:
+    """The last `width` values as block characters, scaled to [lo, hi] (default: their range)."""
+    vals = [v for v in values[-width:] if v is not None and math.isfinite(v)]
+    if not vals or width <= 0:
+        return ""
+    lo = min(vals) if lo is None else lo
+    hi = max(vals) if hi is None else hi
+    span = hi - lo
+    if span <= 0:
+        return SPARK[3] * len(vals)
+    return "".join(SPARK[min(7, max(0, int((v - lo) / span * 7.999)))] for v in vals)
+
+
+def hbar(fraction: float, width: int, style: str) -> Text:
+    """A one-colour horizontal bar with eighth-block resolution, padded to `width`."""
+    fraction = min(max(fraction, 0.0), 1.0)
+    eighths = int(round(fraction * width * 8))
+    full, part = divmod(eighths, 8)
+    s = "█" * full + ("" if part == 0 else " ▏▎▍▌▋▊▉"[part])
+    t = Text(s, style=style)
+    t.append("·" * max(0, width - len(s)), style="grey23")
+    return t
+
+
+def legend() -> Text:
+    t = Text()
+    for k in KINDS:
+        t.append("█", style=KIND_STYLE[k])
+        t.append(f" {k} ", style="dim" if k == "other" else "")
+    return t
+
+
+# --- per-layer bars ------------------------------------------------------------------------
+def _groups(rows: tuple[str, ...], room: int) -> list[tuple[str, list[int]]]:
+    """Bucket the layer rows so they fit in `room` lines: `in` and `out` stay alone, layers
+    are grouped k at a time (labels like 0-3)."""
+    L = len(rows) - 2
+    if len(rows) <= room or room < 3:
+        return [(r, [i]) for i, r in enumerate(rows)]
+    k = math.ceil(L / max(1, room - 2))
+    out = [("in", [0])]
+    for a in range(0, L, k):
+        b = min(L, a + k)
+        out.append((f"{a}-{b - 1}" if b - a > 1 else str(a), list(range(a + 1, b + 1))))
+    out.append(("out", [L + 1]))
+    return out
+
+
+def metric_rows(sec: np.ndarray, nbytes: np.ndarray | None, wall: float, metric: str,
+                groups: list[tuple[str, list[int]]]) -> np.ndarray:
+    """(len(groups), len(KINDS)) values of the chosen metric, one stacked bar per group.
+    time: seconds; share: fraction of the token's wall time; bandwidth: bytes each kind moved
+    over the group's total time (so the segments add up to the group's achieved B/s)."""
+    out = np.zeros((len(groups), len(KINDS)))
+    for g, (_, idx) in enumerate(groups):
+        s = sec[idx].sum(axis=0)
+        if metric == "time":
+            out[g] = s
+        elif metric == "share":
+            out[g] = s / wall if wall else 0.0
+        else:
+            t = s.sum()
+            out[g] = nbytes[idx].sum(axis=0) / t if (nbytes is not None and t > 0) else 0.0
+    return out
+
+
+def fmt_metric(x: float, metric: str) -> str:
+    if metric == "time":
+        return fmt_time(x)
+    if metric == "share":
+        return f"{100 * x:.1f}%"
+    return f"{x / 1e9:.1f}GB/s" if x >= 1e8 else f"{x / 1e6:.0f}MB/s"
+
+
+def stacked(values: np.ndarray, scale: float, width: int, tick: float | None = None) -> Text:
+    """One stacked bar (segments by kind), `width` cells for `scale`. An optional tick marks
+    another total on the same scale (the moving average, next to the latest token)."""
+    total = float(values.sum())
+    cells = int(round(total / scale * width)) if scale > 0 else 0
+    cells = min(cells, width)
+    if total > 0 and cells:
+        raw = values / total * cells
+        n = np.floor(raw).astype(int)
+        for i in np.argsort(-(raw - n))[: cells - n.sum()]:
+            n[i] += 1
+    else:
+        n = np.zeros(len(values), int)
+    cells = []
+    for k, c in zip(KINDS, n):
+        cells += [("█", KIND_STYLE[k])] * int(c)
+    cells += [("·", "grey23")] * (width - len(cells))
+    if tick is not None and scale > 0 and width > 0:
+        i = min(width - 1, int(round(tick / scale * width)))
+        ch, st = cells[i]
+        cells[i] = ("│", "bold white") if ch == "·" else ("┃", f"bold white on {st}")
+    t = Text()
+    for ch, st in cells:
+        t.append(ch, style=st)
+    return t
+
+
+def layer_panel(v: TopView, phase: str, metric: str, width: int, height: int) -> Text:
+    """Bars per layer. decode: the latest token and the moving average side by side when the
+    width allows, else the latest with the average as a tick; prefill: the prompt pass."""
+    out = Text(no_wrap=True, overflow="crop")
+    if phase == "prefill":
+        tables = [("prefill", v.prefill, v.prefill_bytes, v.prefill_wall)]
+        head = f"prefill: {v.prefill_tokens} prompt tokens in one pass" if v.prefill is not None else ""
+    else:
+        tables = [("latest token", v.latest, v.latest_bytes, v.latest_wall),
+                  (f"avg of last {v.avg_n}", v.avg, v.avg_bytes, v.avg_wall)]
+        head = ""
+    if tables[0][1] is None:
+        if v.profile != "op":
+            out.append(f"per-layer timing needs --profile op (this session: --profile {v.profile})", style="yellow")
+        else:
+            out.append(f"waiting for the first {phase} token…", style="dim")
+        return out
+    out.append_text(legend())
+    out.append(f"  {METRIC_LABEL[metric]}", style="bold")
+    if head:
+        out.append(f"  {head}", style="dim")
+    room = max(3, height - 2)
+    groups = _groups(v.layer_rows, room)
+    mats = [metric_rows(sec, nb, wall or 0.0, metric, groups) for _, sec, nb, wall in tables if sec is not None]
+    scale = max(float(m.sum(axis=1).max()) for m in mats) or 1.0
+    label_w = max(len(g[0]) for g in groups)
+    val_w = 9
+    side_by_side = len(mats) == 2 and width >= label_w + 2 * (val_w + 14) + 3
+    if side_by_side:
+        bar_w = (width - label_w - 3 - 2 * val_w - 2) // 2
+        out.append("\n" + " " * (label_w + 1))
+        out.append(f"{tables[0][0]:<{bar_w + val_w + 1}}", style="bold")
+        out.append(f" {tables[1][0]}", style="bold")
+    else:
+        bar_w = max(4, width - label_w - val_w - 2)
+        if len(mats) == 2:
+            out.append("\n" + " " * (label_w + 1))
+            out.append("latest token", style="bold")
+            out.append(f"  │ = avg of last {v.avg_n}", style="dim")
+    for g, (label, _) in enumerate(groups):
+        out.append(f"\n{label:>{label_w}} ", style="dim")
+        if side_by_side:
+            for m in mats:
+                out.append_text(stacked(m[g], scale, bar_w))
+                out.append(f" {fmt_metric(float(m[g].sum()), metric):>{val_w}}")
+                out.append(" ")
+        else:
+            tick = float(mats[1][g].sum()) if len(mats) == 2 else None
+            out.append_text(stacked(mats[0][g], scale, bar_w, tick))
+            out.append(f" {fmt_metric(float(mats[0][g].sum()), metric):>{val_w}}")
+    return out
+
+
+# --- tokens/s ------------------------------------------------------------------------------
+def spark_rows(values: list[float], width: int, rows: int, lo: float = 0.0, hi: float | None = None) -> list[str]:
+    """A `rows`-line bar chart of the last `width` values (eighth-block steps), top line first."""
+    vals = [v if (v is not None and math.isfinite(v)) else 0.0 for v in values[-width:]]
+    if not vals or width <= 0 or rows <= 0:
+        return []
+    hi = max(vals) if hi is None else hi
+    span = (hi - lo) or 1.0
+    levels = [max(0, min(rows * 8, int(round((v - lo) / span * rows * 8)))) for v in vals]
+    out = []
+    for r in range(rows - 1, -1, -1):
+        line = []
+        for lv in levels:
+            n = lv - r * 8
+            line.append("█" if n >= 8 else " " if n <= 0 else SPARK[n - 1])
+        out.append("".join(line))
+    return out
+
+
+def tokens_panel(v: TopView, width: int, height: int) -> Text:
+    """Decode tok/s per token over time (a bar chart filling the panel), prefill and TTFT."""
+    out = Text(no_wrap=True, overflow="crop")
+    rates = v.decode_rates
+    recent = rates[-16:]
+    out.append("decode  ", style="bold")
+    if recent:
+        out.append(fmt_rate(float(np.median(recent))), style="bold green")
+        out.append(f" median of last {len(recent)} ({fmt_rate(min(recent), '')}–{fmt_rate(max(recent), '')})",
+                   style="dim")
+    else:
+        out.append("n/a", style="dim")
+    gens = v.generations
+    out.append("\nprefill ", style="bold")
+    last: GenStat | None = gens[-1] if gens else None
+    if v.current_ttft_s is not None:
+        rate, ttft = v.prefill_tokens / v.current_ttft_s, v.current_ttft_s
+    elif last is not None:
+        rate, ttft = last.prefill_tokens_per_s, last.ttft_s
+    else:
+        rate = ttft = None
+    if ttft is not None:
+        out.append(fmt_rate(rate), style="bold cyan")
+        out.append(" TTFT ", style="dim")
+        out.append(fmt_time(ttft), style="bold")
+        if len(gens) > 1:
+            out.append("  before: " + " ".join(fmt_time(g.ttft_s) for g in gens[-3:]), style="dim")
+    else:
+        out.append("n/a", style="dim")
+    rows = height - 2 if height else 3
+    if rates and rows > 0:
+        hi = max(rates[-width:]) if width else max(rates)
+        label = f" ↑{fmt_rate(hi)}"
+        chart = spark_rows(rates, max(1, width - len(label)) if width else 60, rows, 0.0, hi)
+        for i, line in enumerate(chart):
+            out.append("\n")
+            out.append(line, style="green")
+            if i == 0:
+                out.append(label, style="dim")
+    return out
+
+
+# --- reduction barriers ----------------------------------------------------------------------
+def barriers_panel(v: TopView, width: int, height: int) -> Text:
+    out = Text(no_wrap=True, overflow="crop")
+    if v.barriers_per_token is None:
+        out.append("waiting for a decode token…" if v.profile != "none" else "barriers are counted with --profile op or token",
+                   style="dim")
+        return out
+    out.append(f"{v.barriers_per_token}", style="bold red")
+    out.append(" per token   ", style="dim")
+    out.append(fmt_pct(v.barrier_share), style="bold")
+    out.append(" of token time", style="dim")
+    if v.barrier_share_avg is not None:
+        out.append(f" (avg {fmt_pct(v.barrier_share_avg)})", style="dim")
+    out.append("\n")
+    out.append(f"{v.barriers_total:,}", style="bold")
+    out.append(" waited on this session", style="dim")
+    if height > 2 and v.barrier_shares:
+        out.append("\n")
+        out.append(sparkline(v.barrier_shares, width, 0.0, max(v.barrier_shares)), style="red")
+    return out
+
+
+# --- memory ------------------------------------------------------------------------------------
+def memory_panel(v: TopView, width: int, height: int) -> Text:
+    out = Text(no_wrap=True, overflow="crop")
+    mem = v.memory
+    last = mem[-1] if mem else None
+    label_w = 9
+    spark_w = max(0, width - label_w - 22)
+
+    def row(label, value, series=None, style="white"):
+        out.append(f"{label:<{label_w}}", style="bold")
+        out.append(f"{value:<21}", style=style)
+        if series and spark_w:
+            vals = [x for x in series if x is not None]
+            if vals:
+                out.append(sparkline(vals, spark_w, 0.0, max(vals)), style=style)
+        out.append("\n")
+
+    if last is None:
+        out.append("waiting for the first sample…", style="dim")
+        return out
+    if last.device_total_bytes:
+        row("GPU", f"{fmt_bytes(last.device_used_bytes)} / {fmt_bytes(last.device_total_bytes)}",
+            [m.device_used_bytes for m in mem], "magenta")
+    if last.torch_allocated_bytes is not None:
+        row("torch", f"{fmt_bytes(last.torch_allocated_bytes)} pk {fmt_bytes(last.torch_peak_bytes)}",
+            [m.torch_allocated_bytes for m in mem], "cyan")
+    row("host RSS", fmt_bytes(last.rss_bytes), [m.rss_bytes for m in mem], "green")
+    if v.kv_cache_bytes is not None:
+        fill = f" {v.kv_positions[0]}/{v.kv_positions[1]} pos" if v.kv_positions else ""
+        row("KV cache", f"{fmt_bytes(v.kv_cache_bytes)}{fill}", None, "yellow")
+    if not last.device_total_bytes:
+        out.append("no GPU line: ", style="dim")
+        out.append(v.no_gpu_reason or "NVML reports no memory for this device", style="dim")
+    else:
+        out.rstrip()
+    return out
+
+
+# --- system --------------------------------------------------------------------------------------
+def system_panel(cpus: list[float], gpu, width: int, height: int, no_gpu_reason: str | None = None) -> Text:
+    """CPU % per core (psutil) and, on a GPU, utilisation, power and temperature (NVML)."""
+    out = Text(no_wrap=True, overflow="crop")
+    n = len(cpus)
+    avg = sum(cpus) / n if n else 0.0
+    gpu_lines = 1
+    room = max(1, height - gpu_lines - 1)
+    if n and n <= room:
+        bar_w = max(4, width - 12)
+        for i, c in enumerate(cpus):
+            out.append(f"cpu{i:<3}", style="dim")
+            out.append_text(hbar(c / 100, bar_w, _load_style(c)))
+            out.append(f"{c:5.0f}%\n")
+    else:
+        out.append(f"cpu {n} cores, avg {avg:.0f}%\n", style="bold")
+        per_line = max(1, width)
+        for a in range(0, n, per_line):
+            for c in cpus[a:a + per_line]:
+                out.append(SPARK[min(7, int(c / 100 * 7.999))], style=_load_style(c))
+            out.append("\n")
+    if gpu is not None:
+        out.append("gpu ", style="bold")
+        out.append(f"util {_na(gpu.utilization_pct, '%')}  power {_na(gpu.power_w, ' W')}  temp {_na(gpu.temperature_c, '°C')}")
+    else:
+        out.append("gpu: none", style="dim")
+        if no_gpu_reason:
+            out.append(f" ({no_gpu_reason})", style="dim")
+    return out
+
+
+def _na(x, unit: str) -> str:
+    return "N/A" if x is None else f"{x:.0f}{unit}"
+
+
+def _load_style(pct: float) -> str:
+    return "green" if pct < 50 else "yellow" if pct < 85 else "red"
+
+
+# --- text and status ------------------------------------------------------------------------------
+def text_panel(v: TopView, width: int, height: int) -> Text:
+    out = Text(overflow="fold")
+    out.append(v.prompt, style="dim")
+    out.append(v.text)
+    if width > 0 and height > 0:  # keep the tail that fits
+        lines = out.wrap(_console(), width)
+        if len(lines) > height:
+            out = Text("\n").join(lines[-height:])
+    return out
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(width=200, color_system=None)
+
+
+STATE_STYLE = {"generating": "bold green", "paused": "bold yellow", "loading": "bold cyan", "warming": "bold cyan",
+               "error": "bold red", "starting": "dim", "done": "bold"}
+
+
+def status_line(v: TopView, ui_hz: float | None = None, wrap: bool = False) -> Text:
+    """Most useful first, so a narrow terminal cuts the least useful: state, what runs,
+    where the generation is, then device, size, profile level and the UI rate."""
+    t = Text(no_wrap=not wrap, overflow="fold" if wrap else "ellipsis")
+    t.append(f"● {v.state}", style=STATE_STYLE.get(v.state, ""))
+    t.append(f"  {v.model} · {v.backend} · {v.dtype}")
+    t.append(f" · gen {v.generation} · tok {v.token_index} · {v.total_tokens:,} total", style="bold")
+    t.append(f" · {v.device} · {_params(v.num_params)} params · profile {v.profile}")
+    if ui_hz is not None:
+        t.append(f" · UI {ui_hz:.1f} Hz", style="dim")
+    return t
+
+
+def _params(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"

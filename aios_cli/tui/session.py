@@ -1,0 +1,444 @@
+"""The engine side of `aios top`: a worker thread that generates without end, and the views
+the screen draws from.
+
+The worker drives the one measuring path (`runner.profile_run`, the same as `aios run`)
+generation after generation, and folds each step into a `TopView` as it ends. The UI thread
+only ever calls `view()`, which copies the current state under a lock, and the command
+methods (`pause`, `switch_backend`, `set_prompt`, ...), which set flags and return at once.
+Nothing here imports Textual: `aios top --once` and the tests use the session directly.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engines import BACKENDS, cuda_status, engine_class
+from engines.errors import UserError
+from engines.tokenizer import StreamDecoder
+from profilers.costs import op_costs
+from profilers.memory import MemorySample
+from profilers.probe import BARRIER_MASK, Step
+from profilers.record import RunRecord, step_layer_bytes, step_layer_table
+
+from ..runner import RunOptions, build_engine, device_label, make_record, new_run_id, profile_run, warm_up
+
+AVG_WINDOW = 16  # decode tokens in the moving average
+HISTORY = 600  # points kept for the over-time plots
+KEEP_STEPS = 50_000  # steps kept for export; older generations are dropped whole
+
+
+@dataclass
+class GenStat:
+    """One finished (or interrupted) generation, for the tokens/s history."""
+
+    index: int
+    backend: str
+    prompt_tokens: int
+    new_tokens: int
+    ttft_s: float
+    prefill_tokens_per_s: float
+    decode_tokens_per_s: float | None
+
+
+@dataclass
+class TopView:
+    """Everything one frame shows: a copy, safe to read while the worker goes on."""
+
+    model: str
+    backend: str
+    dtype: str = "?"
+    device: str = "?"
+    num_params: int = 0
+    profile: str = "op"
+    state: str = "starting"  # starting | loading | warming | generating | paused | error
+    message: str | None = None  # what is loading, or the last error
+    load_progress: tuple[int, int] | None = None
+    backends: tuple[str, ...] = ()
+    prompt: str = ""
+    generation: int = 0  # generations started this session
+    token_index: int = 0  # tokens generated in the current generation
+    total_tokens: int = 0  # tokens generated this session, all generations
+    layer_rows: tuple[str, ...] = ()
+    # per-layer tables, shape (L+2, len(KINDS)): seconds and minimum bytes moved
+    latest: np.ndarray | None = None
+    latest_bytes: np.ndarray | None = None
+    latest_wall: float | None = None
+    avg: np.ndarray | None = None
+    avg_bytes: np.ndarray | None = None
+    avg_wall: float | None = None
+    avg_n: int = 0
+    prefill: np.ndarray | None = None
+    prefill_bytes: np.ndarray | None = None
+    prefill_wall: float | None = None
+    prefill_tokens: int = 0
+    # tokens/s
+    decode_rates: list[float] = field(default_factory=list)  # 1 / wall of each decode token, oldest first
+    generations: list[GenStat] = field(default_factory=list)
+    current_ttft_s: float | None = None
+    # reduction barriers
+    barriers_per_token: int | None = None
+    barrier_share: float | None = None  # of the latest decode token's time
+    barrier_share_avg: float | None = None  # over the moving-average window
+    barriers_total: int = 0  # barriers waited on this session (prefill and decode)
+    barrier_shares: list[float] = field(default_factory=list)
+    # memory
+    memory: list[MemorySample] = field(default_factory=list)
+    kv_cache_bytes: int | None = None
+    kv_positions: tuple[int, int] | None = None  # (filled, capacity)
+    weight_bytes: int | None = None
+    jit_s: float | None = None
+    no_gpu_reason: str | None = None
+    # text
+    text: str = ""
+    exported_steps: int = 0  # steps an export would write now
+
+
+class TopSession:
+    def __init__(self, ckpt, backend: str, prompts: list[tuple[str, list[int]]], opts: RunOptions,
+                 backends: tuple[str, ...] | None = None):
+        self.ckpt = ckpt
+        self.opts = opts
+        self.prompts = list(prompts)
+        self._prompt_i = 0
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._paused = False
+        self._interrupt = False  # end the current generation early
+        self._quit = False
+        self._pending_backend: str | None = backend
+        self._retry = False
+        self.engine = None
+        self.backend = backend
+        self.backends = backends or usable_backends(ckpt)
+        self._thread: threading.Thread | None = None
+        self._records: collections.deque[RunRecord] = collections.deque()
+        self._kept_steps = 0
+        self._current: dict | None = None  # the generation in progress (for a partial export)
+        cfg = ckpt.config
+        self._L = cfg.num_layers
+        self._avg = collections.deque(maxlen=AVG_WINDOW)
+        self._bytes_cache: dict[int, np.ndarray] = {}
+        self.v = TopView(model=ckpt.name, backend=backend, num_params=cfg.num_params(), profile=opts.profile,
+                         backends=self.backends, prompt=self.prompts[0][0],
+                         layer_rows=tuple(["in"] + [str(i) for i in range(self._L)] + ["out"]))
+        self._rates = collections.deque(maxlen=HISTORY)
+        self._shares = collections.deque(maxlen=HISTORY)
+        self._mem = collections.deque(maxlen=HISTORY)
+        self._gens = collections.deque(maxlen=HISTORY)
+        self._decoder = StreamDecoder(ckpt.tokenizer) if ckpt.tokenizer is not None else None
+        ok, why = cuda_status()
+        self.v.no_gpu_reason = None if ok else why
+
+    # --- commands from the UI thread: set a flag, wake the worker, return ------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="aios-top-engine", daemon=True)
+        self._thread.start()
+
+    def pause(self, paused: bool | None = None) -> bool:
+        with self._lock:
+            self._paused = (not self._paused) if paused is None else paused
+            if not self._paused and self.v.state == "error":
+                self._retry = True
+            elif self.v.state in ("generating", "paused"):
+                self._set_state("paused" if self._paused else "generating")
+            self._wake.notify_all()
+            return self._paused
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def switch_backend(self, backend: str | None = None) -> str:
+        """Reload the engine as `backend` (default: the next usable one) in the worker."""
+        with self._lock:
+            if backend is None:
+                cur = self._pending_backend or self.backend
+                i = self.backends.index(cur) if cur in self.backends else -1
+                backend = self.backends[(i + 1) % len(self.backends)]
+            self._pending_backend = backend
+            self._interrupt = True
+            self._wake.notify_all()
+            return backend
+
+    def set_prompt(self, text: str) -> None:
+        """Tokenize now (so a bad prompt is refused here, in one line), use it from the next
+        generation on, and end the current one."""
+        if self.ckpt.tokenizer is None:
+            raise UserError(f"{self.ckpt.name} has no tokenizer.json", "restart aios top with --prompt-ids")
+        from engines.generate import check_request
+
+        ids = self.ckpt.tokenizer.encode(text).ids
+        check_request(self.ckpt.config, ids, self.opts.max_new_tokens)
+        with self._lock:
+            self.prompts = [(text, ids)]
+            self._prompt_i = 0
+            self._interrupt = True
+            self._retry = True
+            self.v.prompt = text
+            self._wake.notify_all()
+
+    def stop(self, timeout: float = 2.0) -> bool:
+        """Ask the worker to finish; True if it did within `timeout`."""
+        with self._lock:
+            self._quit = self._interrupt = True
+            self._paused = False
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    # --- reads from the UI thread ---------------------------------------------------------
+    def view(self) -> TopView:
+        with self._lock:
+            v = self.v
+            out = TopView(**{k: getattr(v, k) for k in v.__dataclass_fields__})
+            out.decode_rates = list(self._rates)
+            out.barrier_shares = list(self._shares)
+            out.memory = list(self._mem)
+            out.generations = list(self._gens)
+            out.exported_steps = self._kept_steps + (len(self._current["steps"]) if self._current else 0)
+            return out
+
+    def records(self) -> list[RunRecord]:
+        """Every kept generation as a RunRecord, the one in progress included (partial)."""
+        with self._lock:
+            recs = list(self._records)
+            cur = dict(self._current) if self._current else None
+            if cur:
+                cur["steps"] = list(cur["steps"])
+                cur["generated_ids"] = list(cur["generated_ids"])
+                cur["memory"] = list(cur["memory"])
+        if cur and cur["steps"]:
+            recs.append(make_record(self.ckpt, cur["backend"], cur["engine"], self.opts, cur["prompt_ids"],
+                                    cur["generated_ids"], cur["steps"], cur["memory"], run_id=cur["run_id"],
+                                    meta={"partial": True}))
+        return recs
+
+    # --- the worker -----------------------------------------------------------------------
+    def _set_state(self, state: str, message: str | None = None) -> None:
+        self.v.state = state
+        self.v.message = message
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                if self._quit:
+                    return
+                pending = self._pending_backend
+                self._pending_backend = None
+                waiting = self.v.state == "error" and not self._retry and pending is None
+                if waiting or (self._paused and pending is None):
+                    self._wake.wait(0.2)
+                    continue
+                self._retry = False
+                self._interrupt = False
+                text, ids = self.prompts[self._prompt_i % len(self.prompts)]
+                self._prompt_i += 1
+            try:
+                if pending is not None:
+                    self._load(pending, ids)
+                if self.engine is not None:
+                    self._generate(text, ids)
+            except Exception as e:  # shown in the TUI; the worker waits for the next command
+                msg = error_line(e)
+                if self.engine is not None:
+                    msg += f" — still on {self.backend}: space goes on, b tries another engine"
+                with self._lock:
+                    self._current = None
+                    self._set_state("error", msg)
+
+    def _load(self, backend: str, ids: list[int]) -> None:
+        with self._lock:
+            self._set_state("loading", f"loading {self.ckpt.name} into the {backend} engine")
+            self.v.load_progress = None
+        engine_class(backend).preflight(self.ckpt.config, self.ckpt.name)
+
+        def progress(done: int, total: int) -> None:
+            with self._lock:
+                self.v.load_progress = (done, total)
+
+        old = self.engine
+        try:
+            engine, _ = build_engine(self.ckpt, backend, self.opts.dtype if backend == self.backend else None, progress)
+            with self._lock:
+                self._set_state("warming", f"warming up {backend} (JIT compile, caches)")
+            jit_s = warm_up(engine, ids, self.opts)
+        except Exception:
+            if old is not None:  # keep measuring on the engine we had
+                with self._lock:
+                    self.v.load_progress = None
+            raise
+        with self._lock:
+            self.engine, self.backend = engine, backend
+            self.v.backend, self.v.dtype = backend, engine.dtype
+            self.v.device = device_label(engine)
+            self.v.weight_bytes = engine.resident_weight_bytes
+            self.v.load_progress = None
+            self.v.jit_s = jit_s
+            self._avg.clear()
+            self._bytes_cache.clear()
+            self.v.latest = self.v.avg = self.v.prefill = None
+        del old
+        import gc
+
+        gc.collect()
+
+    def _generate(self, text: str, ids: list[int]) -> None:
+        engine, backend = self.engine, self.backend
+        run_id = new_run_id(backend)
+        with self._lock:
+            self.v.generation += 1
+            self.v.token_index = 0
+            self.v.text = ""
+            self.v.current_ttft_s = None
+            self.v.kv_cache_bytes = None
+            self._set_state("paused" if self._paused else "generating")
+            self._current = {"backend": backend, "engine": engine, "prompt_ids": ids, "run_id": run_id,
+                             "steps": [], "generated_ids": [], "memory": []}
+        if self._decoder:
+            self._decoder.reset()
+        opts = RunOptions(**{**self.opts.__dict__, "warmup": False})
+        rec = profile_run(self.ckpt, backend, ids, opts, engine=engine, run_id=run_id,
+                          on_token=self._on_token, on_step=self._on_step, should_stop=self._should_stop)
+        with self._lock:
+            self._current = None
+            self._records.append(rec)
+            self._kept_steps += len(rec.steps)
+            while self._kept_steps > KEEP_STEPS and len(self._records) > 1:
+                self._kept_steps -= len(self._records.popleft().steps)
+            s = rec.summary()
+            self._gens.append(GenStat(self.v.generation, backend, s["prompt_tokens"], s["new_tokens"], s["ttft_s"],
+                                      s["prefill_tokens_per_s"], s["decode_tokens_per_s"]))
+
+    # called by the generate loop, outside the timed regions
+    def _should_stop(self) -> bool:
+        return self._interrupt
+
+    def _on_token(self, tok: int) -> None:
+        piece = self._decoder.push(tok) if self._decoder else f"{tok} "
+        with self._lock:
+            if self._current is not None:
+                self._current["generated_ids"].append(tok)
+            self.v.token_index += 1
+            self.v.total_tokens += 1
+            self.v.text += piece
+
+    def _step_bytes(self, st: Step) -> np.ndarray:
+        """Minimum bytes per op for this step's shape (decode costs change with the KV length)."""
+        key = (st.n_tokens, st.past)
+        b = self._bytes_cache.get(key)
+        if b is None:
+            if len(self._bytes_cache) > 4096:
+                self._bytes_cache.clear()
+            e = self.engine
+            _, b = op_costs(self.ckpt.config, st.n_tokens, st.past, e.weight_itemsize, e.act_itemsize)
+            self._bytes_cache[key] = b
+        return b
+
+    def _on_step(self, st: Step, mem: MemorySample | None) -> None:
+        L = self._L
+        tab = tab_b = None
+        share = None
+        if st.durs_ns is not None:
+            tab = step_layer_table(st, L)
+            tab_b = step_layer_bytes(st, L, self._step_bytes(st))
+            share = float(st.durs_ns[BARRIER_MASK[st.ops]].sum()) * 1e-9 / st.wall_s if st.wall_s else None
+        e = self.engine
+        with self._lock:
+            v = self.v
+            if self._current is not None:
+                self._current["steps"].append(st)
+                if mem is not None and (not self._current["memory"] or self._current["memory"][-1] is not mem):
+                    self._current["memory"].append(mem)
+            if mem is not None and (not self._mem or self._mem[-1] is not mem):
+                self._mem.append(mem)
+            if st.barriers is not None:
+                v.barriers_total += st.barriers
+            v.kv_cache_bytes = e.kv_cache_bytes() if e is not None else None
+            v.kv_positions = (e.pos, e.capacity) if e is not None else None
+            if st.phase == "prefill":
+                v.prefill, v.prefill_bytes, v.prefill_wall = tab, tab_b, st.wall_s
+                v.prefill_tokens = st.n_tokens
+                v.current_ttft_s = st.wall_s
+                return
+            v.barriers_per_token = st.barriers
+            self._rates.append(1.0 / st.wall_s if st.wall_s else 0.0)
+            if tab is None:
+                return
+            v.latest, v.latest_bytes, v.latest_wall = tab, tab_b, st.wall_s
+            v.barrier_share = share
+            if share is not None:
+                self._shares.append(share)
+            self._avg.append((tab, tab_b, st.wall_s, share))
+            n = len(self._avg)
+            v.avg = sum(a[0] for a in self._avg) / n
+            v.avg_bytes = sum(a[1] for a in self._avg) / n
+            v.avg_wall = sum(a[2] for a in self._avg) / n
+            v.avg_n = n
+            shares = [a[3] for a in self._avg if a[3] is not None]
+            v.barrier_share_avg = sum(shares) / len(shares) if shares else None
+
+        while self._paused and not self._interrupt:  # a pause holds the engine between steps
+            with self._lock:
+                self._wake.wait(0.1)
+
+    # --- one-shot (aios top --once) -----------------------------------------------------------
+    def run_once(self, on_phase=None, progress=None) -> None:
+        """Load, warm up and run one generation in this thread."""
+        text, ids = self.prompts[0]
+        backend = self._pending_backend or self.backend
+        self._pending_backend = None
+        if on_phase:
+            on_phase(f"loading {self.ckpt.name} into the {backend} engine")
+        engine, _ = build_engine(self.ckpt, backend, self.opts.dtype, progress)
+        if on_phase:
+            on_phase("warming up (JIT compile, caches)")
+        warm_up(engine, ids, self.opts)
+        self.engine, self.backend = engine, backend
+        self.v.backend, self.v.dtype, self.v.device = backend, engine.dtype, device_label(engine)
+        self.v.weight_bytes = engine.resident_weight_bytes
+        if on_phase:
+            on_phase("generating")
+        self._generate(text, ids)
+        self.v.state = "done"
+
+
+def usable_backends(ckpt) -> tuple[str, ...]:
+    """The engines `b` cycles through: those that can run this model on this machine."""
+    out = []
+    for b in BACKENDS:
+        if b == "cuda" and not cuda_status()[0]:
+            continue
+        try:
+            engine_class(b).preflight(ckpt.config, ckpt.name)
+        except UserError:
+            continue
+        out.append(b)
+    return tuple(out)
+
+
+def error_line(e: BaseException) -> str:
+    """One line for an engine error shown in the TUI."""
+    name = type(e).__name__
+    if isinstance(e, UserError):
+        return str(e)
+    if isinstance(e, MemoryError):
+        return "out of host memory — try a smaller model or fewer --max-new-tokens"
+    if name == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
+        return "out of GPU memory — try a smaller model, --dtype bfloat16 or fewer --max-new-tokens"
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{name}: {msg}" if msg else name
+
+
+def cpu_percents() -> list[float]:
+    """Per-core CPU % since the previous call (psutil; the first call primes it)."""
+    import psutil
+
+    return psutil.cpu_percent(percpu=True)
+
+
