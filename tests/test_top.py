@@ -1,0 +1,378 @@
+"""`aios top`: the session (worker thread + live view) against the profiler record it reuses,
+the app driven by Textual's Pilot, and the `--once` and bad-input paths of the command.
+
+Oracle: every live number is recomputed here, independently, from the steps of the exported
+RunRecords (float64 NumPy), so the view cannot drift from what `aios run` would report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import time
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from aios_cli.errors import BAD_INPUT
+from aios_cli.main import app as cli
+from aios_cli.runner import RunOptions
+from aios_cli.tui.session import AVG_WINDOW, TopSession, error_line, usable_backends
+from engines.checkpoint import open_model
+from engines.errors import UserError
+from engines.sampling import SamplingParams
+from profilers.export import EVENT_COLUMNS
+from profilers.ops import KINDS, OP_INDEX, OPS
+
+pytest.importorskip("textual")
+
+
+def wait_for(pred, timeout=90.0, what="condition"):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if pred():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return open_model("tiny")
+
+
+def make_session(ckpt, backend="simd", n=8, prompt="The quick brown fox", profile="op", backends=None):
+    ids = ckpt.tokenizer.encode(prompt).ids
+    opts = RunOptions(max_new_tokens=n, sampling=SamplingParams(greedy=True), profile=profile, ignore_eos=True)
+    return TopSession(ckpt, backend, [(prompt, ids)], opts, backends=backends)
+
+
+@pytest.fixture
+def session(tiny):
+    s = make_session(tiny)
+    s.start()
+    yield s
+    assert s.stop(timeout=10), "the worker did not stop"
+
+
+# --- the session: live view == the record ------------------------------------------------------
+
+def _layer_table_oracle(st, L):
+    """Seconds per (in, layers, out) x kind, computed from the raw step arrays."""
+    tab = np.zeros((L + 2, len(KINDS)))
+    for layer, op, d in zip(st.layers.tolist(), st.ops.tolist(), st.durs_ns.tolist()):
+        row = layer + 1 if layer >= 0 else (0 if op == OP_INDEX["embed"] else L + 1)
+        tab[row, KINDS.index(OPS[op].kind)] += d * 1e-9
+    tab[L + 1, KINDS.index("other")] += st.wall_s - st.durs_ns.sum() * 1e-9
+    return tab
+
+
+def test_view_matches_the_records(session, tiny):
+    wait_for(lambda: session.view().generation >= 3, what="three generations")
+    session.pause(True)
+    wait_for(lambda: session.view().state == "paused", what="pause")
+    time.sleep(0.3)  # the worker is now held between two steps
+    v = session.view()
+    recs = session.records()
+    L = tiny.config.num_layers
+    steps = [s for r in recs for s in r.steps]
+    decode = [s for s in steps if s.phase == "decode"]
+    # tokens: every generated token is counted once, across generations
+    assert v.total_tokens == sum(len(r.generated_ids) for r in recs)
+    assert v.token_index == len(recs[-1].generated_ids)
+    # the latest token's table is that step's, and it adds up to the step's wall time
+    latest = _layer_table_oracle(decode[-1], L)
+    np.testing.assert_allclose(v.latest, latest, rtol=1e-9, atol=1e-12)
+    assert v.latest.sum() == pytest.approx(decode[-1].wall_s, rel=1e-9)
+    # the moving average is the mean of the last AVG_WINDOW decode tokens
+    window = decode[-AVG_WINDOW:]
+    np.testing.assert_allclose(v.avg, np.mean([_layer_table_oracle(s, L) for s in window], axis=0), rtol=1e-9, atol=1e-12)
+    assert v.avg_n == len(window)
+    # prefill apart: the current generation's prompt pass
+    np.testing.assert_allclose(v.prefill, _layer_table_oracle(recs[-1].steps[0], L), rtol=1e-9, atol=1e-12)
+    # barriers: 3L+2 per Qwen2 token; the running total is every step's count
+    assert v.barriers_per_token == 3 * L + 2
+    assert v.barriers_total == sum(s.barriers for s in steps)
+    barrier = np.array([op.barrier for op in OPS])
+    share = decode[-1].durs_ns[barrier[decode[-1].ops]].sum() * 1e-9 / decode[-1].wall_s
+    assert v.barrier_share == pytest.approx(share, rel=1e-9)
+    # tokens/s history: 1 / wall of each decode token, in order
+    np.testing.assert_allclose(v.decode_rates[-len(decode[-5:]):], [1 / s.wall_s for s in decode[-5:]])
+    done = [g for g in v.generations]
+    assert done and done[-1].ttft_s == pytest.approx(recs[-2].steps[0].wall_s)
+    # memory: host RSS sampled; the KV cache is the engine's
+    assert v.memory and v.memory[-1].rss_bytes > 0
+    assert v.kv_cache_bytes == session.engine.kv_cache_bytes()
+
+
+def test_bandwidth_table_is_cost_model_bytes(session, tiny):
+    from profilers.costs import op_costs
+
+    wait_for(lambda: session.view().avg_n >= 2, what="two decode tokens")
+    session.pause(True)
+    wait_for(lambda: session.view().state == "paused", what="pause")
+    time.sleep(0.3)
+    v = session.view()
+    st = [s for r in session.records() for s in r.steps if s.phase == "decode"][-1]
+    e = session.engine
+    _, b = op_costs(tiny.config, 1, st.past, e.weight_itemsize, e.act_itemsize)
+    assert v.latest_bytes.sum() == pytest.approx(float(b[st.ops].sum()), rel=1e-12)
+
+
+def test_pause_holds_the_engine_and_resume_goes_on(session):
+    wait_for(lambda: session.view().total_tokens > 0, what="a first token")
+    assert session.pause() is True
+    wait_for(lambda: session.view().state == "paused", what="pause")
+    time.sleep(0.2)
+    n = session.view().total_tokens
+    time.sleep(0.5)
+    assert session.view().total_tokens == n, "tokens advanced while paused"
+    assert session.pause() is False
+    wait_for(lambda: session.view().total_tokens > n, what="tokens after resume")
+
+
+def test_switch_backend_reloads_in_the_worker(session):
+    wait_for(lambda: session.view().total_tokens > 0, what="a first token")
+    assert session.switch_backend("torch") == "torch"
+    wait_for(lambda: session.view().backend == "torch" and session.view().state == "generating"
+             and session.view().token_index > 1, what="tokens on torch")
+    backends = {r.backend for r in session.records()}
+    assert backends == {"simd", "torch"}
+    assert session.view().dtype == "float32"
+
+
+def test_set_prompt_is_checked_and_used(session, tiny):
+    with pytest.raises(UserError, match="empty"):
+        session.set_prompt("")
+    session.set_prompt("Hello there")
+    ids = tiny.tokenizer.encode("Hello there").ids
+    wait_for(lambda: any(r.prompt_ids == ids and r.generated_ids for r in session.records()),
+             what="a generation with the new prompt")
+    assert session.view().prompt == "Hello there"
+
+
+def test_engine_error_is_shown_and_the_worker_survives(tiny, monkeypatch):
+    s = make_session(tiny)
+    s.start()
+    try:
+        wait_for(lambda: s.view().total_tokens > 0, what="a first token")
+        real = s.engine.decode
+
+        def boom(tok):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered\nmore detail")
+
+        monkeypatch.setattr(s.engine, "decode", boom)
+        wait_for(lambda: s.view().state == "error", what="the error state")
+        msg = s.view().message
+        assert msg.startswith("RuntimeError: CUDA error: an illegal memory access") and "\n" not in msg
+        assert "space goes on" in msg
+        assert s._thread.is_alive()
+        monkeypatch.setattr(s.engine, "decode", real)
+        n = s.view().total_tokens
+        s.pause(False)  # space after an error: try again
+        wait_for(lambda: s.view().state == "generating" and s.view().total_tokens > n, what="recovery")
+    finally:
+        assert s.stop(timeout=10)
+
+
+def test_failed_switch_keeps_the_old_engine(tiny):
+    s = make_session(tiny, backends=("simd", "cuda"))
+    s.start()
+    try:
+        wait_for(lambda: s.view().total_tokens > 0, what="a first token")
+        s.switch_backend("cuda")
+        wait_for(lambda: s.view().state == "error", what="the error state")
+        assert s.view().backend == "simd" and s.engine is not None
+        s.pause(False)
+        n = s.view().total_tokens
+        wait_for(lambda: s.view().total_tokens > n, what="tokens on the old engine")
+    finally:
+        assert s.stop(timeout=10)
+
+
+def test_error_line_is_one_line():
+    assert error_line(MemoryError()).startswith("out of host memory")
+    assert error_line(ValueError("a\nb")) == "ValueError: a"
+    assert error_line(UserError("bad model", "fix it")) == "bad model — fix it"
+    cls = type("OutOfMemoryError", (RuntimeError,), {})
+    assert error_line(cls("CUDA out of memory. Tried to allocate 2 GiB")).startswith("out of GPU memory")
+
+
+def test_usable_backends(tiny):
+    from engines import cuda_status
+
+    got = usable_backends(tiny)
+    assert {"scalar", "simd", "torch"} <= set(got)
+    assert ("cuda" in got) == cuda_status()[0]
+    big = open_model("qwen2.5-7b")
+    assert "scalar" not in usable_backends(big)
+
+
+def test_token_level_profile_has_no_layer_bars(tiny):
+    s = make_session(tiny, profile="token")
+    s.start()
+    try:
+        wait_for(lambda: s.view().avg_n == 0 and len(s.view().decode_rates) > 2, what="decode tokens")
+        v = s.view()
+        assert v.latest is None and v.barriers_per_token == 14
+        from aios_cli.tui.panels import layer_panel
+
+        assert "needs --profile op" in layer_panel(v, "decode", "time", 80, 20).plain
+    finally:
+        assert s.stop(timeout=10)
+
+
+# --- the app, driven by Pilot ---------------------------------------------------------------------
+
+async def _until(pilot, pred, timeout=90.0, what="condition"):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if pred():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.mark.slow
+def test_pilot_keys_change_state_and_export(tiny, tmp_path):
+    asyncio.run(_test_pilot_keys_change_state_and_export(tiny, tmp_path))
+
+
+async def _test_pilot_keys_change_state_and_export(tiny, tmp_path):
+    from aios_cli.tui.app import HelpScreen, PromptScreen, TopApp
+
+    out = tmp_path / "session.csv"
+    s = make_session(tiny, backends=("simd", "torch"))
+    app = TopApp(s, export_path=out)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await _until(pilot, lambda: app.view.total_tokens > 0, what="tokens")
+        # space: pause; the engine stops between tokens
+        await pilot.press("space")
+        assert s.paused
+        await _until(pilot, lambda: app.view.state == "paused", what="paused view")
+        await pilot.press("space")
+        assert not s.paused
+        # m: seconds -> share -> GB/s -> seconds
+        assert app.metric == "time"
+        await pilot.press("m")
+        assert app.metric == "share"
+        await pilot.press("m")
+        assert app.metric == "bandwidth"
+        await pilot.press("m")
+        assert app.metric == "time"
+        # b: next backend, reloaded in the worker while the UI keeps drawing
+        await pilot.press("b")
+        await _until(pilot, lambda: app.view.backend == "torch" and app.view.token_index > 1, what="torch")
+        # l: the prefill tab
+        await pilot.press("l")
+        assert app.query_one("TabbedContent").active == "prefill"
+        # e: export; the file has aios run --csv's columns, both backends, and adds up
+        await pilot.press("e")
+        await _until(pilot, lambda: app.last_export == out and not app.exporting, what="export")
+        rows = list(csv.DictReader(io.StringIO(out.read_text())))
+        assert tuple(rows[0].keys()) == EVENT_COLUMNS
+        assert {r["backend"] for r in rows} == {"simd", "torch"}
+        assert len(rows) == app.last_export_rows
+        recs = {r.run_id: r for r in s.records()}
+        by_token = {}
+        for r in rows:
+            key = (r["run_id"], r["phase"], int(r["token_index"]))
+            by_token[key] = by_token.get(key, 0.0) + float(r["seconds"])
+        for (run_id, phase, ti), total in by_token.items():
+            if run_id in recs:
+                st = next(x for x in recs[run_id].steps if x.phase == phase and x.token_index == ti)
+                assert total == pytest.approx(st.wall_s, rel=1e-6, abs=1e-8)
+        # ?: help; escape closes it
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+        # p: edit the prompt
+        await pilot.press("p")
+        assert isinstance(app.screen, PromptScreen)
+        inp = app.screen.query_one("Input")
+        inp.value = "Once upon a time"
+        await pilot.press("enter")
+        assert not isinstance(app.screen, PromptScreen)
+        assert s.view().prompt == "Once upon a time"
+        # the UI kept drawing while the engine worked
+        assert app.ui_hz is not None and app.ui_hz > 0
+        await pilot.press("q")
+    assert not s._thread.is_alive()
+
+
+def test_pilot_bad_prompt_stays_in_the_dialog(tiny):
+    asyncio.run(_test_pilot_bad_prompt_stays_in_the_dialog(tiny))
+
+
+async def _test_pilot_bad_prompt_stays_in_the_dialog(tiny):
+    from aios_cli.tui.app import PromptScreen, TopApp
+
+    s = make_session(tiny)
+    app = TopApp(s)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("p")
+        app.screen.query_one("Input").value = ""
+        await pilot.press("enter")
+        assert isinstance(app.screen, PromptScreen)
+        assert "empty" in str(app.screen.query_one("#why").render())
+        await pilot.press("escape")
+        await pilot.press("q")
+
+
+def test_pilot_export_refused_without_op_profile(tiny, tmp_path):
+    asyncio.run(_test_pilot_export_refused_without_op_profile(tiny, tmp_path))
+
+
+async def _test_pilot_export_refused_without_op_profile(tiny, tmp_path):
+    from aios_cli.tui.app import TopApp
+
+    s = make_session(tiny, profile="none")
+    app = TopApp(s, export_path=tmp_path / "x.csv")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("e")
+        await pilot.pause(0.2)
+        assert not (tmp_path / "x.csv").exists()
+        assert any("--profile op" in n.message for n in app._notifications)
+        await pilot.press("q")
+
+
+# --- the command -----------------------------------------------------------------------------------
+
+runner = CliRunner()
+
+
+def test_once_prints_the_panels_and_exports(tmp_path):
+    out = tmp_path / "once.csv"
+    res = runner.invoke(cli, ["top", "--once", "-m", "tiny", "-b", "simd", "-n", "6", "--csv", str(out)],
+                        env={"COLUMNS": "120"})
+    assert res.exit_code == 0, res.output
+    for title in ("layers · decode", "layers · prefill", "tokens/s", "reduction barriers", "memory", "system", "text"):
+        assert title in res.output
+    assert "14 per token" in res.output
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert tuple(rows[0].keys()) == EVENT_COLUMNS
+    assert {int(r["token_index"]) for r in rows} == set(range(6))
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--max-new-tokens", "0"], "--max-new-tokens must be positive"),
+    (["--backend", "nope"], "nope"),
+    (["--profile", "fast"], "unknown --profile"),
+    (["--exit-after", "-1"], "--exit-after must be positive"),
+    (["--model", "/no/such/dir"], "/no/such/dir"),
+    (["--temperature", "nan"], "--temperature"),
+])
+def test_bad_input_is_one_line(args, needle):
+    res = runner.invoke(cli, ["top", "--once", *args])
+    assert res.exit_code == BAD_INPUT, res.output
+    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("aios: error: ") and needle in lines[0], res.output
+
+
+def test_live_view_needs_a_terminal():
+    res = runner.invoke(cli, ["top", "-m", "tiny"])
+    assert res.exit_code == BAD_INPUT
+    assert "needs a terminal" in res.output and "--once" in res.output
