@@ -77,6 +77,16 @@ def legend() -> Text:
     return t
 
 
+def fit(text: Text, width: int) -> Text:
+    """Crop every line to `width` cells, so no panel ever draws past its edge."""
+    if width <= 0:
+        return text
+    lines = text.split("\n", allow_blank=True)
+    for line in lines:
+        line.truncate(width, overflow="crop")
+    return Text("\n").join(lines)
+
+
 # --- per-layer bars ------------------------------------------------------------------------
 def _groups(rows: tuple[str, ...], room: int) -> list[tuple[str, list[int]]]:
     """Bucket the layer rows so they fit in `room` lines: `in` and `out` stay alone, layers
@@ -136,13 +146,21 @@ def stacked(values: np.ndarray, scale: float, width: int, tick: float | None = N
     for k, c in zip(KINDS, n):
         cells += [("█", KIND_STYLE[k])] * int(c)
     cells += [("·", "grey23")] * (width - len(cells))
+    if not cells:
+        return Text()
     if tick is not None and scale > 0 and width > 0:
         i = min(width - 1, int(round(tick / scale * width)))
         ch, st = cells[i]
         cells[i] = ("│", "bold white") if ch == "·" else ("┃", f"bold white on {st}")
-    t = Text()
+    t = Text()  # one span per run of equal cells: spans, not cells, are what cost to draw
+    run_ch, run_st, n = cells[0][0], cells[0][1], 0
     for ch, st in cells:
-        t.append(ch, style=st)
+        if ch == run_ch and st == run_st:
+            n += 1
+            continue
+        t.append(run_ch * n, style=run_st)
+        run_ch, run_st, n = ch, st, 1
+    t.append(run_ch * n, style=run_st)
     return t
 
 
@@ -366,15 +384,21 @@ def text_panel(v: TopView, width: int, height: int) -> Text:
     out.append(v.text)
     if width > 0 and height > 0:  # keep the tail that fits
         lines = out.wrap(_console(), width)
-        if len(lines) > height:
-            out = Text("\n").join(lines[-height:])
+        out = Text("\n").join(lines[-height:])
     return out
 
 
-def _console():
-    from rich.console import Console
+_WRAP_CONSOLE = None
 
-    return Console(width=200, color_system=None)
+
+def _console():
+    """A plain console, made once, that `Text.wrap` measures characters with."""
+    global _WRAP_CONSOLE
+    if _WRAP_CONSOLE is None:
+        from rich.console import Console
+
+        _WRAP_CONSOLE = Console(width=200, color_system=None)
+    return _WRAP_CONSOLE
 
 
 STATE_STYLE = {"generating": "bold green", "paused": "bold yellow", "loading": "bold cyan", "warming": "bold cyan",

@@ -120,8 +120,11 @@ class TopSession:
         self._current: dict | None = None  # the generation in progress (for a partial export)
         cfg = ckpt.config
         self._L = cfg.num_layers
-        self._avg = collections.deque(maxlen=AVG_WINDOW)
-        self._bytes_cache: dict[int, np.ndarray] = {}
+        # (step, weight itemsize, activation itemsize): the last decode steps and the prefill,
+        # folded into tables only when the UI asks (a few times a second, not every token)
+        self._recent: collections.deque = collections.deque(maxlen=AVG_WINDOW)
+        self._prefill_step: tuple | None = None
+        self._tables: dict[int, tuple] = {}  # id(step) -> (seconds table, bytes table, barrier share)
         self.v = TopView(model=ckpt.name, backend=backend, num_params=cfg.num_params(), profile=opts.profile,
                          backends=self.backends, prompt=self.prompts[0][0],
                          layer_rows=tuple(["in"] + [str(i) for i in range(self._L)] + ["out"]))
@@ -202,7 +205,41 @@ class TopSession:
             out.memory = list(self._mem)
             out.generations = list(self._gens)
             out.exported_steps = self._kept_steps + (len(self._current["steps"]) if self._current else 0)
-            return out
+            recent = list(self._recent)
+            pre = self._prefill_step
+        self._fold(out, recent, pre)
+        return out
+
+    def _table(self, item: tuple) -> tuple:
+        st, wb, ab = item
+        got = self._tables.get(id(st))
+        if got is None or got[0] is not st:
+            _, b = op_costs(self.ckpt.config, st.n_tokens, st.past, wb, ab)
+            share = float(st.durs_ns[BARRIER_MASK[st.ops]].sum()) * 1e-9 / st.wall_s if st.wall_s else None
+            got = (st, step_layer_table(st, self._L), step_layer_bytes(st, self._L, b), share)
+            self._tables[id(st)] = got
+        return got[1:]
+
+    def _fold(self, out: TopView, recent: list[tuple], pre: tuple | None) -> None:
+        """Per-layer tables for the latest decode token, the moving average and the prefill."""
+        if pre is not None:
+            out.prefill, out.prefill_bytes, _ = self._table(pre)
+            out.prefill_wall = pre[0].wall_s
+        if recent:
+            tabs = [self._table(it) for it in recent]
+            walls = [it[0].wall_s for it in recent]
+            out.latest, out.latest_bytes, out.barrier_share = tabs[-1]
+            out.latest_wall = walls[-1]
+            n = len(tabs)
+            out.avg = sum(t[0] for t in tabs) / n
+            out.avg_bytes = sum(t[1] for t in tabs) / n
+            out.avg_wall = sum(walls) / n
+            out.avg_n = n
+            shares = [t[2] for t in tabs if t[2] is not None]
+            out.barrier_share_avg = sum(shares) / len(shares) if shares else None
+        keep = {id(it[0]) for it in recent} | ({id(pre[0])} if pre else set())
+        for k in [k for k in self._tables if k not in keep]:
+            self._tables.pop(k, None)
 
     def records(self) -> list[RunRecord]:
         """Every kept generation as a RunRecord, the one in progress included (partial)."""
@@ -280,9 +317,8 @@ class TopSession:
             self.v.weight_bytes = engine.resident_weight_bytes
             self.v.load_progress = None
             self.v.jit_s = jit_s
-            self._avg.clear()
-            self._bytes_cache.clear()
-            self.v.latest = self.v.avg = self.v.prefill = None
+            self._recent.clear()
+            self._prefill_step = None
         del old
         import gc
 
@@ -328,61 +364,37 @@ class TopSession:
             self.v.total_tokens += 1
             self.v.text += piece
 
-    def _step_bytes(self, st: Step) -> np.ndarray:
-        """Minimum bytes per op for this step's shape (decode costs change with the KV length)."""
-        key = (st.n_tokens, st.past)
-        b = self._bytes_cache.get(key)
-        if b is None:
-            if len(self._bytes_cache) > 4096:
-                self._bytes_cache.clear()
-            e = self.engine
-            _, b = op_costs(self.ckpt.config, st.n_tokens, st.past, e.weight_itemsize, e.act_itemsize)
-            self._bytes_cache[key] = b
-        return b
-
     def _on_step(self, st: Step, mem: MemorySample | None) -> None:
-        L = self._L
-        tab = tab_b = None
-        share = None
-        if st.durs_ns is not None:
-            tab = step_layer_table(st, L)
-            tab_b = step_layer_bytes(st, L, self._step_bytes(st))
-            share = float(st.durs_ns[BARRIER_MASK[st.ops]].sum()) * 1e-9 / st.wall_s if st.wall_s else None
+        """Runs in the worker after every step: only bookkeeping (the tables are built when
+        the UI asks), so watching costs the engine as little as possible."""
         e = self.engine
         with self._lock:
             v = self.v
-            if self._current is not None:
-                self._current["steps"].append(st)
-                if mem is not None and (not self._current["memory"] or self._current["memory"][-1] is not mem):
-                    self._current["memory"].append(mem)
+            cur = self._current
+            if cur is not None:
+                cur["steps"].append(st)
+                if mem is not None and (not cur["memory"] or cur["memory"][-1] is not mem):
+                    cur["memory"].append(mem)
             if mem is not None and (not self._mem or self._mem[-1] is not mem):
                 self._mem.append(mem)
-            if st.barriers is not None:
-                v.barriers_total += st.barriers
-            v.kv_cache_bytes = e.kv_cache_bytes() if e is not None else None
-            v.kv_positions = (e.pos, e.capacity) if e is not None else None
+            barriers = st.barriers
+            if barriers is not None:
+                v.barriers_total += barriers
+            v.kv_positions = (e.pos, e.capacity)
+            item = (st, e.weight_itemsize, e.act_itemsize)
             if st.phase == "prefill":
-                v.prefill, v.prefill_bytes, v.prefill_wall = tab, tab_b, st.wall_s
+                v.kv_cache_bytes = e.kv_cache_bytes()
                 v.prefill_tokens = st.n_tokens
                 v.current_ttft_s = st.wall_s
-                return
-            v.barriers_per_token = st.barriers
-            self._rates.append(1.0 / st.wall_s if st.wall_s else 0.0)
-            if tab is None:
-                return
-            v.latest, v.latest_bytes, v.latest_wall = tab, tab_b, st.wall_s
-            v.barrier_share = share
-            if share is not None:
-                self._shares.append(share)
-            self._avg.append((tab, tab_b, st.wall_s, share))
-            n = len(self._avg)
-            v.avg = sum(a[0] for a in self._avg) / n
-            v.avg_bytes = sum(a[1] for a in self._avg) / n
-            v.avg_wall = sum(a[2] for a in self._avg) / n
-            v.avg_n = n
-            shares = [a[3] for a in self._avg if a[3] is not None]
-            v.barrier_share_avg = sum(shares) / len(shares) if shares else None
-
+                if st.durs_ns is not None:
+                    self._prefill_step = item
+            else:
+                v.barriers_per_token = barriers
+                self._rates.append(1.0 / st.wall_s if st.wall_s else 0.0)
+                if st.durs_ns is not None:
+                    self._recent.append(item)
+                    if st.wall_s:
+                        self._shares.append(float(st.durs_ns[BARRIER_MASK[st.ops]].sum()) * 1e-9 / st.wall_s)
         while self._paused and not self._interrupt:  # a pause holds the engine between steps
             with self._lock:
                 self._wake.wait(0.1)
