@@ -24,3 +24,14 @@ def test_readme_lists_the_columns(columns):
 def test_readme_lists_the_presets():
     for name in PRESETS:
         assert f"`{name}`" in README
+
+
+def test_readme_lists_the_top_keys():
+    pytest.importorskip("textual")
+    from aios_cli.tui.app import KEYS, TopApp
+
+    bound = {b.key for b in TopApp.BINDINGS}
+    for key, _ in KEYS:
+        for k in key.split(" / "):
+            assert f"`{key}`" in README, key
+            assert {"space": "space", "?": "question_mark", "ctrl+c": "ctrl+c"}.get(k, k) in bound, k

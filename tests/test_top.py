@@ -376,3 +376,90 @@ def test_live_view_needs_a_terminal():
     res = runner.invoke(cli, ["top", "-m", "tiny"])
     assert res.exit_code == BAD_INPUT
     assert "needs a terminal" in res.output and "--once" in res.output
+
+
+def test_mouse_clicks_tabs_and_footer_keys(tiny):
+    asyncio.run(_mouse(tiny))
+
+
+async def _mouse(tiny):
+    from textual.widgets._footer import FooterKey
+
+    from aios_cli.tui.app import TopApp
+
+    s = make_session(tiny)
+    app = TopApp(s)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.click("#layers Tab#--content-tab-prefill")
+        assert app.query_one("TabbedContent").active == "prefill"
+        metric = next(k for k in app.query(FooterKey) if k.action == "metric")
+        await pilot.click(metric)
+        assert app.metric == "share"
+        pause = next(k for k in app.query(FooterKey) if k.action == "pause")
+        await pilot.click(pause)
+        assert s.paused
+        await pilot.press("q")
+
+
+def test_engine_error_shows_in_the_app(tiny, monkeypatch):
+    asyncio.run(_app_error(tiny, monkeypatch))
+
+
+async def _app_error(tiny, monkeypatch):
+    from aios_cli.tui.app import Banner, TopApp
+
+    s = make_session(tiny)
+    app = TopApp(s)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _until(pilot, lambda: app.view.total_tokens > 0, what="tokens")
+
+        def boom(tok):
+            raise MemoryError()
+
+        monkeypatch.setattr(s.engine, "decode", boom)
+        await _until(pilot, lambda: app.view.state == "error", what="error state")
+        await pilot.pause(0.3)
+        banner = app.query_one(Banner)
+        assert banner.has_class("error") and banner.display
+        assert "out of host memory" in str(banner.render())
+        await pilot.press("q")
+    assert not s._thread.is_alive()
+
+
+def test_prompts_cycle(tiny):
+    a, b = "The quick brown fox", "Hello there"
+    ids = {p: tiny.tokenizer.encode(p).ids for p in (a, b)}
+    opts = RunOptions(max_new_tokens=4, sampling=SamplingParams(greedy=True), ignore_eos=True)
+    s = TopSession(tiny, "simd", [(p, ids[p]) for p in (a, b)], opts)
+    s.start()
+    try:
+        wait_for(lambda: len(s.records()) >= 4, what="four generations")
+    finally:
+        assert s.stop(timeout=10)
+    got = [r.prompt_ids for r in s.records()][:4]
+    assert got == [ids[a], ids[b], ids[a], ids[b]]
+
+
+def test_gpu_rows_render_from_nvml_and_torch_numbers():
+    """The GPU lines as a lent GPU fills them (values as NVML and torch report them)."""
+    from aios_cli.tui.panels import memory_panel, system_panel
+    from aios_cli.tui.session import TopView
+    from profilers.memory import MemorySample
+    from profilers.nvml import GpuInfo
+
+    gi = 1 << 30
+    v = TopView(model="m", backend="cuda", kv_cache_bytes=3 * (1 << 20), kv_positions=(10, 80))
+    v.memory = [MemorySample(t_s=0.1 * i, rss_bytes=2 * gi, device_used_bytes=(5 + i) * gi, device_total_bytes=80 * gi,
+                             torch_allocated_bytes=(1 + i) * gi, torch_reserved_bytes=(2 + i) * gi,
+                             torch_peak_bytes=(3 + i) * gi) for i in range(3)]
+    mem = memory_panel(v, 60, 6).plain
+    assert "GPU      7.00 GiB / 80.00 GiB" in mem
+    assert "torch    3.00 GiB pk 5.00 GiB" in mem
+    assert "KV cache 3.00 MiB 10/80 pos" in mem
+    assert "no GPU line" not in mem
+    g = GpuInfo(0, "H100", 80 * gi, 7 * gi, "570", 93.0, 412.5, 61.0, 5120, 2619)
+    sysp = system_panel([50.0, 10.0], g, 60, 4).plain
+    assert "util 93%  power 412 W  temp 61°C" in sysp
+    na = GpuInfo(0, "H100", None, None, None, None, None, None, None, None)
+    assert "util N/A  power N/A  temp N/A" in system_panel([1.0], na, 60, 4).plain
+    assert "gpu: none (no driver)" in system_panel([1.0], None, 60, 4, "no driver").plain

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +14,9 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
+from rich.segment import Segment
+from rich.text import Text
+from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Footer, Input, Label, Static, TabbedContent, TabPane
 
@@ -21,6 +25,7 @@ from .session import TopView
 
 REFRESH_S = 0.2  # view refresh period: 5 Hz (the target is >= 4 Hz while generating)
 SYSTEM_S = 1.0  # psutil / NVML sampling period
+SWITCH_INTERVAL_S = 0.001
 
 KEYS = (
     ("space", "pause / resume the engine (between tokens; paused time is never measured)"),
@@ -34,11 +39,47 @@ KEYS = (
 )
 
 
-class Panel(Widget):
+class StripPanel(Widget):
+    """A panel drawn through Textual's line API: the Rich text of one of `panels`' functions is
+    turned into one Strip per line, once per refresh. Cheaper than `render()`, which converts
+    the text to Textual Content and lays it out again: drawing is the UI's whole cost, and on
+    a 2-core machine every millisecond of it is taken from the engine."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self._strips: list[Strip] | None = None
+        self._strips_width = -1
+
+    def draw(self, width: int, height: int) -> Text:
+        raise NotImplementedError
+
+    def refresh(self, *regions, **kw):
+        self._strips = None
+        return super().refresh(*regions, **kw)
+
+    def render_line(self, y: int) -> Strip:
+        strips = self._strips
+        if strips is None or self._strips_width != self.size.width:
+            strips = self._build()
+        return strips[y] if y < len(strips) else self._blank
+
+    def _build(self) -> list[Strip]:
+        width, height = self.size.width, self.size.height
+        base = self.rich_style
+        console = self.app.console
+        text = self.draw(width, height)  # adjust_cell_length crops each line to the width
+        self._strips = [Strip(Segment.apply_style(line.render(console), base), line.cell_len).adjust_cell_length(width, base)
+                        for line in text.split("\n", allow_blank=True)[:height]]
+        self._strips_width = width
+        self._blank = Strip.blank(width, base)
+        return self._strips
+
+
+class Panel(StripPanel):
     """A titled panel whose body is one of `panels`' functions, drawn at its current size."""
 
     DEFAULT_CSS = """
-    Panel { border-top: solid $primary-darken-1; height: 1fr; padding: 0 0; text-wrap: nowrap; text-overflow: clip; }
+    Panel { border-top: solid $primary-darken-1; height: 1fr; padding: 0 0; }
     """
 
     def __init__(self, title: str, draw, **kw):
@@ -46,20 +87,19 @@ class Panel(Widget):
         self.border_title = title
         self._draw = draw
 
-    def render(self):
-        return panels.fit(self._draw(self.app.view, self.size.width, self.size.height), self.size.width)
+    def draw(self, width: int, height: int) -> Text:
+        return self._draw(self.app.view, width, height)
 
 
-class LayerPanel(Widget):
-    DEFAULT_CSS = "LayerPanel { height: 1fr; text-wrap: nowrap; text-overflow: clip; }"
+class LayerPanel(StripPanel):
+    DEFAULT_CSS = "LayerPanel { height: 1fr; }"
 
     def __init__(self, phase: str, **kw):
         super().__init__(**kw)
         self.phase = phase
 
-    def render(self):
-        w = self.size.width
-        return panels.fit(panels.layer_panel(self.app.view, self.phase, self.app.metric, w, self.size.height), w)
+    def draw(self, width: int, height: int) -> Text:
+        return panels.layer_panel(self.app.view, self.phase, self.app.metric, width, height)
 
 
 class StatusBar(Widget):
@@ -146,7 +186,7 @@ class TopApp(App):
     #barriers { height: 3; }
     #memory { height: 1fr; min-height: 5; }
     #system { height: 1fr; min-height: 4; }
-    #text { height: 5; text-wrap: wrap; }
+    #text { height: 5; }
     """
     BINDINGS = [
         Binding("space", "pause", "Pause"),
@@ -202,6 +242,9 @@ class TopApp(App):
         return panels.system_panel(self.cpus, self.gpu, width, height, v.no_gpu_reason)
 
     def on_mount(self) -> None:
+        # The engine thread needs the GIL between its kernels; while the UI draws, it waits
+        # for the switch interval (default 5 ms) each time. 1 ms keeps those waits short.
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         self._drawn_key = None
         self.status_bar = self.query_one(StatusBar)
         self._data_widgets = list(self.query("LayerPanel, #tokens, #barriers, #memory, #text"))

@@ -23,7 +23,7 @@ def report(v, cpus, gpu, width: int) -> Group:
     parts = [panels.status_line(v, wrap=True),
              box("layers · decode", panels.layer_panel(v, "decode", "time", inner, layer_h)),
              box("layers · prefill", panels.layer_panel(v, "prefill", "time", inner, layer_h))]
-    if width >= 100:
+    if width >= 140:
         col = (width - 2) // 2 - 4
         side = [("tokens/s", panels.tokens_panel(v, col, 4)), ("reduction barriers", panels.barriers_panel(v, col, 3)),
                 ("memory", panels.memory_panel(v, col, 6)),

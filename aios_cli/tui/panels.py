@@ -184,7 +184,7 @@ def layer_panel(v: TopView, phase: str, metric: str, width: int, height: int) ->
     out.append_text(legend())
     out.append(f"  {METRIC_LABEL[metric]}", style="bold")
     if head:
-        out.append(f"  {head}", style="dim")
+        out.append(f"\n{head}", style="dim")
     room = max(3, height - 2)
     groups = _groups(v.layer_rows, room)
     mats = [metric_rows(sec, nb, wall or 0.0, metric, groups) for _, sec, nb, wall in tables if sec is not None]

@@ -50,8 +50,8 @@ class TopView:
 
     model: str
     backend: str
-    dtype: str = "?"
-    device: str = "?"
+    dtype: str = "…"
+    device: str = "…"
     num_params: int = 0
     profile: str = "op"
     state: str = "starting"  # starting | loading | warming | generating | paused | error
