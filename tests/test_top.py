@@ -438,6 +438,7 @@ def test_prompts_cycle(tiny):
         assert s.stop(timeout=10)
     got = [r.prompt_ids for r in s.records()][:4]
     assert got == [ids[a], ids[b], ids[a], ids[b]]
+    assert s.view().prompt in (a, b)
 
 
 def test_gpu_rows_render_from_nvml_and_torch_numbers():

@@ -9,13 +9,13 @@ import sys
 import time
 from pathlib import Path
 
+from rich.segment import Segment
+from rich.text import Text
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from rich.segment import Segment
-from rich.text import Text
 from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Footer, Input, Label, Static, TabbedContent, TabPane
@@ -41,9 +41,10 @@ KEYS = (
 
 class StripPanel(Widget):
     """A panel drawn through Textual's line API: the Rich text of one of `panels`' functions is
-    turned into one Strip per line, once per refresh. Cheaper than `render()`, which converts
-    the text to Textual Content and lays it out again: drawing is the UI's whole cost, and on
-    a 2-core machine every millisecond of it is taken from the engine."""
+    turned into one Strip per line, built once per refresh and cropped to the panel's width
+    (no wrapping, nothing drawn past the edge). Drawing is the UI's whole cost: on a 2-core
+    machine every millisecond of it is taken from the engine, so panels are only refreshed
+    when their data changed (see `TopApp.tick`)."""
 
     def __init__(self, **kw):
         super().__init__(**kw)

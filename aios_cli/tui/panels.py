@@ -77,16 +77,6 @@ def legend() -> Text:
     return t
 
 
-def fit(text: Text, width: int) -> Text:
-    """Crop every line to `width` cells, so no panel ever draws past its edge."""
-    if width <= 0:
-        return text
-    lines = text.split("\n", allow_blank=True)
-    for line in lines:
-        line.truncate(width, overflow="crop")
-    return Text("\n").join(lines)
-
-
 # --- per-layer bars ------------------------------------------------------------------------
 def _groups(rows: tuple[str, ...], room: int) -> list[tuple[str, list[int]]]:
     """Bucket the layer rows so they fit in `room` lines: `in` and `out` stay alone, layers

@@ -90,11 +90,9 @@ class TopView:
     kv_cache_bytes: int | None = None
     kv_positions: tuple[int, int] | None = None  # (filled, capacity)
     weight_bytes: int | None = None
-    jit_s: float | None = None
     no_gpu_reason: str | None = None
     # text
     text: str = ""
-    exported_steps: int = 0  # steps an export would write now
 
 
 class TopSession:
@@ -204,7 +202,6 @@ class TopSession:
             out.barrier_shares = list(self._shares)
             out.memory = list(self._mem)
             out.generations = list(self._gens)
-            out.exported_steps = self._kept_steps + (len(self._current["steps"]) if self._current else 0)
             recent = list(self._recent)
             pre = self._prefill_step
         self._fold(out, recent, pre)
@@ -304,7 +301,7 @@ class TopSession:
             engine, _ = build_engine(self.ckpt, backend, self.opts.dtype if backend == self.backend else None, progress)
             with self._lock:
                 self._set_state("warming", f"warming up {backend} (JIT compile, caches)")
-            jit_s = warm_up(engine, ids, self.opts)
+            warm_up(engine, ids, self.opts)
         except Exception:
             if old is not None:  # keep measuring on the engine we had
                 with self._lock:
@@ -316,7 +313,6 @@ class TopSession:
             self.v.device = device_label(engine)
             self.v.weight_bytes = engine.resident_weight_bytes
             self.v.load_progress = None
-            self.v.jit_s = jit_s
             self._recent.clear()
             self._prefill_step = None
         del old
@@ -329,6 +325,7 @@ class TopSession:
         run_id = new_run_id(backend)
         with self._lock:
             self.v.generation += 1
+            self.v.prompt = text
             self.v.token_index = 0
             self.v.text = ""
             self.v.current_ttft_s = None
