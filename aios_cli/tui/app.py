@@ -178,8 +178,8 @@ class TopApp(App):
     CSS = """
     Screen { layout: vertical; }
     #main { height: 1fr; }
-    #left { width: 3fr; min-width: 40; }
-    #right { width: 2fr; min-width: 34; }
+    #left { width: 3fr; min-width: 30; }
+    #right { width: 2fr; min-width: 26; }
     #layers { height: 1fr; }
     #layers > ContentSwitcher { height: 1fr; }
     TabPane { padding: 0 0; height: 1fr; }
