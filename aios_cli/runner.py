@@ -93,10 +93,7 @@ def profile_run(
     memory.sample(engine, force=True)
     phase("generating")
     stop = () if opts.ignore_eos else ckpt.config.eos_token_ids
-    step_cb = None
-    if on_step is not None:
-        def step_cb(st):
-            on_step(st, memory.samples[-1] if memory.samples else None)
+    step_cb = None if on_step is None else (lambda st: on_step(st, memory.samples[-1] if memory.samples else None))
     gen = generate(engine, prompt_ids, opts.max_new_tokens, Sampler(opts.sampling), probe,
                    memory=memory if opts.profile != "none" else None, on_token=on_token, stop_ids=stop,
                    should_stop=should_stop, on_step=step_cb)

@@ -71,6 +71,8 @@ def _top(backend, model, dtype, prompt, prompt_ids, max_new_tokens, ignore_eos, 
         fail(f"unknown --profile {profile!r} — choose from: {', '.join(LEVELS)}")
     if not (math.isfinite(temperature) and temperature >= 0):
         fail(f"--temperature must be a finite number >= 0, got {temperature} — e.g. -t 0.8")
+    if csv_file is not None and profile != "op":
+        fail(f"--csv writes one row per op event, which --profile {profile} does not record — use --profile op")
     if exit_after is not None and not exit_after > 0:
         fail(f"--exit-after must be positive, got {exit_after} — e.g. --exit-after 30")
     for flag, path in (("--csv", csv_file), ("--stats", stats_file)):
@@ -118,8 +120,11 @@ def _top(backend, model, dtype, prompt, prompt_ids, max_new_tokens, ignore_eos, 
 
     app = TopApp(session, export_path=csv_file, exit_after=exit_after, stats_path=stats_file)
     app.run()
+    code = app.return_code or 0  # Textual sets 1 when the app itself failed
     if not session.stop(timeout=2.0):
         # the engine is inside one long forward pass; the terminal is already restored
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)
+        os._exit(code)
+    if code:
+        raise typer.Exit(code)

@@ -58,14 +58,36 @@ def summary_csv(records: Iterable[RunRecord]) -> str:
 
 
 def events_csv(records: Iterable[RunRecord]) -> str:
+    return "".join(events_csv_chunks(records))
+
+
+def events_csv_chunks(records: Iterable[RunRecord]):
+    """The tidy per-op CSV as text chunks (header, then one chunk per forward pass), for
+    writing a long session without holding the whole file in memory."""
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=EVENT_COLUMNS, lineterminator="\n")
     w.writeheader()
     for r in records:
-        for ev in r.events():
-            ev["seconds"] = f"{ev['seconds']:.9f}"
-            w.writerow(ev)
-    return buf.getvalue()
+        for st_events in _events_by_step(r):
+            for ev in st_events:
+                ev["seconds"] = f"{ev['seconds']:.9f}"
+                w.writerow(ev)
+            yield buf.getvalue()
+            buf.seek(0)
+            buf.truncate()
+    yield buf.getvalue()
+
+
+def _events_by_step(r: RunRecord):
+    """r.events() grouped per forward pass (each ends with its `other` row)."""
+    group = []
+    for ev in r.events():
+        group.append(ev)
+        if ev["op"] == "other":
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 def to_json(records: list[RunRecord]) -> str:

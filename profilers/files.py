@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterable
 
 
-def atomic_write(path: str | os.PathLike, data: str) -> None:
+def atomic_write(path: str | os.PathLike, data: str | Iterable[str]) -> None:
+    """Write `data` (a string, or string chunks so a large file is never held whole) to a
+    temporary file beside `path`, then rename it over `path`."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
@@ -16,7 +19,11 @@ def atomic_write(path: str | os.PathLike, data: str) -> None:
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the file a normal mode
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(data)
+            if isinstance(data, str):
+                f.write(data)
+            else:
+                for chunk in data:
+                    f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -69,13 +69,25 @@ def _layer_table_oracle(st, L):
     return tab
 
 
+def pause_mid_generation(session):
+    """Pause so that the worker is held between two decode steps of a generation (not
+    between two generations), and return the view and records at that point."""
+    for _ in range(50):
+        session.pause(True)
+        wait_for(lambda: session.view().state == "paused", what="pause")
+        time.sleep(0.3)
+        recs = session.records()
+        v = session.view()
+        if recs and recs[-1].meta.get("partial") and v.token_index >= 2:
+            return v, recs
+        session.pause(False)
+        time.sleep(0.05)
+    raise AssertionError("could not pause inside a generation")
+
+
 def test_view_matches_the_records(session, tiny):
     wait_for(lambda: session.view().generation >= 3, what="three generations")
-    session.pause(True)
-    wait_for(lambda: session.view().state == "paused", what="pause")
-    time.sleep(0.3)  # the worker is now held between two steps
-    v = session.view()
-    recs = session.records()
+    v, recs = pause_mid_generation(session)
     L = tiny.config.num_layers
     steps = [s for r in recs for s in r.steps]
     decode = [s for s in steps if s.phase == "decode"]
@@ -111,11 +123,8 @@ def test_bandwidth_table_is_cost_model_bytes(session, tiny):
     from profilers.costs import op_costs
 
     wait_for(lambda: session.view().avg_n >= 2, what="two decode tokens")
-    session.pause(True)
-    wait_for(lambda: session.view().state == "paused", what="pause")
-    time.sleep(0.3)
-    v = session.view()
-    st = [s for r in session.records() for s in r.steps if s.phase == "decode"][-1]
+    v, recs = pause_mid_generation(session)
+    st = [s for r in recs for s in r.steps if s.phase == "decode"][-1]
     e = session.engine
     _, b = op_costs(tiny.config, 1, st.past, e.weight_itemsize, e.act_itemsize)
     assert v.latest_bytes.sum() == pytest.approx(float(b[st.ops].sum()), rel=1e-12)
@@ -171,21 +180,32 @@ def test_engine_error_is_shown_and_the_worker_survives(tiny, monkeypatch):
         assert s._thread.is_alive()
         monkeypatch.setattr(s.engine, "decode", real)
         n = s.view().total_tokens
-        s.pause(False)  # space after an error: try again
+        assert s.pause() is False  # space after an error: one press goes on (not "pause")
         wait_for(lambda: s.view().state == "generating" and s.view().total_tokens > n, what="recovery")
     finally:
         assert s.stop(timeout=10)
 
 
-def test_failed_switch_keeps_the_old_engine(tiny):
-    s = make_session(tiny, backends=("simd", "cuda"))
+def test_failed_switch_keeps_the_old_engine(tiny, monkeypatch):
+    import aios_cli.tui.session as sess
+
+    s = make_session(tiny, backends=("simd", "torch"))
     s.start()
     try:
         wait_for(lambda: s.view().total_tokens > 0, what="a first token")
-        s.switch_backend("cuda")
+        real = sess.build_engine
+
+        def fail_torch(ckpt, backend, dtype, progress=None):
+            if backend == "torch":
+                raise RuntimeError("CUDA out of memory (simulated)")
+            return real(ckpt, backend, dtype, progress)
+
+        monkeypatch.setattr(sess, "build_engine", fail_torch)
+        s.switch_backend("torch")
         wait_for(lambda: s.view().state == "error", what="the error state")
+        assert "still on simd" in s.view().message
         assert s.view().backend == "simd" and s.engine is not None
-        s.pause(False)
+        s.pause()
         n = s.view().total_tokens
         wait_for(lambda: s.view().total_tokens > n, what="tokens on the old engine")
     finally:
@@ -364,6 +384,7 @@ def test_once_prints_the_panels_and_exports(tmp_path):
     (["--exit-after", "-1"], "--exit-after must be positive"),
     (["--model", "/no/such/dir"], "/no/such/dir"),
     (["--temperature", "nan"], "--temperature"),
+    (["--csv", "x.csv", "--profile", "token"], "--profile op"),
 ])
 def test_bad_input_is_one_line(args, needle):
     res = runner.invoke(cli, ["top", "--once", *args])
@@ -464,3 +485,62 @@ def test_gpu_rows_render_from_nvml_and_torch_numbers():
     na = GpuInfo(0, "H100", None, None, None, None, None, None, None, None)
     assert "util N/A  power N/A  temp N/A" in system_panel([1.0], na, 60, 4).plain
     assert "gpu: none (no driver)" in system_panel([1.0], None, 60, 4, "no driver").plain
+
+
+def test_b_while_loading_cycles_on(tiny, monkeypatch):
+    """A second `b` while an engine loads goes to the backend after the loading one."""
+    import threading
+
+    import aios_cli.tui.session as sess
+
+    s = make_session(tiny, backends=("simd", "torch", "scalar"))
+    s.start()
+    try:
+        wait_for(lambda: s.view().total_tokens > 0, what="a first token")
+        gate, real = threading.Event(), sess.build_engine
+
+        def slow(ckpt, backend, dtype, progress=None):
+            gate.wait(30)
+            return real(ckpt, backend, dtype, progress)
+
+        monkeypatch.setattr(sess, "build_engine", slow)
+        assert s.switch_backend() == "torch"
+        wait_for(lambda: s.view().state == "loading", what="loading")
+        assert s.switch_backend() == "scalar"
+        gate.set()
+        wait_for(lambda: s.view().backend == "scalar" and s.view().token_index > 0, what="scalar")
+    finally:
+        assert s.stop(timeout=10)
+
+
+def test_dtype_stays_with_the_first_backend(tiny):
+    ids = tiny.tokenizer.encode("The quick brown fox").ids
+    opts = RunOptions(max_new_tokens=4, sampling=SamplingParams(greedy=True), dtype="bfloat16", ignore_eos=True)
+    s = TopSession(tiny, "torch", [("The quick brown fox", ids)], opts, backends=("torch", "simd"))
+    s.start()
+    try:
+        wait_for(lambda: s.view().dtype == "bfloat16" and s.view().total_tokens > 0, what="torch bf16")
+        s.switch_backend("simd")
+        wait_for(lambda: s.view().backend == "simd" and s.view().token_index > 0, what="simd")
+        assert s.view().dtype == "float32"
+        s.switch_backend("torch")
+        wait_for(lambda: s.view().backend == "torch" and s.view().token_index > 0, what="torch again")
+        assert s.view().dtype == "bfloat16"
+    finally:
+        assert s.stop(timeout=10)
+
+
+def test_switch_while_paused_waits_before_prefill(tiny):
+    s = make_session(tiny, backends=("simd", "torch"))
+    s.start()
+    try:
+        wait_for(lambda: s.view().total_tokens > 0, what="a first token")
+        s.pause(True)
+        s.switch_backend("torch")
+        wait_for(lambda: s.view().backend == "torch" and s.view().state == "paused", what="torch loaded, paused")
+        time.sleep(0.5)
+        assert not any(r.backend == "torch" for r in s.records()), "a paused session ran a prefill"
+        s.pause()
+        wait_for(lambda: any(r.backend == "torch" for r in s.records()), what="torch generating")
+    finally:
+        assert s.stop(timeout=10)

@@ -213,8 +213,10 @@ class TopApp(App):
         self.metric = "time"
         self.view: TopView = session.view()
         self.cpus, self.gpu = self.sampler.sample()
-        self._frames: collections.deque[float] = collections.deque(maxlen=64)
+        self._frames: collections.deque[float] = collections.deque(maxlen=64)  # screen updates
+        self._data_frames: collections.deque[float] = collections.deque(maxlen=64)  # data-panel redraws
         self._hz_log: list[float] = []
+        self._data_hz_log: list[float] = []
         self._gen_started: float | None = None
         self.last_export: Path | None = None
         self.last_export_rows = 0
@@ -239,12 +241,16 @@ class TopApp(App):
         yield Panel("text", panels.text_panel, id="text")
         yield Footer(compact=True)
 
+    def on_unmount(self) -> None:
+        sys.setswitchinterval(getattr(self, "_old_switch_interval", 0.005))
+
     def _draw_system(self, v, width, height):
-        return panels.system_panel(self.cpus, self.gpu, width, height, v.no_gpu_reason)
+        return panels.system_panel(self.cpus, self.gpu, width, height, v.no_gpu_reason, v.backend)
 
     def on_mount(self) -> None:
         # The engine thread needs the GIL between its kernels; while the UI draws, it waits
         # for the switch interval (default 5 ms) each time. 1 ms keeps those waits short.
+        self._old_switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         self._drawn_key = None
         self.status_bar = self.query_one(StatusBar)
@@ -271,6 +277,7 @@ class TopApp(App):
         key = (v.state, v.total_tokens, v.generation, v.backend, len(v.memory), v.message, self.metric)
         if key != self._drawn_key:
             self._drawn_key = key
+            self._data_frames.append(self.clock())
             for w in self._data_widgets:
                 w.refresh()
         self.status_bar.refresh()
@@ -279,6 +286,9 @@ class TopApp(App):
                 self._gen_started = self.clock()
             if self.ui_hz is not None:
                 self._hz_log.append(self.ui_hz)
+            data_hz = self.rate(self._data_frames)
+            if data_hz is not None:
+                self._data_hz_log.append(data_hz)
             if self.exit_after is not None and self.clock() - self._gen_started >= self.exit_after:
                 self.finish()
 
@@ -287,8 +297,11 @@ class TopApp(App):
 
     @property
     def ui_hz(self) -> float | None:
-        """Frames drawn per second over the last ~3 s."""
-        f = self._frames
+        """Screen updates per second over the last ~3 s (the status bar is drawn every tick)."""
+        return self.rate(self._frames)
+
+    def rate(self, f) -> float | None:
+        """Events per second over the last ~3 s of timestamps `f`."""
         if len(f) < 3:
             return None
         now = self.clock()
@@ -344,13 +357,20 @@ class TopApp(App):
 
     @work(thread=True, exclusive=True, group="export")
     def _export(self, path: Path) -> None:
-        from profilers.export import atomic_write, events_csv
+        from profilers.export import atomic_write, events_csv_chunks
 
         try:
             records = self.session.records()
-            data = events_csv(records)
-            atomic_write(path, data)
-            rows = data.count("\n") - 1
+            lines = 0
+
+            def counted():
+                nonlocal lines
+                for chunk in events_csv_chunks(records):
+                    lines += chunk.count("\n")
+                    yield chunk
+
+            atomic_write(path, counted())  # streamed: a long session is never held whole
+            rows = lines - 1
             self.last_export, self.last_export_rows = path, rows
             self.call_from_thread(self.notify, f"wrote {path}: {rows:,} op events from {len(records)} generations",
                                   timeout=6)
@@ -383,6 +403,7 @@ class TopApp(App):
             "decode_ms_median": statistics.median(walls) * 1e3 if walls else None,
             "ui_hz_median": statistics.median(hz) if hz else None,
             "ui_hz_min": min(hz) if hz else None,
+            "data_redraw_hz_median": statistics.median(self._data_hz_log) if self._data_hz_log else None,
             "generations": self.view.generation,
         }, indent=2) + "\n")
 

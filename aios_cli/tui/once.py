@@ -27,7 +27,7 @@ def report(v, cpus, gpu, width: int) -> Group:
         col = (width - 2) // 2 - 4
         side = [("tokens/s", panels.tokens_panel(v, col, 4)), ("reduction barriers", panels.barriers_panel(v, col, 3)),
                 ("memory", panels.memory_panel(v, col, 6)),
-                ("system", panels.system_panel(cpus, gpu, col, len(cpus) + 2, v.no_gpu_reason))]
+                ("system", panels.system_panel(cpus, gpu, col, len(cpus) + 2, v.no_gpu_reason, v.backend))]
         grid = Table.grid(expand=True)
         grid.add_column(ratio=1)
         grid.add_column(ratio=1)
@@ -37,7 +37,7 @@ def report(v, cpus, gpu, width: int) -> Group:
     else:
         side = [("tokens/s", panels.tokens_panel(v, inner, 4)), ("reduction barriers", panels.barriers_panel(v, inner, 3)),
                 ("memory", panels.memory_panel(v, inner, 6)),
-                ("system", panels.system_panel(cpus, gpu, inner, len(cpus) + 2, v.no_gpu_reason))]
+                ("system", panels.system_panel(cpus, gpu, inner, len(cpus) + 2, v.no_gpu_reason, v.backend))]
         parts += [box(t, b) for t, b in side]
     parts.append(box("text", panels.text_panel(v, inner, 0)))
     return Group(*parts)
@@ -46,7 +46,7 @@ def report(v, cpus, gpu, width: int) -> Group:
 def run_once(session, err: Console, csv_file: Path | None) -> None:
     import psutil
 
-    from profilers.export import atomic_write, events_csv
+    from profilers.export import atomic_write, events_csv_chunks
 
     psutil.cpu_percent(percpu=True)
     with err.status("starting", spinner="dots") as status:
@@ -63,6 +63,6 @@ def run_once(session, err: Console, csv_file: Path | None) -> None:
     out = Console(highlight=False)
     out.print(report(session.view(), cpus, gpu, out.width))
     if csv_file is not None:
-        atomic_write(csv_file, events_csv(session.records()))
+        atomic_write(csv_file, events_csv_chunks(session.records()))
         err.print(f"[dim]wrote {csv_file} (one row per op event)[/]")
     sys.stdout.flush()

@@ -322,14 +322,20 @@ def memory_panel(v: TopView, width: int, height: int) -> Text:
         row("KV cache", f"{fmt_bytes(v.kv_cache_bytes)}{fill}", None, "yellow")
     if not last.device_total_bytes:
         out.append("no GPU line: ", style="dim")
-        out.append(v.no_gpu_reason or "NVML reports no memory for this device", style="dim")
+        if v.no_gpu_reason:
+            out.append(v.no_gpu_reason, style="dim")
+        elif v.device.startswith("cpu"):
+            out.append(f"the {v.backend} engine runs on the CPU", style="dim")
+        else:
+            out.append("NVML reports no memory for this device", style="dim")
     else:
         out.rstrip()
     return out
 
 
 # --- system --------------------------------------------------------------------------------------
-def system_panel(cpus: list[float], gpu, width: int, height: int, no_gpu_reason: str | None = None) -> Text:
+def system_panel(cpus: list[float], gpu, width: int, height: int, no_gpu_reason: str | None = None,
+                 backend: str | None = None) -> Text:
     """CPU % per core (psutil) and, on a GPU, utilisation, power and temperature (NVML)."""
     out = Text(no_wrap=True, overflow="crop")
     n = len(cpus)
@@ -353,9 +359,10 @@ def system_panel(cpus: list[float], gpu, width: int, height: int, no_gpu_reason:
         out.append("gpu ", style="bold")
         out.append(f"util {_na(gpu.utilization_pct, '%')}  power {_na(gpu.power_w, ' W')}  temp {_na(gpu.temperature_c, '°C')}")
     else:
-        out.append("gpu: none", style="dim")
         if no_gpu_reason:
-            out.append(f" ({no_gpu_reason})", style="dim")
+            out.append(f"gpu: none ({no_gpu_reason})", style="dim")
+        else:
+            out.append(f"gpu: not used by the {backend or 'current'} engine", style="dim")
     return out
 
 

@@ -28,7 +28,7 @@ from ..runner import RunOptions, build_engine, device_label, make_record, new_ru
 
 AVG_WINDOW = 16  # decode tokens in the moving average
 HISTORY = 600  # points kept for the over-time plots
-KEEP_STEPS = 50_000  # steps kept for export; older generations are dropped whole
+KEEP_STEPS = 20_000  # forward passes kept for export (qwen2.5-0.5b: ~6 KB each); older generations are dropped whole
 
 
 @dataclass
@@ -108,6 +108,8 @@ class TopSession:
         self._interrupt = False  # end the current generation early
         self._quit = False
         self._pending_backend: str | None = backend
+        self._loading_backend: str | None = None
+        self._first_backend = backend  # --dtype applies to this one
         self._retry = False
         self.engine = None
         self.backend = backend
@@ -140,7 +142,11 @@ class TopSession:
         self._thread.start()
 
     def pause(self, paused: bool | None = None) -> bool:
+        """Toggle (or set) the pause. After an engine error, the toggle means "go on": it
+        unpauses and retries."""
         with self._lock:
+            if paused is None and self.v.state == "error":
+                paused = False
             self._paused = (not self._paused) if paused is None else paused
             if not self._paused and self.v.state == "error":
                 self._retry = True
@@ -157,7 +163,7 @@ class TopSession:
         """Reload the engine as `backend` (default: the next usable one) in the worker."""
         with self._lock:
             if backend is None:
-                cur = self._pending_backend or self.backend
+                cur = self._pending_backend or self._loading_backend or self.backend
                 i = self.backends.index(cur) if cur in self.backends else -1
                 backend = self.backends[(i + 1) % len(self.backends)]
             self._pending_backend = backend
@@ -232,8 +238,9 @@ class TopSession:
             out.avg_bytes = sum(t[1] for t in tabs) / n
             out.avg_wall = sum(walls) / n
             out.avg_n = n
-            shares = [t[2] for t in tabs if t[2] is not None]
-            out.barrier_share_avg = sum(shares) / len(shares) if shares else None
+            timed = [(t[2], w) for t, w in zip(tabs, walls) if t[2] is not None]
+            wall = sum(w for _, w in timed)  # barrier time / token time, as `aios run` reports it
+            out.barrier_share_avg = sum(sh * w for sh, w in timed) / wall if wall else None
         keep = {id(it[0]) for it in recent} | ({id(pre[0])} if pre else set())
         for k in [k for k in self._tables if k not in keep]:
             self._tables.pop(k, None)
@@ -269,19 +276,27 @@ class TopSession:
                 if waiting or (self._paused and pending is None):
                     self._wake.wait(0.2)
                     continue
+                if pending is None and self.engine is None:
+                    pending = self.backend  # a retry after a failed first load: load again
                 self._retry = False
                 self._interrupt = False
                 text, ids = self.prompts[self._prompt_i % len(self.prompts)]
-                self._prompt_i += 1
             try:
                 if pending is not None:
                     self._load(pending, ids)
-                if self.engine is not None:
-                    self._generate(text, ids)
+                with self._lock:
+                    if self._paused or self._quit or self.engine is None:
+                        continue  # a load while paused waits here, before any prefill
+                    self._prompt_i += 1
+                self._generate(text, ids)
             except Exception as e:  # shown in the TUI; the worker waits for the next command
+                with self._lock:
+                    self._loading_backend = None
                 msg = error_line(e)
                 if self.engine is not None:
                     msg += f" — still on {self.backend}: space goes on, b tries another engine"
+                else:
+                    msg += " — space tries again, b tries another engine"
                 with self._lock:
                     self._current = None
                     self._set_state("error", msg)
@@ -290,6 +305,7 @@ class TopSession:
         with self._lock:
             self._set_state("loading", f"loading {self.ckpt.name} into the {backend} engine")
             self.v.load_progress = None
+            self._loading_backend = backend
         engine_class(backend).preflight(self.ckpt.config, self.ckpt.name)
 
         def progress(done: int, total: int) -> None:
@@ -298,7 +314,8 @@ class TopSession:
 
         old = self.engine
         try:
-            engine, _ = build_engine(self.ckpt, backend, self.opts.dtype if backend == self.backend else None, progress)
+            dtype = self.opts.dtype if backend == self._first_backend else None
+            engine, _ = build_engine(self.ckpt, backend, dtype, progress)
             with self._lock:
                 self._set_state("warming", f"warming up {backend} (JIT compile, caches)")
             warm_up(engine, ids, self.opts)
@@ -313,7 +330,12 @@ class TopSession:
             self.v.device = device_label(engine)
             self.v.weight_bytes = engine.resident_weight_bytes
             self.v.load_progress = None
-            self._recent.clear()
+            self._loading_backend = None
+            self._set_state("paused" if self._paused else "generating")
+            self.v.token_index = 0
+            self._recent.clear()  # the averages and the tokens/s history start again
+            self._rates.clear()
+            self._shares.clear()
             self._prefill_step = None
         del old
         import gc
@@ -442,12 +464,3 @@ def error_line(e: BaseException) -> str:
         return "out of GPU memory — try a smaller model, --dtype bfloat16 or fewer --max-new-tokens"
     msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return f"{name}: {msg}" if msg else name
-
-
-def cpu_percents() -> list[float]:
-    """Per-core CPU % since the previous call (psutil; the first call primes it)."""
-    import psutil
-
-    return psutil.cpu_percent(percpu=True)
-
-
