@@ -256,6 +256,14 @@ def tokens_panel(v: TopView, width: int, height: int) -> Text:
     else:
         out.append("n/a", style="dim")
     rows = height - 2 if height else 3
+    if len(gens) > 1 and (rows >= 4 or not height):  # prefill over time: one point per generation
+        ttfts = [g.ttft_s for g in gens]
+        label = "TTFT/gen "
+        out.append(f"\n{label}", style="dim")
+        w = max(1, (width or 60) - len(label) - 12)
+        out.append(sparkline(ttfts, w, 0.0, max(ttfts[-w:])), style="cyan")
+        out.append(f" ↑{fmt_time(max(ttfts[-w:]))}", style="dim")
+        rows -= 1
     if rates and rows > 0:
         hi = max(rates[-width:]) if width else max(rates)
         label = f" ↑{fmt_rate(hi)}"
