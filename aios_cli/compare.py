@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .errors import BAD_INPUT, INTERRUPTED, fail
+from .errors import fail, guarded
 
 app = typer.Typer(help="Measure scalar vs SIMD vs BLAS vs GPU, and prefill vs decode, on this machine.",
                   no_args_is_help=True)
@@ -71,23 +71,6 @@ def _csv(rows: list[dict], columns) -> str:
     for r in rows:
         w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
     return buf.getvalue()
-
-
-def _guard(fn):
-    """One-line errors for bad input and interrupts, as `aios run` does."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*a, **kw):
-        from engines.errors import UserError
-
-        try:
-            return fn(*a, **kw)
-        except UserError as e:
-            fail(str(e), BAD_INPUT)
-        except KeyboardInterrupt:
-            fail("interrupted", INTERRUPTED)
-    return wrapper
 
 
 # --- dot / matmul ---------------------------------------------------------------------------
@@ -278,7 +261,7 @@ _SIZES_HELP = {"dot": "Comma list of vector lengths, e.g. 1e3,1e4,1e5,1e6,1e7 (d
 
 
 def _make_kernel_command(op: str):
-    @_guard
+    @guarded
     def command(
         sizes: Annotated[Optional[str], typer.Option("--sizes", "-s", help=_SIZES_HELP[op])] = None,
         backends: Annotated[Optional[str], typer.Option("--backends", "-b", help="Subset of scalar,simd,blas,torch,cuda.")] = None,
@@ -303,7 +286,7 @@ app.command("matmul")(_make_kernel_command("matmul"))
 # --- peak -----------------------------------------------------------------------------------
 
 @app.command("peak")
-@_guard
+@guarded
 def peak(
     refresh: Annotated[bool, typer.Option("--refresh", help="Measure again instead of showing the cached figures.")] = False,
     format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
@@ -358,7 +341,7 @@ def print_peaks(console, pk) -> None:
 # --- prefill vs decode ------------------------------------------------------------------------
 
 @app.command("prefill-decode")
-@_guard
+@guarded
 def prefill_decode(
     backend: Annotated[Optional[str], typer.Option("--backend", "-b", help="scalar, simd, cuda or torch (default: cuda with a GPU, else simd).")] = None,
     model: Annotated[str, typer.Option("--model", "-m", help="A preset, an HF-format directory or a cached repo id.")] = "tiny",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 import sys
 
 OK = 0
@@ -18,3 +20,32 @@ def fail(message: str, code: int = BAD_INPUT):
 
     print(f"aios: error: {message}", file=sys.stderr)
     raise typer.Exit(code)
+
+
+def guarded(fn):
+    """Run a command body so that every failure ends in one line and an exit code: bad input
+    (UserError, host out of memory) 2, Ctrl-C 130, a bug in aios 1 (AIOS_DEBUG=1 re-raises it
+    with its traceback). Shared by every command."""
+
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        import typer
+
+        from engines.errors import UserError
+
+        try:
+            return fn(*a, **kw)
+        except UserError as e:
+            fail(str(e), BAD_INPUT)
+        except KeyboardInterrupt:
+            fail("interrupted", INTERRUPTED)
+        except MemoryError:
+            fail("out of host memory — try a smaller --model or fewer tokens", BAD_INPUT)
+        except typer.Exit:
+            raise
+        except Exception as e:
+            if os.environ.get("AIOS_DEBUG"):
+                raise
+            fail(f"internal error: {type(e).__name__}: {e} — please report it (rerun with AIOS_DEBUG=1 for the "
+                 "traceback)", INTERNAL)
+    return wrapper

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .errors import BAD_INPUT, INTERNAL, INTERRUPTED, fail
+from .errors import fail, guarded
 
 FORMATS = ("table", "csv", "json", "md")
 DEFAULT_PROMPT = "The quick brown fox"
@@ -65,24 +65,10 @@ def run(
     """Generate text and profile every op of the forward pass, per layer and per token."""
     params = dict(locals())
     quiet_blas_pool()
-    from engines.errors import UserError
-
-    try:
-        _run(**params)
-    except UserError as e:
-        fail(str(e), BAD_INPUT)
-    except KeyboardInterrupt:
-        fail("interrupted", INTERRUPTED)
-    except MemoryError:
-        fail("out of host memory — try a smaller --model or --max-new-tokens", BAD_INPUT)
-    except typer.Exit:
-        raise
-    except Exception as e:  # a bug in aios: say so in one line; AIOS_DEBUG=1 shows the traceback
-        if os.environ.get("AIOS_DEBUG"):
-            raise
-        fail(f"internal error: {type(e).__name__}: {e} — please report it (rerun with AIOS_DEBUG=1 for the traceback)", INTERNAL)
+    _run(**params)
 
 
+@guarded
 def _run(backend, model, dtype, prompt, prompt_ids, max_new_tokens, ignore_eos, greedy, temperature, top_k,
          top_p, seed, profile, format, csv_file, trace_file, warmup, quiet) -> None:
     from rich.console import Console

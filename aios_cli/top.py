@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .errors import BAD_INPUT, INTERNAL, INTERRUPTED, fail
+from .errors import fail, guarded
 from .run import DEFAULT_PROMPT, parse_ids, quiet_blas_pool
 
 _MODEL = "Model"
@@ -35,22 +35,10 @@ def top(
     """Watch the forward pass live: per-layer timings, reduction barriers, memory and tokens/s."""
     params = dict(locals())
     quiet_blas_pool()
-    from engines.errors import UserError
-
-    try:
-        _top(**params)
-    except UserError as e:
-        fail(str(e), BAD_INPUT)
-    except KeyboardInterrupt:
-        fail("interrupted", INTERRUPTED)
-    except typer.Exit:
-        raise
-    except Exception as e:
-        if os.environ.get("AIOS_DEBUG"):
-            raise
-        fail(f"internal error: {type(e).__name__}: {e} — please report it (rerun with AIOS_DEBUG=1 for the traceback)", INTERNAL)
+    _top(**params)
 
 
+@guarded
 def _top(backend, model, dtype, prompt, prompt_ids, max_new_tokens, ignore_eos, temperature, seed, profile, once,
          csv_file, exit_after, stats_file) -> None:
     import math

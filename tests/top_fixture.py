@@ -69,7 +69,6 @@ def frozen_session(n_tokens: int = 40) -> FrozenSession:
     v = s.v
     v.dtype, v.device, v.state, v.generation = "float32", "cpu: Example 8-core CPU", "generating", 3
     v.no_gpu_reason = "torch 2.13.0+cpu is a CPU-only build"
-    v.weight_bytes = s.engine.resident_weight_bytes
     s._current = {"backend": "simd", "engine": s.engine, "prompt_ids": ids, "run_id": "frozen",
                   "steps": [], "generated_ids": [], "memory": []}
     text_ids = ckpt.tokenizer.encode(" jumps over the lazy dog, and the dog sleeps on in the warm sun while"

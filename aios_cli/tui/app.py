@@ -21,7 +21,7 @@ from textual.widget import Widget
 from textual.widgets import Footer, Input, Label, Static, TabbedContent, TabPane
 
 from . import panels
-from .session import TopView
+from .session import TopView, engine_gpu
 
 REFRESH_S = 0.2  # view refresh period: 5 Hz (the target is >= 4 Hz while generating)
 SYSTEM_S = 1.0  # psutil / NVML sampling period
@@ -419,14 +419,4 @@ class SystemSampler:
         self.session = session
 
     def sample(self):
-        cpus = self._psutil.cpu_percent(percpu=True)
-        gpu = None
-        eng = getattr(self.session, "engine", None)
-        if eng is not None and eng.device == "cuda":
-            from profilers import nvml
-
-            from ..runner import gpu_index_of
-
-            i = gpu_index_of(eng)
-            gpu = nvml.gpu(i) if i is not None else None
-        return cpus, gpu
+        return self._psutil.cpu_percent(percpu=True), engine_gpu(getattr(self.session, "engine", None))

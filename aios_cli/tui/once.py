@@ -10,6 +10,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from . import panels
+from .session import engine_gpu
 
 
 def report(v, cpus, gpu, width: int) -> Group:
@@ -50,16 +51,9 @@ def run_once(session, err: Console, csv_file: Path | None) -> None:
 
     psutil.cpu_percent(percpu=True)
     with err.status("starting", spinner="dots") as status:
-        session.run_once(on_phase=lambda msg: status.update(f"{session.backend}: {msg}"))
+        session.run_once(on_phase=status.update)
     cpus = psutil.cpu_percent(percpu=True)  # averaged over the run
-    gpu = None
-    if session.engine is not None and session.engine.device == "cuda":
-        from profilers import nvml
-
-        from ..runner import gpu_index_of
-
-        i = gpu_index_of(session.engine)
-        gpu = nvml.gpu(i) if i is not None else None
+    gpu = engine_gpu(session.engine)
     out = Console(highlight=False)
     out.print(report(session.view(), cpus, gpu, out.width))
     if csv_file is not None:

@@ -11,6 +11,7 @@ import math
 import numpy as np
 from rich.text import Text
 
+from profilers.compare import fmt_t
 from profilers.ops import KINDS
 
 from ..render import fmt_bytes
@@ -25,13 +26,8 @@ SPARK = "▁▂▃▄▅▆▇█"
 
 # --- small pieces ------------------------------------------------------------------------
 def fmt_time(s: float | None) -> str:
-    if s is None or not math.isfinite(s):
-        return "n/a"
-    if s >= 1:
-        return f"{s:.2f}s"
-    if s >= 1e-3:
-        return f"{s * 1e3:.2f}ms"
-    return f"{s * 1e6:.0f}µs"
+    """`fmt_t` without the space, for tight columns."""
+    return "n/a" if s is None or not math.isfinite(s) else fmt_t(s).replace(" ", "")
 
 
 def fmt_rate(x: float | None, unit: str = "tok/s") -> str:

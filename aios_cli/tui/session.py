@@ -24,7 +24,8 @@ from profilers.memory import MemorySample
 from profilers.probe import BARRIER_MASK, Step
 from profilers.record import RunRecord, step_layer_bytes, step_layer_table
 
-from ..runner import RunOptions, build_engine, device_label, make_record, new_run_id, profile_run, warm_up
+from ..runner import (RunOptions, build_engine, device_label, gpu_index_of, make_record, new_run_id, profile_run,
+                      warm_up)
 
 AVG_WINDOW = 16  # decode tokens in the moving average
 HISTORY = 600  # points kept for the over-time plots
@@ -89,7 +90,6 @@ class TopView:
     memory: list[MemorySample] = field(default_factory=list)
     kv_cache_bytes: int | None = None
     kv_positions: tuple[int, int] | None = None  # (filled, capacity)
-    weight_bytes: int | None = None
     no_gpu_reason: str | None = None
     # text
     text: str = ""
@@ -301,11 +301,14 @@ class TopSession:
                     self._current = None
                     self._set_state("error", msg)
 
-    def _load(self, backend: str, ids: list[int]) -> None:
+    def _load(self, backend: str, ids: list[int], on_phase=None) -> None:
+        phase = on_phase or (lambda msg: None)
+        msg = f"loading {self.ckpt.name} into the {backend} engine"
         with self._lock:
-            self._set_state("loading", f"loading {self.ckpt.name} into the {backend} engine")
+            self._set_state("loading", msg)
             self.v.load_progress = None
             self._loading_backend = backend
+        phase(msg)
         engine_class(backend).preflight(self.ckpt.config, self.ckpt.name)
 
         def progress(done: int, total: int) -> None:
@@ -316,19 +319,19 @@ class TopSession:
         try:
             dtype = self.opts.dtype if backend == self._first_backend else None
             engine, _ = build_engine(self.ckpt, backend, dtype, progress)
+            msg = f"warming up {backend} (JIT compile, caches)"
             with self._lock:
-                self._set_state("warming", f"warming up {backend} (JIT compile, caches)")
+                self._set_state("warming", msg)
+            phase(msg)
             warm_up(engine, ids, self.opts)
         except Exception:
-            if old is not None:  # keep measuring on the engine we had
-                with self._lock:
-                    self.v.load_progress = None
+            with self._lock:  # the engine we had, if any, goes on measuring
+                self.v.load_progress = None
             raise
         with self._lock:
             self.engine, self.backend = engine, backend
             self.v.backend, self.v.dtype = backend, engine.dtype
             self.v.device = device_label(engine)
-            self.v.weight_bytes = engine.resident_weight_bytes
             self.v.load_progress = None
             self._loading_backend = None
             self._set_state("paused" if self._paused else "generating")
@@ -419,24 +422,26 @@ class TopSession:
                 self._wake.wait(0.1)
 
     # --- one-shot (aios top --once) -----------------------------------------------------------
-    def run_once(self, on_phase=None, progress=None) -> None:
+    def run_once(self, on_phase=None) -> None:
         """Load, warm up and run one generation in this thread."""
         text, ids = self.prompts[0]
-        backend = self._pending_backend or self.backend
         self._pending_backend = None
-        if on_phase:
-            on_phase(f"loading {self.ckpt.name} into the {backend} engine")
-        engine, _ = build_engine(self.ckpt, backend, self.opts.dtype, progress)
-        if on_phase:
-            on_phase("warming up (JIT compile, caches)")
-        warm_up(engine, ids, self.opts)
-        self.engine, self.backend = engine, backend
-        self.v.backend, self.v.dtype, self.v.device = backend, engine.dtype, device_label(engine)
-        self.v.weight_bytes = engine.resident_weight_bytes
+        self._load(self.backend, ids, on_phase)
         if on_phase:
             on_phase("generating")
         self._generate(text, ids)
         self.v.state = "done"
+
+
+def engine_gpu(engine):
+    """NVML's view (utilisation, power, temperature) of the GPU `engine` runs on; None for
+    CPU engines."""
+    if engine is None or engine.device != "cuda":
+        return None
+    from profilers import nvml
+
+    i = gpu_index_of(engine)
+    return nvml.gpu(i) if i is not None else None
 
 
 def usable_backends(ckpt) -> tuple[str, ...]:
