@@ -10,30 +10,8 @@ import typer
 from .errors import fail
 
 
-def engine_status() -> dict[str, tuple[bool, str]]:
-    """backend -> (usable, why / what)."""
-    out: dict[str, tuple[bool, str]] = {"scalar": (True, "pure Python: always available")}
-    try:
-        import numba
-        import numpy
-
-        out["simd"] = (True, f"NumPy {numpy.__version__} + Numba {numba.__version__}")
-    except ImportError as e:
-        out["simd"] = (False, f"missing {e.name}: pip install numba numpy")
-    try:
-        import torch
-
-        out["torch"] = (True, f"torch {torch.__version__} on the CPU")
-    except ImportError:
-        out["torch"] = (False, "torch is not installed (see README: install torch)")
-    from engines import cuda_status
-
-    ok, why = cuda_status()
-    out["cuda"] = (ok, why)
-    return out
-
-
 def gather() -> dict:
+    from engines import backend_status
     from profilers import nvml, sysinfo
 
     usable, physical = sysinfo.cores()
@@ -52,7 +30,7 @@ def gather() -> dict:
         "ram": {"total_bytes": total, "available_bytes": avail},
         "gpus": gpus,
         "gpu_unavailable_reason": None if gpus else (nvml.unavailable_reason() or "NVML sees no device"),
-        "engines": {k: {"usable": v[0], "detail": v[1]} for k, v in engine_status().items()},
+        "engines": {b: dict(zip(("usable", "detail"), backend_status(b))) for b in ("scalar", "simd", "torch", "cuda")},
         "peaks": _cached_peaks(),
     }
 
@@ -80,7 +58,7 @@ def info(
     from rich.console import Console
     from rich.table import Table
 
-    from .render import fmt_bytes
+    from .fmt import fmt_bytes
 
     c = Console(highlight=False)
     v = d["versions"]
@@ -115,6 +93,6 @@ def info(
     if pk is None:
         c.print("measured peaks: none cached yet — `aios compare peak` measures them")
     else:
-        from .compare import print_peaks
+        from .compare.peak import print_peaks
 
         print_peaks(c, pk)

@@ -42,7 +42,7 @@ def models(
     from rich.console import Console
     from rich.table import Table
 
-    from .render import fmt_bytes
+    from .fmt import fmt_bytes
 
     t = Table(title="models", title_justify="left",
               caption="presets: exact shapes of the real models, random weights from a fixed seed (gibberish "

@@ -2,36 +2,10 @@
 
 from __future__ import annotations
 
-from profilers.compare import fmt_t
-from profilers.ops import KINDS
+from engines.ops import KINDS
 from profilers.record import RunRecord
 
-
-def fmt_bytes(n) -> str:
-    if n is None:
-        return "n/a"
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    return f"{n:.2f} TiB"
-
-
-def fmt_s(s) -> str:
-    return "n/a" if s is None else fmt_t(s)
-
-
-def fmt_ms(s) -> str:
-    return "n/a" if s is None else f"{s * 1e3:.3f}"
-
-
-def fmt_num(x, spec=".1f", suffix="") -> str:
-    return "n/a" if x is None else f"{x:{spec}}{suffix}"
-
-
-def fmt_pct(x) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
+from .fmt import fmt_bytes, fmt_ms, fmt_num, fmt_pct, fmt_t
 
 
 def summary_lines(r: RunRecord) -> list[tuple[str, str]]:
@@ -56,8 +30,8 @@ def summary_lines(r: RunRecord) -> list[tuple[str, str]]:
         ("backend", f"{r.backend} · {r.dtype} · {r.device}"),
         ("model", f"{r.model} ({r.config.arch}, {r.config.num_params() / 1e6:.1f}M params, {r.config.num_layers} layers)"),
         ("prompt / new tokens", f"{s['prompt_tokens']} / {s['new_tokens']}"),
-        ("load · JIT", f"{fmt_s(s['load_s'])} · {fmt_s(s['jit_s'])}"),
-        ("TTFT", fmt_s(s["ttft_s"])),
+        ("load · JIT", f"{fmt_t(s['load_s'])} · {fmt_t(s['jit_s'])}"),
+        ("TTFT", fmt_t(s["ttft_s"])),
         ("prefill", f"{fmt_num(s['prefill_tokens_per_s'])} tok/s"),
         ("decode", f"{fmt_num(s['decode_tokens_per_s'])} tok/s over {s['decode_tokens']} tokens"),
         ("decode ms/token", spread),

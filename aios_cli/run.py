@@ -2,54 +2,31 @@
 
 from __future__ import annotations
 
-import math
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
+from profilers.threads import quiet_blas_pool
+
 from .errors import fail, guarded
+from .request import DEFAULT_PROMPT, MODEL_PANEL, BackendOpt, GenerateRequest, ModelOpt, PromptIdsOpt
 
 FORMATS = ("table", "csv", "json", "md")
-DEFAULT_PROMPT = "The quick brown fox"
 
-_MODEL = "Model"
 _SAMPLING = "Sampling"
 _OUTPUT = "Output"
 
 
-def quiet_blas_pool() -> None:
-    """Let OpenBLAS's idle workers sleep at once instead of spinning for ~0.1 s (its default).
-    The simd engine's prefill calls BLAS and its decode runs on Numba's threads; on a 2-core
-    machine the spinning BLAS workers steal a core from decode (measured on `tiny`: 254 tok/s
-    with the default spin, 617 tok/s without). Read when NumPy loads OpenBLAS, so this must
-    run before the first numpy import; a value the user exported wins."""
-    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-
-
-def parse_ids(s: str) -> list[int]:
-    parts = s.replace(" ", "").split(",")
-    if parts and parts[-1] == "":
-        parts.pop()  # allow one trailing comma
-    try:
-        ids = [int(x) for x in parts]
-    except ValueError:
-        fail(f"--prompt-ids must be comma-separated integers, got {s!r} — e.g. --prompt-ids 1,2,3")
-    if not ids:
-        fail("--prompt-ids is empty — e.g. --prompt-ids 1,2,3")
-    return ids
-
-
 def run(
-    backend: Annotated[Optional[str], typer.Option("--backend", "-b", help="scalar, simd, cuda or torch; a comma list runs each in turn. Default: cuda with a usable GPU, else simd.", rich_help_panel=_MODEL)] = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="A preset (tiny, qwen2.5-0.5b, ...), an HF-format directory, or a repo id in the local HF cache.", rich_help_panel=_MODEL)] = "tiny",
-    dtype: Annotated[Optional[str], typer.Option("--dtype", help="Engine dtype: scalar float64, simd float32, cuda bfloat16|float16|float32 (default bfloat16), torch float32|bfloat16.", rich_help_panel=_MODEL)] = None,
-    prompt: Annotated[str, typer.Option("--prompt", "-p", help="Prompt text.", rich_help_panel=_MODEL)] = DEFAULT_PROMPT,
-    prompt_ids: Annotated[Optional[str], typer.Option("--prompt-ids", help="Token ids, e.g. 1,2,3 (bypasses the tokenizer).", rich_help_panel=_MODEL)] = None,
-    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", help="Tokens to generate.", rich_help_panel=_MODEL)] = 16,
-    ignore_eos: Annotated[bool, typer.Option("--ignore-eos", help="Keep generating past an end-of-sequence token.", rich_help_panel=_MODEL)] = False,
+    backend: BackendOpt = None,
+    model: ModelOpt = "tiny",
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="Engine dtype: scalar float64, simd float32, cuda bfloat16|float16|float32 (default bfloat16), torch float32|bfloat16.", rich_help_panel=MODEL_PANEL)] = None,
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="Prompt text.", rich_help_panel=MODEL_PANEL)] = DEFAULT_PROMPT,
+    prompt_ids: PromptIdsOpt = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", help="Tokens to generate.", rich_help_panel=MODEL_PANEL)] = 16,
+    ignore_eos: Annotated[bool, typer.Option("--ignore-eos", help="Keep generating past an end-of-sequence token.", rich_help_panel=MODEL_PANEL)] = False,
     greedy: Annotated[bool, typer.Option("--greedy", help="Always take the most likely token (the default unless --temperature > 0).", rich_help_panel=_SAMPLING)] = False,
     temperature: Annotated[float, typer.Option("--temperature", "-t", help="Sampling temperature; 0 means greedy.", rich_help_panel=_SAMPLING)] = 0.0,
     top_k: Annotated[int, typer.Option("--top-k", help="Keep the k most likely tokens (0: off).", rich_help_panel=_SAMPLING)] = 0,
@@ -63,86 +40,36 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or streamed text; only the result.", rich_help_panel=_OUTPUT)] = False,
 ) -> None:
     """Generate text and profile every op of the forward pass, per layer and per token."""
-    params = dict(locals())
     quiet_blas_pool()
-    _run(**params)
+    req = GenerateRequest(backend=backend, model=model, dtype=dtype, prompts=[prompt], prompt_ids=prompt_ids,
+                          max_new_tokens=max_new_tokens, profile=profile, ignore_eos=ignore_eos, warmup=warmup,
+                          greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                          outputs={"--csv": csv_file, "--trace": trace_file}, op_outputs=("--csv",))
+    _run(req, format, csv_file, trace_file, quiet)
 
 
 @guarded
-def _run(backend, model, dtype, prompt, prompt_ids, max_new_tokens, ignore_eos, greedy, temperature, top_k,
-         top_p, seed, profile, format, csv_file, trace_file, warmup, quiet) -> None:
+def _run(req: GenerateRequest, format: str, csv_file: Path | None, trace_file: Path | None, quiet: bool) -> None:
     from rich.console import Console
 
-    from engines.checkpoint import open_model
-    from engines.generate import check_request
-    from engines.sampling import SamplingParams
-    from profilers.probe import LEVELS
-
     from . import render
-    from .runner import RunOptions, check_backend
 
     err = Console(stderr=True, highlight=False)
-    # --- validate everything before loading anything --------------------------------
-    if max_new_tokens < 1:
-        fail(f"--max-new-tokens must be positive, got {max_new_tokens} — pass 1 or more")
-    if profile not in LEVELS:
-        fail(f"unknown --profile {profile!r} — choose from: {', '.join(LEVELS)}")
     if format not in FORMATS:
         fail(f"unknown --format {format!r} — choose from: {', '.join(FORMATS)}")
-    if not (math.isfinite(temperature) and temperature >= 0) or not 0 < top_p <= 1 or top_k < 0:
-        fail("sampling needs a finite --temperature >= 0, 0 < --top-p <= 1 and --top-k >= 0 — e.g. -t 0.8 --top-p 0.95")
-    if csv_file is not None and profile != "op":
-        fail(f"--csv writes one row per op event, which --profile {profile} does not record — use --profile op")
-    for flag, path in (("--csv", csv_file), ("--trace", trace_file)):
-        if path is not None:
-            from profilers.export import check_writable
-
-            why = check_writable(path)
-            if why:
-                fail(f"{flag} {path}: {why} — pick a writable path")
-    chosen_note = None
-    if backend is None:
-        from engines import default_backend
-
-        chosen, why = default_backend()
-        backends = [chosen]
-        chosen_note = f"[dim]backend:[/] {chosen} [dim]({why}; pick one with --backend)[/]"
-    else:
-        backends = [b.strip() for b in backend.split(",") if b.strip()]
-        if not backends:
-            from engines import BACKENDS
-
-            fail(f"--backend is empty — choose from {', '.join(BACKENDS)}")
-    for b in backends:
-        check_backend(b, dtype)
-    ids = parse_ids(prompt_ids) if prompt_ids is not None else None
-
-    # --- model and prompt -------------------------------------------------------------
-    with err.status(f"opening {model}", spinner="dots") if not quiet else _null():
-        ckpt = open_model(model)
-    if ids is None:
-        if ckpt.tokenizer is None:
-            fail(f"{model} has no tokenizer.json — pass --prompt-ids 1,2,3 instead of --prompt")
-        ids = ckpt.tokenizer.encode(prompt).ids
-    check_request(ckpt.config, ids, max_new_tokens)
-    from engines import engine_class
-
-    for b in backends:  # refuse now, not after the first backend has run
-        engine_class(b).preflight(ckpt.config, ckpt.name)
+    backends, chosen_why = req.check()
+    status = (lambda msg: err.status(msg, spinner="dots")) if not quiet else None
+    ckpt, [(_, ids)] = req.open(backends, status)
     if not quiet:
-        if chosen_note:  # only once the input is known to be good: a bad input gets one line
-            err.print(chosen_note)
+        if chosen_why:  # only once the input is known to be good: a bad input gets one line
+            err.print(f"[dim]backend:[/] {backends[0]} [dim]({chosen_why}; pick one with --backend)[/]")
         for note in ckpt.notes:
             err.print(f"[dim]note: {note}[/]")
-
-    sampling = SamplingParams(greedy=greedy or temperature == 0, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-    opts = RunOptions(max_new_tokens=max_new_tokens, sampling=sampling, dtype=dtype, profile=profile,
-                      warmup=warmup, ignore_eos=ignore_eos)
-    records = []
-    for b in backends:
-        records.append(_one_backend(ckpt, b, ids, opts, err, quiet, stream=format == "table"))
+    opts = req.run_options()
+    records = [_one_backend(ckpt, b, ids, opts, err, quiet, stream=format == "table") for b in backends]
 
     # --- output ---------------------------------------------------------------------------
+    from engines.files import atomic_write
     from profilers import export
 
     out = Console(highlight=False, soft_wrap=True)
@@ -154,22 +81,12 @@ def _run(backend, model, dtype, prompt, prompt_ids, max_new_tokens, ignore_eos, 
         sys.stdout.write(export.to_json(records) + "\n")
     else:
         sys.stdout.write(export.summary_csv(records))
-    if csv_file is not None:
-        export.atomic_write(csv_file, export.events_csv(records))
-        if not quiet:
-            err.print(f"[dim]wrote {csv_file} (one row per op event)[/]")
-    if trace_file is not None:
-        export.atomic_write(trace_file, export.chrome_trace(records))
-        if not quiet:
-            err.print(f"[dim]wrote {trace_file} (open it in https://ui.perfetto.dev)[/]")
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
+    for path, write, what in ((csv_file, export.events_csv, "one row per op event"),
+                              (trace_file, export.chrome_trace, "open it in https://ui.perfetto.dev")):
+        if path is not None:
+            atomic_write(path, write(records))
+            if not quiet:
+                err.print(f"[dim]wrote {path} ({what})[/]")
 
 
 def _one_backend(ckpt, backend, ids, opts, err, quiet, stream):
@@ -178,45 +95,43 @@ def _one_backend(ckpt, backend, ids, opts, err, quiet, stream):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from engines.tokenizer import StreamDecoder
+    from profilers.harness import profile_run, start_run
 
-    from .runner import profile_run
-
-    decoder = StreamDecoder(ckpt.tokenizer) if ckpt.tokenizer is not None else None
-    text_out = sys.stdout if stream else sys.stderr
     if quiet:
         rec = profile_run(ckpt, backend, ids, opts)
-    else:
-        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), console=err, transient=True)
-        state = {"task": None, "started": False}
+        gc.collect()
+        return rec
+    decoder = StreamDecoder(ckpt.tokenizer) if ckpt.tokenizer is not None else None
+    text_out = sys.stdout if stream else sys.stderr
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=err, transient=True)
+    state = {"task": None}
 
-        def on_phase(msg):
-            if state["task"] is None:
-                progress.start()
-                state["task"] = progress.add_task(f"{backend}: {msg}", total=None)
-            else:
-                progress.update(state["task"], description=f"{backend}: {msg}", total=None, completed=0)
-            if msg == "generating":
-                progress.stop()
-
-        def on_load(done, total):
-            progress.update(state["task"], total=total, completed=done)
-
-        def on_token(tok):
-            if not state["started"]:
-                state["started"] = True
-                text_out.write(f"[{backend}] ")
-            piece = decoder.push(tok) if decoder else f"{tok} "
-            text_out.write(piece)
-            text_out.flush()
-
-        try:
-            rec = profile_run(ckpt, backend, ids, opts, on_token=on_token, on_phase=on_phase, progress=on_load)
-        finally:
+    def on_phase(msg):
+        if state["task"] is None:
+            progress.start()
+            state["task"] = progress.add_task(f"{backend}: {msg}", total=None)
+        else:
+            progress.update(state["task"], description=f"{backend}: {msg}", total=None, completed=0)
+        if msg == "generating":
             progress.stop()
-        if decoder:
-            text_out.write(decoder.flush())
-        text_out.write("\n")
+
+    def on_load(done, total):
+        progress.update(state["task"], total=total, completed=done)
+
+    try:
+        run = start_run(ckpt, backend, ids, opts, on_phase=on_phase, progress=on_load)
+    finally:
+        progress.stop()
+    for i, (_, token) in enumerate(run):
+        if i == 0:
+            text_out.write(f"[{backend}] ")
+        text_out.write(decoder.push(token) if decoder else f"{token} ")
         text_out.flush()
+    if decoder:
+        text_out.write(decoder.flush())
+    text_out.write("\n")
+    text_out.flush()
+    rec = run.record()
     gc.collect()
     return rec

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 _WARMUP_SNIPPET = (
     "import sys, time; sys.path.insert(0, {root!r}); t = time.perf_counter(); "
-    "import engines.simd_kernels as sk; imp = time.perf_counter() - t; "
+    "import {module} as sk; imp = time.perf_counter() - t; "
     "w = sk.warmup(); print(f'{{imp:.3f}} {{w:.3f}}')"
 )
 
@@ -24,11 +24,12 @@ def load_avg() -> str:
         return "load avg n/a"
 
 
-def jit_cold_vs_cached() -> tuple[float, float, float, float]:
-    """(import s, warmup s) with an empty Numba cache, then again with it populated."""
+def jit_cold_vs_cached(module: str = "engines.simd_kernels") -> tuple[float, float, float, float]:
+    """(import s, warmup s) of `module`'s kernels with an empty Numba cache, then again with it
+    populated."""
     with tempfile.TemporaryDirectory(prefix="aios-numba-cache-") as d:
         env = dict(os.environ, NUMBA_CACHE_DIR=d)
-        code = _WARMUP_SNIPPET.format(root=str(ROOT))
+        code = _WARMUP_SNIPPET.format(root=str(ROOT), module=module)
         res = []
         for _ in range(2):
             out = subprocess.run([sys.executable, "-c", code], env=env, check=True,

@@ -6,7 +6,7 @@
 
 dot (float32 vectors, n = 1e4 .. 1e7), one call each of:
 
-* ``numba``      ``engines.simd_kernels.dot(a, b)`` (serial body below ``_PAR_MIN_DOT``)
+* ``numba``      ``profilers.bench.simd_kernels.dot(a, b)`` (serial body below ``_PAR_MIN_DOT``)
 * ``numba-1t``   its serial body ``_dot_ser`` (one thread, whatever n)
 * ``numpy``      ``np.dot(a, b)`` (OpenBLAS sdot: single-threaded)
 * ``torch``      ``torch.dot`` (CPU), and ``torch-gpu`` when CUDA is available (synchronized,
@@ -19,7 +19,7 @@ reported as the median per-call time (min - max) and as GB/s of bytes *read*
 stream (16 chunks summed; the DRAM read ceiling a dot product is chasing).  ``read@n`` is the same read-only
 stream over the dot's own 2 * n * 4 bytes (an L2/L3 ceiling for the in-cache sizes).
 
-matmul (square float32, 64 .. 1024): ``engines.simd_kernels.matmul(A, B, out)`` vs
+matmul (square float32, 64 .. 1024): ``profilers.bench.simd_kernels.matmul(A, B, out)`` vs
 ``np.matmul(A, B, out=out)`` (OpenBLAS sgemm) vs ``torch.mm`` (CPU), GFLOP/s
 (2 * n**3 / median) and % of the numpy (BLAS) median.
 
@@ -308,11 +308,11 @@ def main(argv=None) -> None:
 
     # ---- JIT time, reported separately from the kernel timings
     if not args.no_cold_jit:
-        imp_c, w_c, imp_w, w_w = _jit_cold_vs_cached()
-        print(f"JIT warmup, all kernels (fresh NUMBA_CACHE_DIR, subprocess): cold {w_c:6.2f} s   "
+        imp_c, w_c, imp_w, w_w = _jit_cold_vs_cached("profilers.bench.simd_kernels")
+        print(f"JIT warmup, dot and matmul (fresh NUMBA_CACHE_DIR, subprocess): cold {w_c:6.2f} s   "
               f"cached {w_w:5.2f} s   (module import {imp_c:.2f} s / {imp_w:.2f} s)")
     t0 = time.perf_counter()
-    import engines.simd_kernels as sk
+    import profilers.bench.simd_kernels as sk
     t_imp = time.perf_counter() - t0
     t_w = sk.warmup()
     hits = sum(sum(k.stats.cache_hits.values()) for k in sk._PUBLIC.values())

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aios_cli.run import quiet_blas_pool  # noqa: E402
+from profilers.threads import quiet_blas_pool  # noqa: E402
 
 quiet_blas_pool()  # as `aios run` does, before NumPy loads OpenBLAS
 
@@ -31,8 +31,9 @@ import numpy as np  # noqa: E402
 
 from engines import engine_class  # noqa: E402
 from engines.checkpoint import open_model  # noqa: E402
-from engines.generate import generate  # noqa: E402
-from engines.sampling import Sampler, SamplingParams  # noqa: E402
+from engines.generate import Generation  # noqa: E402
+from engines.sampling import SamplingParams  # noqa: E402
+from profilers.harness import measured  # noqa: E402
 from profilers.peaks import cpu_copy_bandwidth  # noqa: E402
 from profilers.probe import Probe  # noqa: E402
 
@@ -56,13 +57,17 @@ def bench(model: str, backend: str, tokens: int, repeat: int) -> dict:
     eng = engine_class(backend)(ckpt)
     load_s = time.perf_counter() - t
     jit_s = eng.warmup()
-    sampler = SamplingParams(greedy=True)
-    generate(eng, PROMPT, 3, Sampler(sampler), Probe("none"))  # untimed warm-up
+    greedy = SamplingParams(greedy=True)
+
+    def generation(n):
+        return Generation(eng, PROMPT, n, eng.make_sampler(greedy))
+
+    for _ in generation(3):  # untimed warm-up
+        pass
     rates = []
     for _ in range(repeat):
-        probe = Probe("none")
-        gen = generate(eng, PROMPT, tokens, Sampler(sampler), probe, stop_ids=())
-        dec = [s.wall_s for s in probe.steps if s.phase == "decode"]
+        gen = generation(tokens)
+        dec = [st.wall_s for st, _ in measured(gen, Probe("none")) if st.phase == "decode"]
         rates.append(len(dec) / sum(dec))
     cfg = ckpt.config
     weight_bytes = cfg.decode_weight_bytes("float32")

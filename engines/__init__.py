@@ -1,6 +1,10 @@
-"""Engines: one module per backend, found by name and imported only when used.
+"""Engines: the core. Model loading, the op table they implement, the forward pass on each
+backend, sampling and generation. Nothing here measures or presents: an engine reports each
+op to whatever `lap` callable it is given (`profilers` measures, `aios_cli` presents; imports
+run `aios_cli` -> `profilers` -> `engines`, never back).
 
-Adding an engine = one module with an ``Engine`` subclass + one line in ``BACKENDS``.
+Adding an engine = one module with an ``Engine`` subclass + one line in ``BACKENDS``; an
+engine's module is imported only when it runs.
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import NamedTuple
 
+from .devices import cuda_status, gpu_count
 from .errors import BackendError
 
 
@@ -47,42 +52,43 @@ def engine_class(backend: str):
     return getattr(importlib.import_module(b.module), b.cls)
 
 
-def require_cuda() -> None:
-    ok, why = cuda_status()
-    if not ok:
-        raise BackendError(f"--backend cuda needs an NVIDIA GPU: {why}", "use --backend simd (or torch)")
-
-
-def cuda_status() -> tuple[bool, str]:
-    """(usable, why not). Imports torch: call only when needed."""
-    try:
-        import torch
-    except ImportError:
-        return False, "torch is not installed"
-    if not torch.cuda.is_available():
-        if torch.version.cuda is None:
-            return False, f"torch {torch.__version__} is a CPU-only build"
-        return False, "no usable NVIDIA GPU (torch.cuda.is_available() is False)"
-    return True, torch.cuda.get_device_name(0)
-
-
-def nvml_gpu_count() -> int:
-    """NVIDIA GPUs NVML can see (0 without a driver). Cheap: no torch import."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
+def backend_status(backend: str) -> tuple[bool, str]:
+    """Can `backend` run on this machine? (usable, what it runs on / why not). The one place
+    this is decided. cuda imports torch: ask only when needed."""
+    check_known(backend)
+    if backend == "scalar":
+        return True, "pure Python: always available"
+    if backend == "simd":
         try:
-            return int(pynvml.nvmlDeviceGetCount())
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:
-        return 0
+            import numba
+            import numpy
+        except ImportError as e:
+            return False, f"missing {e.name}: pip install numba numpy"
+        return True, f"NumPy {numpy.__version__} + Numba {numba.__version__}"
+    if backend == "torch":
+        try:
+            import torch
+        except ImportError:
+            return False, "torch is not installed (see README: install torch)"
+        return True, f"torch {torch.__version__} on the CPU"
+    return cuda_status()
+
+
+def check_backend(backend: str, dtype: str | None = None) -> None:
+    """Raise BackendError now, before anything loads, if `backend` cannot run here or does not
+    run `dtype`."""
+    check_known(backend)
+    resolve_dtype(backend, dtype)
+    ok, why = backend_status(backend)
+    if not ok:
+        if backend == "cuda":
+            raise BackendError(f"--backend cuda needs an NVIDIA GPU: {why}", "use --backend simd (or torch)")
+        raise BackendError(f"--backend {backend} cannot run here: {why}", "use --backend scalar")
 
 
 def default_backend() -> tuple[str, str]:
     """(backend, why): cuda where a GPU is usable, otherwise simd."""
-    if nvml_gpu_count() == 0:
+    if gpu_count() == 0:
         return "simd", "no NVIDIA GPU found"
     ok, why = cuda_status()
     if ok:

@@ -1,61 +1,69 @@
-"""What every engine provides, and what they share: RoPE tables and the KV-cache capacity."""
+"""What every engine provides, and what they share: loading the weight layout, RoPE tables and
+the KV-cache capacity. Shapes use the legend in `engines.config`."""
 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import numpy as np
 
-from profilers.probe import Probe
-
 from .checkpoint import Checkpoint
 from .errors import UserError
+from .ops import noop_lap
+from .sampling import Sampler, SamplingParams
+from .weights import op_weight_bytes, resident_bytes
+
+Lap = Callable[[int, int], None]  # lap(layer, op_id): layer -1 for the ops outside the layers
 
 
 class Engine:
     """One forward pass over a KV cache.
 
     ``prefill(ids)`` pushes the prompt through in one parallel pass; ``decode(id)`` pushes one
-    token. Both return the last position's logits as a NumPy vector, which the engine may reuse
-    on its next call: copy it to keep it (``all_logits=True`` on prefill returns every
-    position's, in a new array, for parity tests). Every op ends with
-    ``self.lap(layer, op_id)`` so the probe sees it.
+    token. Both return the last position's logits where the engine computed them (a NumPy
+    vector for the CPU engines, a tensor on the device for torch), which the engine may reuse
+    on its next call; ``make_sampler`` gives the sampler that picks a token there, so only the
+    token id crosses to the host. ``all_logits=True`` on prefill returns every position's
+    logits as a new NumPy array on the host (for parity tests).
+
+    Every op ends with ``self.lap(layer, op_id)``: a no-op function unless someone measuring
+    sets another with ``set_lap``. The engine knows nothing of who listens.
     """
 
     name = "?"
     device = "cpu"
     dtype = "float32"
-    weight_itemsize = 4  # bytes per weight as the engine holds them
     act_itemsize = 4  # bytes per activation
 
-    def __init__(self, ckpt: Checkpoint, probe: Probe | None = None):
+    def __init__(self, ckpt: Checkpoint):
         self.ckpt = ckpt
         self.cfg = ckpt.config
         self.pos = 0  # tokens in the KV cache
         self.capacity = 0
-        self.set_probe(probe or Probe("none"))
+        self.lap: Lap = noop_lap
 
     @staticmethod
     def preflight(cfg, model_name: str) -> None:
         """Raise UserError if this engine cannot take the model (checked before any loading)."""
 
-    def set_probe(self, probe: Probe) -> None:
-        self.probe = probe
-        self.lap = probe.lap
+    def set_lap(self, lap: Lap | None) -> None:
+        self.lap = lap or noop_lap
 
     # --- to implement ------------------------------------------------------------------
     def reset(self, capacity: int) -> None:
         """Empty the KV cache and make room for `capacity` positions."""
         raise NotImplementedError
 
-    def prefill(self, ids: list[int], all_logits: bool = False) -> np.ndarray:
+    def prefill(self, ids: list[int], all_logits: bool = False):
         raise NotImplementedError
 
-    def decode(self, token_id: int) -> np.ndarray:
+    def decode(self, token_id: int):
         raise NotImplementedError
 
-    @property
-    def resident_weight_bytes(self) -> int:
+    @staticmethod
+    def nbytes(tensor) -> int:
+        """Bytes of one weight as this engine holds it."""
         raise NotImplementedError
 
     def kv_cache_bytes(self) -> int:
@@ -70,7 +78,32 @@ class Engine:
         """Device memory as the engine sees it (torch allocator); empty on plain CPU engines."""
         return {}
 
+    def make_sampler(self, params: SamplingParams) -> Sampler:
+        """A sampler that picks from this engine's logits where they are."""
+        return Sampler(params)
+
+    def to_host(self, logits) -> np.ndarray:
+        """Logits as a NumPy array on the host (for tests and checks, not the hot path)."""
+        return np.asarray(logits)
+
     # --- shared ------------------------------------------------------------------------
+    def load_weights(self, convert: Callable, progress: Callable[[int, int], None] | None = None) -> None:
+        """The checkpoint's weights in this engine's representation, layer by layer:
+        `self.embed`, `self.layers` (LayerWeights), `self.final_norm`, `self.lm_head` (the
+        embedding itself when tied), and what they weigh (`op_weight_bytes`, per op)."""
+        w, cfg = self.ckpt.weights, self.cfg
+        self.embed = convert(w.embed)  # (V, H)
+        self.layers = []
+        for i in range(cfg.num_layers):
+            self.layers.append(w.layer(i).map(convert))
+            if progress:
+                progress(i + 1, cfg.num_layers)
+        self.final_norm = convert(w.final_norm)  # (H,)
+        self.lm_head = self.embed if cfg.tie_word_embeddings else convert(w.lm_head)  # (V, H)
+        parts = (self.layers, self.embed, self.final_norm, self.lm_head)
+        self.op_weight_bytes = op_weight_bytes(*parts, cfg.vocab_size, self.nbytes)
+        self.resident_weight_bytes = resident_bytes(*parts, self.nbytes)
+
     def check_room(self, n: int) -> None:
         if self.pos + n > self.capacity:
             raise UserError(
@@ -80,9 +113,9 @@ class Engine:
 
 
 def rope_tables(head_dim: int, theta: float, positions: int) -> tuple[np.ndarray, np.ndarray]:
-    """cos, sin of shape (positions, head_dim // 2), in float64.
+    """cos, sin of shape (positions, hd/2), in float64.
 
-    inv_freq_j = theta^(-2j / head_dim); angle(pos, j) = pos * inv_freq_j (HF's rotate_half RoPE).
+    inv_freq_j = theta^(-2j / hd); angle(pos, j) = pos * inv_freq_j (HF's rotate_half RoPE).
     """
     half = head_dim // 2
     inv_freq = 1.0 / (theta ** (np.arange(0, half, dtype=np.float64) * 2.0 / head_dim))

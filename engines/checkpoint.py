@@ -14,83 +14,23 @@ import time
 import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from .config import PRESETS, ModelConfig, config_from_hf, preset
 from .errors import ModelError
 from .safetensors_mmap import TensorRef, read_safetensors
+from .weights import LM_HEAD_NAME, EMBED_NAME, ModelWeights, expected_shapes
 
 PRESET_SEED = 20241203  # every engine on every machine draws the same preset weights
 INIT_STD = 0.02  # HF's initializer_range for Qwen2/Qwen3
-
-
-def layer_prefix(i: int) -> str:
-    return f"model.layers.{i}."
-
-
-def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Every tensor the forward pass reads, by its HF name, with its shape."""
-    H, I, q, kv, hd = cfg.hidden_size, cfg.intermediate_size, cfg.q_dim, cfg.kv_dim, cfg.head_dim
-    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (cfg.vocab_size, H)}
-    for i in range(cfg.num_layers):
-        p = layer_prefix(i)
-        shapes.update({
-            p + "input_layernorm.weight": (H,),
-            p + "self_attn.q_proj.weight": (q, H),
-            p + "self_attn.k_proj.weight": (kv, H),
-            p + "self_attn.v_proj.weight": (kv, H),
-            p + "self_attn.o_proj.weight": (H, q),
-            p + "post_attention_layernorm.weight": (H,),
-            p + "mlp.gate_proj.weight": (I, H),
-            p + "mlp.up_proj.weight": (I, H),
-            p + "mlp.down_proj.weight": (H, I),
-        })
-        if cfg.attention_bias:
-            shapes.update({p + "self_attn.q_proj.bias": (q,), p + "self_attn.k_proj.bias": (kv,), p + "self_attn.v_proj.bias": (kv,)})
-        if cfg.qk_norm:
-            shapes.update({p + "self_attn.q_norm.weight": (hd,), p + "self_attn.k_norm.weight": (hd,)})
-    shapes["model.norm.weight"] = (H,)
-    if not cfg.tie_word_embeddings:
-        shapes["lm_head.weight"] = (cfg.vocab_size, H)
-    return shapes
-
-
-def lm_head_name(cfg: ModelConfig) -> str:
-    return "model.embed_tokens.weight" if cfg.tie_word_embeddings else "lm_head.weight"
-
-
-def to_float32(t: TensorRef) -> np.ndarray:
-    """Widen any stored dtype to a C-contiguous float32 array (bf16: shift the bits up)."""
-    a = t.array
-    if t.dtype == "bfloat16":
-        return (a.astype(np.uint32) << 16).view(np.float32)
-    if t.dtype == "float32":
-        return np.ascontiguousarray(a)
-    return a.astype(np.float32)
-
-
-class Weights:
-    """Tensors by HF name. `get` returns the stored form, `f32` a float32 array."""
-
-    def __init__(self, cfg: ModelConfig, loader: Callable[[str], TensorRef], stored_dtype: str, names: list[str]):
-        self.cfg = cfg
-        self._loader = loader
-        self.stored_dtype = stored_dtype
-        self.names = names
-
-    def get(self, name: str) -> TensorRef:
-        return self._loader(name)
-
-    def f32(self, name: str) -> np.ndarray:
-        return to_float32(self._loader(name))
+NORM_STD = 0.1  # norm weights are drawn around 1, so a norm-weight bug shows in the engines' agreement
 
 
 @dataclass
 class Checkpoint:
     config: ModelConfig
-    weights: Weights
+    weights: ModelWeights
     tokenizer: object | None  # tokenizers.Tokenizer
     source: str  # what the user passed
     kind: str  # preset | directory | hf-cache
@@ -103,22 +43,20 @@ class Checkpoint:
     def name(self) -> str:
         return self.config.name or self.source
 
-    @property
-    def is_preset(self) -> bool:
-        return self.kind == "preset"
-
 
 # --- presets -----------------------------------------------------------------------------
 
 def _preset_tensor(name: str, shape: tuple[int, ...]) -> np.ndarray:
-    """Seeded per tensor (seed, crc32(name)), so any tensor can be drawn alone, in any order."""
-    if name.endswith("norm.weight"):
-        return np.ones(shape, np.float32)
+    """Seeded per tensor (seed, crc32(name)), so any tensor can be drawn alone, in any order.
+    Uniform (faster to draw than a normal, and just as good for profiling): std INIT_STD around
+    0, or NORM_STD around 1 for norm weights."""
     rng = np.random.default_rng([PRESET_SEED, zlib.crc32(name.encode())])
-    # uniform with std INIT_STD: faster to draw than a normal, and just as good for profiling
+    norm = name.endswith("norm.weight")
     a = rng.random(shape, dtype=np.float32)
     a -= 0.5
-    a *= INIT_STD * np.sqrt(12.0, dtype=np.float32)
+    a *= (NORM_STD if norm else INIT_STD) * np.sqrt(12.0, dtype=np.float32)
+    if norm:
+        a += 1.0
     return a
 
 
@@ -136,7 +74,7 @@ def open_preset(name: str) -> Checkpoint:
 
     tok = qwen25_tokenizer()
     return Checkpoint(
-        config=cfg, weights=Weights(cfg, load, "float32", list(shapes)), tokenizer=tok, source=name,
+        config=cfg, weights=ModelWeights(cfg, load, "float32"), tokenizer=tok, source=name,
         kind="preset", path=None, stored_bytes=cfg.weight_bytes("float32"),
         open_seconds=time.perf_counter() - t0,
         notes=["preset: random weights from a fixed seed (gibberish text); real shapes, no download"],
@@ -245,7 +183,7 @@ def open_directory(path: Path, source: str, kind: str = "directory") -> Checkpoi
     for f in _weight_files(path):
         tensors.update(read_safetensors(str(f)))
     shapes = expected_shapes(cfg)
-    if cfg.tie_word_embeddings is False and "lm_head.weight" not in tensors and "model.embed_tokens.weight" in tensors:
+    if cfg.tie_word_embeddings is False and LM_HEAD_NAME not in tensors and EMBED_NAME in tensors:
         # some checkpoints say untied but ship no lm_head; HF then ties them too
         raise ModelError(f"{path}: config says tie_word_embeddings=false but there is no lm_head.weight", "fix config.json")
     for name, shape in shapes.items():
@@ -271,7 +209,7 @@ def open_directory(path: Path, source: str, kind: str = "directory") -> Checkpoi
     else:
         notes.append("no tokenizer.json: use --prompt-ids; output shows token ids")
     return Checkpoint(
-        config=cfg, weights=Weights(cfg, tensors.__getitem__, stored, list(shapes)), tokenizer=tok,
+        config=cfg, weights=ModelWeights(cfg, tensors.__getitem__, stored), tokenizer=tok,
         source=source, kind=kind, path=str(path), stored_bytes=sum(tensors[n].nbytes for n in shapes),
         open_seconds=time.perf_counter() - t0, notes=notes,
     )

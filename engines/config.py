@@ -1,5 +1,17 @@
 """Model configuration: what the forward pass needs to know, read from an HF config.json
-or taken from the table of built-in presets (exact shapes of real Qwen models)."""
+or taken from the table of built-in presets (exact shapes of real Qwen models).
+
+Shape legend, used in the comments of every engine:
+
+    T    tokens pushed through this pass (the prompt for prefill, 1 for decode)
+    P    tokens already in the KV cache before the pass (past)
+    S    P + T: the keys and values attention reads
+    H    hidden size                    I    MLP width (intermediate size)
+    V    vocabulary size                L    number of decoder layers
+    nh   query heads                    nkv  key/value heads (GQA: nh % nkv == 0)
+    hd   head dim                       g    nh // nkv: query heads per KV head
+    q    nh * hd                        kv   nkv * hd
+"""
 
 from __future__ import annotations
 

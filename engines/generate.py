@@ -1,31 +1,18 @@
-"""The generate loop every engine shares: prefill, sample, then decode one token at a time.
+"""Generation, one forward pass at a time: prefill, then decode one token at a time.
 
-Each forward pass is one profiler step: begin_step, the engine's laps, the sampler's lap,
-end_step. Memory is sampled between steps, outside the timed region.
+`Generation` is pull-style: nothing runs until the caller asks for the next pass with
+`step()` (or iterates), so a caller that measures wraps each pass from outside, a live view
+pauses by not pulling, and a batched engine can offer the same shape. It knows nothing of
+measurement: the only thing it adds to the engine's laps is the `sample` op's.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-from typing import Callable
+from typing import Iterator
 
-from profilers.memory import MemorySampler
-from profilers.ops import SAMPLE
-from profilers.probe import Probe, Step
-
-from .base import Engine
 from .errors import UserError
+from .ops import SAMPLE
 from .sampling import Sampler
-
-
-@dataclass
-class Generation:
-    prompt_ids: list[int]
-    generated_ids: list[int] = field(default_factory=list)
-    steps: list[Step] = field(default_factory=list)
-    wall_s: float = 0.0
-    stopped_at_eos: bool = False
 
 
 def check_request(cfg, ids: list[int], max_new_tokens: int) -> None:
@@ -52,60 +39,55 @@ def check_prompt(ids: list[int], vocab_size: int) -> None:
         )
 
 
-def forward_step(engine: Engine, probe: Probe, sampler: Sampler, phase: str, index: int, n_tokens: int,
-                 run: Callable[[], object]) -> tuple[int, Step]:
-    """One profiled forward pass: `run()` (the engine's prefill or decode), then sampling."""
-    probe.begin_step(phase, index, n_tokens, engine.pos)
-    logits = run()
-    probe.mark_host()
+def sample_next(engine, sampler: Sampler, logits) -> int:
+    """Pick the next token where the logits are, lapped as the `sample` op; only the id
+    crosses to the host."""
     token = sampler(logits)
-    probe.host_lap(-1, SAMPLE)
-    return token, probe.end_step()
+    engine.lap(-1, SAMPLE)
+    return int(token)
 
 
-def generate(
-    engine: Engine,
-    prompt_ids: list[int],
-    max_new_tokens: int,
-    sampler: Sampler,
-    probe: Probe,
-    memory: MemorySampler | None = None,
-    on_token: Callable[[int], None] | None = None,
-    stop_ids: tuple[int, ...] = (),
-    should_stop: Callable[[], bool] | None = None,
-    on_step: Callable[[Step], None] | None = None,
-) -> Generation:
-    """Generate up to `max_new_tokens` tokens after `prompt_ids` (the KV cache is reset).
+class Generation:
+    """Up to `max_new_tokens` tokens after `prompt_ids`, on an engine whose KV cache it resets.
 
-    `on_step(step)` runs after each forward pass, outside its timed region: a live view reads
-    steps there, and a paused view may block there without adding to any measured time.
-    `should_stop()` is asked before each decode step."""
-    check_request(engine.cfg, prompt_ids, max_new_tokens)
-    engine.set_probe(probe)
-    engine.reset(len(prompt_ids) + max_new_tokens)
-    gen = Generation(list(prompt_ids))
-    t0 = time.perf_counter()
+    Each `step()` is one forward pass and returns the token it produced: the first is the
+    prefill over the prompt, the others decode the previous token. `done` turns true after
+    `max_new_tokens` tokens or a token in `stop_ids`."""
 
-    def step(phase: str, index: int, run: Callable):
-        token, st = forward_step(engine, probe, sampler, phase, index, len(prompt_ids) if phase == "prefill" else 1, run)
-        gen.steps.append(st)
-        if memory is not None:
-            memory.sample(engine)
-        if on_step is not None:
-            on_step(st)
+    def __init__(self, engine, prompt_ids: list[int], max_new_tokens: int, sampler: Sampler,
+                 stop_ids: tuple[int, ...] = ()):
+        check_request(engine.cfg, prompt_ids, max_new_tokens)
+        self.engine = engine
+        self.prompt_ids = list(prompt_ids)
+        self.max_new_tokens = max_new_tokens
+        self.sampler = sampler
+        self.stop_ids = stop_ids
+        self.generated_ids: list[int] = []
+        self.stopped_at_eos = False
+        engine.reset(len(prompt_ids) + max_new_tokens)
+
+    @property
+    def done(self) -> bool:
+        return self.stopped_at_eos or len(self.generated_ids) >= self.max_new_tokens
+
+    def next_pass(self) -> tuple[str, int, int]:
+        """(phase, token index, tokens pushed) of the pass `step()` runs next."""
+        if not self.generated_ids:
+            return "prefill", 0, len(self.prompt_ids)
+        return "decode", len(self.generated_ids), 1
+
+    def step(self) -> int:
+        engine = self.engine
+        if self.generated_ids:
+            logits = engine.decode(self.generated_ids[-1])
+        else:
+            logits = engine.prefill(self.prompt_ids)
+        token = sample_next(engine, self.sampler, logits)
+        self.generated_ids.append(token)
+        if token in self.stop_ids:
+            self.stopped_at_eos = True
         return token
 
-    token = step("prefill", 0, lambda: engine.prefill(prompt_ids))
-    for i in range(max_new_tokens):
-        gen.generated_ids.append(token)
-        if on_token:
-            on_token(token)
-        if token in stop_ids:
-            gen.stopped_at_eos = True
-            break
-        if i == max_new_tokens - 1 or (should_stop and should_stop()):
-            break
-        prev = token
-        token = step("decode", i + 1, lambda: engine.decode(prev))
-    gen.wall_s = time.perf_counter() - t0
-    return gen
+    def __iter__(self) -> Iterator[int]:
+        while not self.done:
+            yield self.step()

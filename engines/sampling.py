@@ -1,7 +1,19 @@
 """One sampler for every engine: greedy, temperature, top-k, top-p, seeded.
 
-Engines hand back logits as a NumPy vector; sampling happens here, in float64, so two
-engines that produce the same logits pick the same token for the same seed.
+The random stream is one NumPy generator on the host, whatever the engine: each non-greedy
+token consumes one uniform draw `r`. The pick itself runs where the logits are (here in NumPy
+for the CPU engines; `engines.torch_sampling` does the same steps on the device), so only the
+token id crosses to the host. Both implementations follow the same steps in float64:
+
+    x = logits / temperature
+    keep = the top_k ids (all ids when top_k is off), in ascending id order
+    p = softmax(x[keep])
+    top_p < 1: order keep by p descending (ties: lower id first) and keep the smallest prefix
+               whose mass reaches top_p, renormalised
+    token = keep[first j with cumsum(p)[j] > r * sum(p)]
+
+so two engines that produce the same logits pick the same token for the same seed (up to
+float rounding at a boundary), and greedy is a plain argmax (the first of equal maxima).
 """
 
 from __future__ import annotations
@@ -19,8 +31,12 @@ class SamplingParams:
     top_p: float = 1.0  # 1.0: off
     seed: int = 0
 
+    @property
+    def is_greedy(self) -> bool:
+        return self.greedy or self.temperature <= 0
+
     def describe(self) -> str:
-        if self.greedy or self.temperature <= 0:
+        if self.is_greedy:
             return "greedy"
         parts = [f"temperature={self.temperature:g}"]
         if self.top_k:
@@ -32,32 +48,34 @@ class SamplingParams:
 
 
 class Sampler:
+    """Picks the next token from a logits vector (V,). Calling it returns the token id: an int
+    here, a 0-d tensor on the device for the torch implementation (`int()` of it syncs)."""
+
     def __init__(self, params: SamplingParams):
         self.params = params
         self.rng = np.random.default_rng(params.seed)
 
-    def __call__(self, logits: np.ndarray) -> int:
+    def __call__(self, logits):
+        if self.params.is_greedy:
+            return self.argmax(logits)
+        return self.pick(logits, float(self.rng.random()))
+
+    def argmax(self, logits) -> int:
+        return int(np.argmax(logits))
+
+    def pick(self, logits, r: float) -> int:
         p = self.params
-        if p.greedy or p.temperature <= 0:
-            return int(np.argmax(logits))
         x = np.asarray(logits, dtype=np.float64) / p.temperature
-        ids = np.arange(x.shape[0])
-        if 0 < p.top_k < x.shape[0]:
-            ids = np.argpartition(-x, p.top_k - 1)[: p.top_k]
-            x = x[ids]
-        # softmax, max-subtracted
-        x = np.exp(x - x.max())
-        probs = x / x.sum()
+        V = x.shape[0]
+        keep = np.sort(np.argpartition(-x, p.top_k - 1)[: p.top_k]) if 0 < p.top_k < V else np.arange(V)
+        e = np.exp(x[keep] - x[keep].max())
+        probs = e / e.sum()
         if p.top_p < 1.0:
             order = np.argsort(-probs, kind="stable")
-            sorted_p = probs[order]
-            cum = np.cumsum(sorted_p)
-            keep = int(np.searchsorted(cum, p.top_p)) + 1  # smallest prefix with mass >= top_p
-            order = order[:keep]
-            ids, probs = ids[order], sorted_p[:keep] / sorted_p[:keep].sum()
-        else:
-            order = np.argsort(ids, kind="stable")  # a fixed order makes draws reproducible
-            ids, probs = ids[order], probs[order]
-        r = self.rng.random()
-        k = int(np.searchsorted(np.cumsum(probs), r * probs.sum(), side="right"))
-        return int(ids[min(k, len(ids) - 1)])
+            keep, probs = keep[order], probs[order]
+            before = np.concatenate(([0.0], np.cumsum(probs)[:-1]))  # mass of the more likely tokens
+            probs = np.where(before < p.top_p, probs, 0.0)  # the smallest prefix reaching top_p
+        cdf = np.cumsum(probs)
+        j = int(np.searchsorted(cdf, r * cdf[-1], side="right"))
+        last = int(np.flatnonzero(probs)[-1])
+        return int(keep[min(j, last)])

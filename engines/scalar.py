@@ -2,7 +2,7 @@
 
 Lists of floats, `math`, and loops — float64 throughout. It is the readable reference: every
 other engine computes exactly this, only faster. Read `_forward` top to bottom; it is the
-whole model.
+whole model. Shapes use the legend in `engines.config`.
 """
 
 from __future__ import annotations
@@ -12,15 +12,14 @@ from operator import mul
 
 import numpy as np
 
-from profilers.ops import (
+from . import resolve_dtype
+from .base import Engine, attn_scale, rope_tables
+from .errors import BackendError
+from .ops import (
     ATTN_MIX, ATTN_NORM, ATTN_SCORES, ATTN_SOFTMAX, DOWN_PROJ, EMBED, FINAL_NORM, GATE_UP_PROJ,
     LM_HEAD, MLP_NORM, O_PROJ, QK_NORM, QKV_PROJ, ROPE, SILU_MUL,
 )
-
-from .base import Engine, attn_scale, rope_tables
-from .checkpoint import layer_prefix, lm_head_name
-from . import resolve_dtype
-from .errors import BackendError
+from .weights import to_float32
 
 Vector = list  # list[float]
 Matrix = list  # list[Vector], row-major: W[out][in]
@@ -81,51 +80,18 @@ def heads(v: Vector, n: int, d: int) -> list[Vector]:
 # The model
 # ---------------------------------------------------------------------------------------
 
-class Layer:
-    """One decoder layer's weights as Python lists (shapes in comments)."""
-
-    def __init__(self, w, p: str, cfg):
-        def mat(name):
-            return w.f32(p + name).astype(np.float64).tolist()
-
-        def vec(name):
-            return w.f32(p + name).astype(np.float64).tolist()
-
-        self.attn_norm = vec("input_layernorm.weight")  # (H,)
-        self.wq, self.wk, self.wv = mat("self_attn.q_proj.weight"), mat("self_attn.k_proj.weight"), mat("self_attn.v_proj.weight")  # (nh*hd, H), (nkv*hd, H) x2
-        zq, zk = [0.0] * cfg.q_dim, [0.0] * cfg.kv_dim
-        self.bq = vec("self_attn.q_proj.bias") if cfg.attention_bias else zq  # (nh*hd,)
-        self.bk = vec("self_attn.k_proj.bias") if cfg.attention_bias else zk  # (nkv*hd,)
-        self.bv = vec("self_attn.v_proj.bias") if cfg.attention_bias else zk
-        self.q_norm = vec("self_attn.q_norm.weight") if cfg.qk_norm else None  # (hd,)
-        self.k_norm = vec("self_attn.k_norm.weight") if cfg.qk_norm else None
-        self.wo = mat("self_attn.o_proj.weight")  # (H, nh*hd)
-        self.mlp_norm = vec("post_attention_layernorm.weight")  # (H,)
-        self.w_gate, self.w_up = mat("mlp.gate_proj.weight"), mat("mlp.up_proj.weight")  # (I, H) x2
-        self.w_down = mat("mlp.down_proj.weight")  # (H, I)
-
-
 class ScalarEngine(Engine):
     name = "scalar"
     dtype = "float64"
-    weight_itemsize = 8
     act_itemsize = 8
 
-    def __init__(self, ckpt, probe=None, dtype: str | None = None, progress=None):
-        super().__init__(ckpt, probe)
+    def __init__(self, ckpt, dtype: str | None = None, progress=None):
+        super().__init__(ckpt)
         resolve_dtype(self.name, dtype)
         self.preflight(self.cfg, ckpt.name)
-        cfg = self.cfg
-        w = ckpt.weights
-        self.embed = w.f32("model.embed_tokens.weight").astype(np.float64).tolist()  # (V, H)
-        self.layers = []
-        for i in range(cfg.num_layers):
-            self.layers.append(Layer(w, layer_prefix(i), cfg))
-            if progress:
-                progress(i + 1, cfg.num_layers)
-        self.final_norm = w.f32("model.norm.weight").astype(np.float64).tolist()  # (H,)
-        head = lm_head_name(cfg)
-        self.lm_head = self.embed if cfg.tie_word_embeddings else w.f32(head).astype(np.float64).tolist()  # (V, H)
+        # weights as Python lists of float64: matrices W[out][in], vectors (the layout and its
+        # shapes: engines.weights.LayerWeights)
+        self.load_weights(lambda t: to_float32(t).astype(np.float64).tolist(), progress)
         self.cos_table: list = []
         self.sin_table: list = []
         self.reset(64)
@@ -144,9 +110,11 @@ class ScalarEngine(Engine):
                 "use --backend simd, or a smaller model such as --model tiny",
             )
 
-    @property
-    def resident_weight_bytes(self) -> int:
-        return self.cfg.num_params() * 8  # as float64 values (the Python objects take ~4x more)
+    @staticmethod
+    def nbytes(tensor: list) -> int:
+        """As float64 values (the Python float objects take ~4x more)."""
+        rows = len(tensor)
+        return 8 * (rows * len(tensor[0]) if rows and isinstance(tensor[0], list) else rows)
 
     def reset(self, capacity: int) -> None:
         cfg = self.cfg
@@ -175,18 +143,22 @@ class ScalarEngine(Engine):
         eps, scale = cfg.rms_norm_eps, attn_scale(hd)
         P, T = self.pos, len(ids)
 
+        qd, kvd, I = cfg.q_dim, cfg.kv_dim, cfg.intermediate_size
         x = [list(self.embed[t]) for t in ids]  # (T, H) the residual stream
         lap(-1, EMBED)
-        for li, L in enumerate(self.layers):
-            h = [rmsnorm(row, L.attn_norm, eps) for row in x]
+        for li, lw in enumerate(self.layers):
+            h = [rmsnorm(row, lw.attn_norm, eps) for row in x]
             lap(li, ATTN_NORM)
-            q = [heads(add(matvec(L.wq, r), L.bq), nh, hd) for r in h]  # (T, nh, hd)
-            k = [heads(add(matvec(L.wk, r), L.bk), nkv, hd) for r in h]  # (T, nkv, hd)
-            v = [heads(add(matvec(L.wv, r), L.bv), nkv, hd) for r in h]  # (T, nkv, hd)
+            qkv = [matvec(lw.qkv, r) for r in h]  # (T, q + 2kv): q | k | v
+            if lw.qkv_bias is not None:
+                qkv = [add(r, lw.qkv_bias) for r in qkv]
+            q = [heads(r[:qd], nh, hd) for r in qkv]  # (T, nh, hd)
+            k = [heads(r[qd:qd + kvd], nkv, hd) for r in qkv]  # (T, nkv, hd)
+            v = [heads(r[qd + kvd:], nkv, hd) for r in qkv]  # (T, nkv, hd)
             lap(li, QKV_PROJ)
-            if L.q_norm is not None:
-                q = [[rmsnorm(hv, L.q_norm, eps) for hv in qt] for qt in q]
-                k = [[rmsnorm(hv, L.k_norm, eps) for hv in kt] for kt in k]
+            if lw.q_norm is not None:
+                q = [[rmsnorm(hv, lw.q_norm, eps) for hv in qt] for qt in q]
+                k = [[rmsnorm(hv, lw.k_norm, eps) for hv in kt] for kt in k]
                 lap(li, QK_NORM)
             for t in range(T):
                 cos, sin = self.cos_table[P + t], self.sin_table[P + t]
@@ -201,7 +173,7 @@ class ScalarEngine(Engine):
             lap(li, ATTN_SCORES)
             probs = [[softmax(row) for row in st] for st in scores]
             lap(li, ATTN_SOFTMAX)
-            attn = []  # (T, nh*hd)
+            attn = []  # (T, q)
             for t in range(T):
                 out_t: Vector = []
                 for hh in range(nh):
@@ -212,16 +184,15 @@ class ScalarEngine(Engine):
                     out_t += acc
                 attn.append(out_t)
             lap(li, ATTN_MIX)
-            x = [add(xr, matvec(L.wo, ar)) for xr, ar in zip(x, attn)]
+            x = [add(xr, matvec(lw.o_proj, ar)) for xr, ar in zip(x, attn)]
             lap(li, O_PROJ)
-            h = [rmsnorm(row, L.mlp_norm, eps) for row in x]
+            h = [rmsnorm(row, lw.mlp_norm, eps) for row in x]
             lap(li, MLP_NORM)
-            gate = [matvec(L.w_gate, r) for r in h]  # (T, I)
-            up = [matvec(L.w_up, r) for r in h]  # (T, I)
+            gu = [matvec(lw.gate_up, r) for r in h]  # (T, 2I): gate | up
             lap(li, GATE_UP_PROJ)
-            act = [[silu(a) * b for a, b in zip(gr, ur)] for gr, ur in zip(gate, up)]
+            act = [[silu(a) * b for a, b in zip(r[:I], r[I:])] for r in gu]  # (T, I)
             lap(li, SILU_MUL)
-            x = [add(xr, matvec(L.w_down, ar)) for xr, ar in zip(x, act)]
+            x = [add(xr, matvec(lw.down, ar)) for xr, ar in zip(x, act)]
             lap(li, DOWN_PROJ)
         self.pos += T
         rows = x if all_logits else x[-1:]

@@ -4,7 +4,8 @@ Decode (one token) is a chain of matrix-vector products: memory-bandwidth-bound,
 our own Numba kernels (`simd_kernels.matvec` & co.) writing into preallocated buffers — no
 allocation per token. Prefill (many tokens) is matrix-matrix: it goes to BLAS through
 `np.matmul`, with the same Numba kernels for the norms, RoPE, softmax and SiLU.
-Weights are fused where the math allows: q|k|v in one matrix, gate|up in one.
+Weights are fused where the math allows (q|k|v in one matrix, gate|up in one: the layout of
+`engines.weights`). Shapes use the legend in `engines.config`.
 """
 
 from __future__ import annotations
@@ -14,60 +15,29 @@ import time
 import numba
 import numpy as np
 
-from profilers.ops import (
+from . import resolve_dtype
+from . import simd_kernels as K
+from .base import Engine, attn_scale, rope_tables
+from .ops import (
     ATTN_MIX, ATTN_NORM, ATTN_SCORES, ATTN_SOFTMAX, DOWN_PROJ, EMBED, FINAL_NORM, GATE_UP_PROJ,
     LM_HEAD, MLP_NORM, O_PROJ, QK_NORM, QKV_PROJ, ROPE, SILU_MUL,
 )
-
-from . import simd_kernels as K
-from .base import Engine, attn_scale, rope_tables
-from .checkpoint import layer_prefix, lm_head_name
-from . import resolve_dtype
+from .weights import to_float32
 
 f32 = np.float32
 KS = K.serial
-
-
-class SimdLayer:
-    def __init__(self, w, p: str, cfg):
-        a = p + "self_attn."
-        self.attn_norm = w.f32(p + "input_layernorm.weight")  # (H,)
-        self.wqkv = np.ascontiguousarray(np.concatenate(
-            [w.f32(a + "q_proj.weight"), w.f32(a + "k_proj.weight"), w.f32(a + "v_proj.weight")]))  # (q+2kv, H)
-        if cfg.attention_bias:
-            self.bqkv = np.concatenate([w.f32(a + "q_proj.bias"), w.f32(a + "k_proj.bias"), w.f32(a + "v_proj.bias")])
-        else:
-            self.bqkv = np.zeros(cfg.q_dim + 2 * cfg.kv_dim, f32)
-        self.q_norm = w.f32(a + "q_norm.weight") if cfg.qk_norm else None  # (hd,)
-        self.k_norm = w.f32(a + "k_norm.weight") if cfg.qk_norm else None
-        self.wo = np.ascontiguousarray(w.f32(a + "o_proj.weight"))  # (H, q)
-        self.mlp_norm = w.f32(p + "post_attention_layernorm.weight")
-        self.wgu = np.ascontiguousarray(np.concatenate([w.f32(p + "mlp.gate_proj.weight"), w.f32(p + "mlp.up_proj.weight")]))  # (2I, H)
-        self.wd = np.ascontiguousarray(w.f32(p + "mlp.down_proj.weight"))  # (H, I)
-
-    def arrays(self):
-        return [self.attn_norm, self.wqkv, self.bqkv, self.wo, self.mlp_norm, self.wgu, self.wd] + (
-            [self.q_norm, self.k_norm] if self.q_norm is not None else [])
 
 
 class SimdEngine(Engine):
     name = "simd"
     dtype = "float32"
 
-    def __init__(self, ckpt, probe=None, dtype: str | None = None, progress=None):
-        super().__init__(ckpt, probe)
+    def __init__(self, ckpt, dtype: str | None = None, progress=None):
+        super().__init__(ckpt)
         resolve_dtype(self.name, dtype)
-        cfg, w = self.cfg, ckpt.weights
-        self.embed = np.ascontiguousarray(w.f32("model.embed_tokens.weight"))  # (V, H)
-        self.layers = []
-        for i in range(cfg.num_layers):
-            self.layers.append(SimdLayer(w, layer_prefix(i), cfg))
-            if progress:
-                progress(i + 1, cfg.num_layers)
-        self.final_norm = w.f32("model.norm.weight")
-        self.lm_head = self.embed if cfg.tie_word_embeddings else np.ascontiguousarray(w.f32(lm_head_name(cfg)))
-        nbytes = sum(a.nbytes for L in self.layers for a in L.arrays()) + self.embed.nbytes + self.final_norm.nbytes
-        self._weight_bytes = nbytes + (0 if cfg.tie_word_embeddings else self.lm_head.nbytes)
+        cfg = self.cfg
+        # C-contiguous float32: what the kernels take (a float32 checkpoint stays mapped, no copy)
+        self.load_weights(lambda t: np.ascontiguousarray(to_float32(t)), progress)
         # decode buffers, reused every token
         H, I = cfg.hidden_size, cfg.intermediate_size
         self.x = np.zeros((1, H), f32)
@@ -79,9 +49,9 @@ class SimdEngine(Engine):
         self.logits = np.zeros(cfg.vocab_size, f32)
         self.reset(64)
 
-    @property
-    def resident_weight_bytes(self) -> int:
-        return self._weight_bytes
+    @staticmethod
+    def nbytes(tensor: np.ndarray) -> int:
+        return int(tensor.nbytes)
 
     def warmup(self) -> float:
         t0 = time.perf_counter()
@@ -115,17 +85,20 @@ class SimdEngine(Engine):
 
         x[0] = self.embed[token_id]
         lap(-1, EMBED)
-        for li, L in enumerate(self.layers):
+        for li, lw in enumerate(self.layers):
             kc, vc = self.k_cache[li], self.v_cache[li]
-            K.rmsnorm(x, L.attn_norm, eps, h)
+            K.rmsnorm(x, lw.attn_norm, eps, h)
             lap(li, ATTN_NORM)
-            K.matvec_bias(L.wqkv, h[0], L.bqkv, qkv)
+            if lw.qkv_bias is not None:
+                K.matvec_bias(lw.qkv, h[0], lw.qkv_bias, qkv)
+            else:
+                K.matvec(lw.qkv, h[0], qkv)
             q = qkv[:qd].reshape(1, nh, hd)
             k = qkv[qd:qd + kvd].reshape(1, nkv, hd)
             lap(li, QKV_PROJ)
-            if L.q_norm is not None:
-                K.rmsnorm_heads(q, L.q_norm, eps)
-                K.rmsnorm_heads(k, L.k_norm, eps)
+            if lw.q_norm is not None:
+                K.rmsnorm_heads(q, lw.q_norm, eps)
+                K.rmsnorm_heads(k, lw.k_norm, eps)
                 lap(li, QK_NORM)
             K.rope(q, cos, sin)
             K.rope(k, cos, sin)
@@ -138,15 +111,15 @@ class SimdEngine(Engine):
             lap(li, ATTN_SOFTMAX)
             K.attn_mix(scores, vc, n, attn)
             lap(li, ATTN_MIX)
-            K.matvec_residual(L.wo, attn.reshape(-1), x[0], x[0])
+            K.matvec_residual(lw.o_proj, attn.reshape(-1), x[0], x[0])
             lap(li, O_PROJ)
-            K.rmsnorm(x, L.mlp_norm, eps, h)
+            K.rmsnorm(x, lw.mlp_norm, eps, h)
             lap(li, MLP_NORM)
-            K.matvec(L.wgu, h[0], gu[0])
+            K.matvec(lw.gate_up, h[0], gu[0])
             lap(li, GATE_UP_PROJ)
             K.silu_mul(gu, act)
             lap(li, SILU_MUL)
-            K.matvec_residual(L.wd, act[0], x[0], x[0])
+            K.matvec_residual(lw.down, act[0], x[0], x[0])
             lap(li, DOWN_PROJ)
         self.pos = n
         K.rmsnorm(x, self.final_norm, eps, h)
@@ -181,18 +154,19 @@ class SimdEngine(Engine):
 
         x = self.embed[ids]  # (T, H) fancy indexing copies
         lap(-1, EMBED)
-        for li, L in enumerate(self.layers):
+        for li, lw in enumerate(self.layers):
             kc, vc = self.k_cache[li], self.v_cache[li]
-            KS.rmsnorm(x, L.attn_norm, eps, h)
+            KS.rmsnorm(x, lw.attn_norm, eps, h)
             lap(li, ATTN_NORM)
-            qkv = h @ L.wqkv.T
-            qkv += L.bqkv  # (T, q+2kv)
+            qkv = h @ lw.qkv.T  # (T, q+2kv)
+            if lw.qkv_bias is not None:
+                qkv += lw.qkv_bias
             q = np.ascontiguousarray(qkv[:, :qd]).reshape(T, nh, hd)
             k = np.ascontiguousarray(qkv[:, qd:qd + kvd]).reshape(T, nkv, hd)
             lap(li, QKV_PROJ)
-            if L.q_norm is not None:
-                KS.rmsnorm_heads(q, L.q_norm, eps)
-                KS.rmsnorm_heads(k, L.k_norm, eps)
+            if lw.q_norm is not None:
+                KS.rmsnorm_heads(q, lw.q_norm, eps)
+                KS.rmsnorm_heads(k, lw.k_norm, eps)
                 lap(li, QK_NORM)
             KS.rope(q, cos, sin)
             KS.rope(k, cos, sin)
@@ -209,15 +183,15 @@ class SimdEngine(Engine):
             mixed = np.matmul(scores, vc[:, :S])  # (nkv, g*T, hd)
             attn = mixed.reshape(nh, T, hd).transpose(1, 0, 2).reshape(T, qd)
             lap(li, ATTN_MIX)
-            x += attn @ L.wo.T
+            x += attn @ lw.o_proj.T
             lap(li, O_PROJ)
-            KS.rmsnorm(x, L.mlp_norm, eps, h)
+            KS.rmsnorm(x, lw.mlp_norm, eps, h)
             lap(li, MLP_NORM)
-            gu = h @ L.wgu.T  # (T, 2I)
+            gu = h @ lw.gate_up.T  # (T, 2I)
             lap(li, GATE_UP_PROJ)
             KS.silu_mul(gu, act)
             lap(li, SILU_MUL)
-            x += act @ L.wd.T
+            x += act @ lw.down.T
             lap(li, DOWN_PROJ)
         self.pos = S
         if all_logits:

@@ -22,11 +22,8 @@ Public kernels (the contract the engine is written against)::
     silu_mul(gu, out)                   gu (T, 2I) = [gate | up], out (T, I)
     rmsnorm_heads(x, w, eps)            in place, x (T, nh, hd), w (hd,)
 
-``aios compare`` kernels (not used by the engine; see their sections below)::
-
-    dot(a, b) -> float                  sum a * b in float32,  a, b (n,)
-    matmul(A, B, out)                   out = A @ B   A (M, K), B (K, N), out (M, N), any sizes
-                                        (allocates its packed copy of B per call)
+Only what the engine runs lives here, so its warm-up compiles nothing else; the ``dot``
+and ``matmul`` kernels of ``aios compare`` are in ``profilers.bench.simd_kernels``.
 
 ``out`` of ``attn_scores`` and ``p`` of ``attn_mix`` may have more than ``n`` columns
 (a preallocated ``(nh, S_max)`` buffer): only the first ``n`` are read/written, so the
@@ -40,6 +37,13 @@ serial ``njit`` function) picks one by the amount of work (``_PAR_MIN_*`` below,
 crossovers measured back-to-back on the 2-core dev box).  Both bodies are compiled
 together the first time the entry point is compiled, so :func:`warmup` on tiny inputs
 compiles (or loads from cache) everything.
+
+Why each pair is written out by hand (``_x_par`` and ``_x_ser`` with the same loop, ``prange``
+in one and ``range`` in the other) instead of one Python body behind two ``njit``
+dispatchers: Numba keys its on-disk cache by the Python function (file, qualified name) and the
+argument types, not by the dispatcher's options, so two dispatchers over one body share one
+cache entry, and the serial dispatcher then loads the parallel build from it and forks
+threads after all.
 
 Thread pools.  Numba's pool (GNU OpenMP) and OpenBLAS's (numpy) both spin-wait after a
 call.  On 2 cores, a parallel kernel called right after a multi-threaded ``np.dot`` (or
@@ -79,8 +83,6 @@ __all__ = [
     "causal_softmax",
     "silu_mul",
     "rmsnorm_heads",
-    "dot",
-    "matmul",
     "warmup",
     "specializations",
 ]
@@ -102,33 +104,18 @@ _PAR_MIN_EXP = 4 * 1024  # exp() calls for softmax / silu (libm expf, not vector
 # Column chunk for parallel silu_mul (so a single decode row still splits over cores).
 _SILU_CHUNK = 1024
 
-# dot / matmul (the ``aios compare`` kernels, not used by the engine).  Thresholds in
-# elements / multiply-adds, crossovers measured back-to-back on the 2-core dev box with
-# benchmarks/bench_compare_kernels.py.
-_PAR_MIN_DOT = 64 * 1024  # n
-_DOT_CHUNKS = 16  # partial sums of the parallel dot
-_PAR_MIN_MATMUL = 256 * 1024  # M*N*K (64^3)
-# matmul blocking (see the matmul section): K block, output tile rows x columns,
-# transpose block, columns (rows) of B (A) packed per prange iteration.
-_MM_KC = 1024
-_MM_MB = 128
-_MM_NC = 32
-_MM_TB = 32
-_MM_PACK = 32
-# fewer rows than this: no packing, rows of out accumulated along B's rows (_mm_rows),
-# in column spans of _MM_ROWS_NC per prange iteration
-_MM_ROWS_M = 16
-_MM_ROWS_NC = 256
 
-
-def _jit(parallel: bool = False):
+def jit(parallel: bool = False):
+    """The decorator of every kernel (here and in ``profilers.bench.simd_kernels``): cached on
+    disk, fast-math without nnan/ninf, GIL released."""
     return njit(cache=True, fastmath=_FASTMATH, parallel=parallel, nogil=True)
+
 
 
 # --------------------------------------------------------------------------- matvec
 
 
-@_jit()
+@jit()
 def _mv_block(W, x, r, add, use_add, out):
     """Rows r .. r+7 of out = W @ x (+ add)."""
     I = W.shape[1]
@@ -178,7 +165,7 @@ def _mv_block(W, x, r, add, use_add, out):
     out[r + 7] = a7
 
 
-@_jit()
+@jit()
 def _mv_row(W, x, o, add, use_add, out):
     wo = W[o]
     acc = np.float32(0.0)
@@ -189,7 +176,7 @@ def _mv_row(W, x, o, add, use_add, out):
     out[o] = acc
 
 
-@_jit(parallel=True)
+@jit(parallel=True)
 def _mv_par(W, x, add, use_add, out):
     O = W.shape[0]
     nb = O // _ROWS
@@ -199,7 +186,7 @@ def _mv_par(W, x, add, use_add, out):
         _mv_row(W, x, o, add, use_add, out)
 
 
-@_jit()
+@jit()
 def _mv_ser(W, x, add, use_add, out):
     O = W.shape[0]
     nb = O // _ROWS
@@ -209,7 +196,7 @@ def _mv_ser(W, x, add, use_add, out):
         _mv_row(W, x, o, add, use_add, out)
 
 
-@_jit()
+@jit()
 def _mv(W, x, add, use_add, out):
     O, I = W.shape
     if x.shape[0] != I or out.shape[0] != O or (use_add and add.shape[0] != O):
@@ -220,19 +207,19 @@ def _mv(W, x, add, use_add, out):
         _mv_ser(W, x, add, use_add, out)
 
 
-@_jit()
+@jit()
 def matvec(W, x, out):
     """out[o] = sum_i W[o, i] * x[i]; W (O, I), x (I,), out (O,)."""
     _mv(W, x, out, False, out)
 
 
-@_jit()
+@jit()
 def matvec_bias(W, x, b, out):
     """out = W @ x + b."""
     _mv(W, x, b, True, out)
 
 
-@_jit()
+@jit()
 def matvec_residual(W, x, resid, out):
     """out = resid + W @ x.  ``resid`` may be the same array as ``out``."""
     _mv(W, x, resid, True, out)
@@ -241,7 +228,7 @@ def matvec_residual(W, x, resid, out):
 # -------------------------------------------------------------------------- rmsnorm
 
 
-@_jit()
+@jit()
 def _rms_scale(xr, eps):
     H = xr.shape[0]
     ss = np.float32(0.0)
@@ -251,26 +238,26 @@ def _rms_scale(xr, eps):
     return np.float32(1.0) / np.sqrt(ss / np.float32(H) + eps)
 
 
-@_jit()
+@jit()
 def _rmsnorm_row(xr, w, eps, outr):
     inv = _rms_scale(xr, eps)  # before any write: outr may be xr
     for j in range(xr.shape[0]):
         outr[j] = (xr[j] * inv) * w[j]
 
 
-@_jit(parallel=True)
+@jit(parallel=True)
 def _rmsnorm_par(x, w, eps, out):
     for t in prange(x.shape[0]):
         _rmsnorm_row(x[t], w, eps, out[t])
 
 
-@_jit()
+@jit()
 def _rmsnorm_ser(x, w, eps, out):
     for t in range(x.shape[0]):
         _rmsnorm_row(x[t], w, eps, out[t])
 
 
-@_jit()
+@jit()
 def rmsnorm(x, w, eps, out):
     """out[t] = x[t] / sqrt(mean(x[t]**2) + eps) * w; x, out (T, H), w (H,).
 
@@ -287,7 +274,7 @@ def rmsnorm(x, w, eps, out):
         _rmsnorm_ser(x, w, e, out)
 
 
-@_jit(parallel=True)
+@jit(parallel=True)
 def _rmsnorm_heads_par(x, w, eps):
     T, nh, _ = x.shape
     for k in prange(T * nh):
@@ -295,7 +282,7 @@ def _rmsnorm_heads_par(x, w, eps):
         _rmsnorm_row(r, w, eps, r)
 
 
-@_jit()
+@jit()
 def _rmsnorm_heads_ser(x, w, eps):
     T, nh, _ = x.shape
     for t in range(T):
@@ -304,7 +291,7 @@ def _rmsnorm_heads_ser(x, w, eps):
             _rmsnorm_row(r, w, eps, r)
 
 
-@_jit()
+@jit()
 def rmsnorm_heads(x, w, eps):
     """In-place per-head RMSNorm (Qwen3 q_norm / k_norm): x (T, nh, hd), w (hd,)."""
     T, nh, hd = x.shape
@@ -320,7 +307,7 @@ def rmsnorm_heads(x, w, eps):
 # ----------------------------------------------------------------------------- rope
 
 
-@_jit()
+@jit()
 def _rope_row(xr, c, s):
     half = c.shape[0]
     for j in range(half):
@@ -330,7 +317,7 @@ def _rope_row(xr, c, s):
         xr[j + half] = x2 * c[j] + x1 * s[j]
 
 
-@_jit(parallel=True)
+@jit(parallel=True)
 def _rope_par(x, cos, sin):
     T, nh, _ = x.shape
     for k in prange(T * nh):
@@ -338,7 +325,7 @@ def _rope_par(x, cos, sin):
         _rope_row(x[t, k % nh], cos[t], sin[t])
 
 
-@_jit()
+@jit()
 def _rope_ser(x, cos, sin):
     T, nh, _ = x.shape
     for t in range(T):
@@ -348,7 +335,7 @@ def _rope_ser(x, cos, sin):
             _rope_row(x[t, h], c, s)
 
 
-@_jit()
+@jit()
 def rope(x, cos, sin):
     """In-place rotary embedding, HF rotate_half (non-interleaved) convention.
 
@@ -369,7 +356,7 @@ def rope(x, cos, sin):
 # ------------------------------------------------------------------------ attention
 
 
-@_jit()
+@jit()
 def _scores_head(qh, kc, n, scale, oh):
     hd = qh.shape[0]
     for t in range(n):
@@ -380,7 +367,7 @@ def _scores_head(qh, kc, n, scale, oh):
         oh[t] = acc * scale
 
 
-@_jit(parallel=True)
+@jit(parallel=True)
 def _attn_scores_par(q, k_cache, n, scale, out):
     nh = q.shape[0]
     g = nh // k_cache.shape[0]
@@ -388,7 +375,7 @@ def _attn_scores_par(q, k_cache, n, scale, out):
         _scores_head(q[h], k_cache[h // g], n, scale, out[h])
 
 
-@_jit()
+@jit()
 def _attn_scores_ser(q, k_cache, n, scale, out):
     nh = q.shape[0]
     g = nh // k_cache.shape[0]
@@ -396,7 +383,7 @@ def _attn_scores_ser(q, k_cache, n, scale, out):
         _scores_head(q[h], k_cache[h // g], n, scale, out[h])
 
 
-@_jit()
+@jit()
 def attn_scores(q, k_cache, n, scale, out):
     """out[h, t] = scale * q[h] . k_cache[h // (nh // nkv), t] for t < n (GQA).
 
@@ -415,7 +402,7 @@ def attn_scores(q, k_cache, n, scale, out):
         _attn_scores_ser(q, k_cache, n, sc, out)
 
 
-@_jit()
+@jit()
 def _mix_head(ph, vc, n, oh):
     hd = oh.shape[0]
     for d in range(hd):
@@ -442,7 +429,7 @@ def _mix_head(ph, vc, n, oh):
         t += 1
 
 
-@_jit(parallel=True)
+@jit(parallel=True)
 def _attn_mix_par(p, v_cache, n, out):
     nh = out.shape[0]
     g = nh // v_cache.shape[0]
@@ -450,7 +437,7 @@ def _attn_mix_par(p, v_cache, n, out):
         _mix_head(p[h], v_cache[h // g], n, out[h])
 
 
-@_jit()
+@jit()
 def _attn_mix_ser(p, v_cache, n, out):
     nh = out.shape[0]
     g = nh // v_cache.shape[0]
@@ -458,7 +445,7 @@ def _attn_mix_ser(p, v_cache, n, out):
         _mix_head(p[h], v_cache[h // g], n, out[h])
 
 
-@_jit()
+@jit()
 def attn_mix(p, v_cache, n, out):
     """out[h] = sum_{t<n} p[h, t] * v_cache[h // (nh // nkv), t] (GQA).
 
@@ -479,7 +466,7 @@ def attn_mix(p, v_cache, n, out):
 # -------------------------------------------------------------------------- softmax
 
 
-@_jit()
+@jit()
 def _softmax_row(r, n):
     """Max-subtracted float32 softmax of r[:n], in place."""
     if n <= 0:
@@ -498,19 +485,19 @@ def _softmax_row(r, n):
         r[j] *= inv
 
 
-@_jit(parallel=True)
+@jit(parallel=True)
 def _softmax_rows_par(x, n):
     for i in prange(x.shape[0]):
         _softmax_row(x[i], n)
 
 
-@_jit()
+@jit()
 def _softmax_rows_ser(x, n):
     for i in range(x.shape[0]):
         _softmax_row(x[i], n)
 
 
-@_jit()
+@jit()
 def softmax_rows(x, n):
     """In-place softmax over the first n columns of each row of x (R, C)."""
     R, C = x.shape
@@ -522,14 +509,14 @@ def softmax_rows(x, n):
         _softmax_rows_ser(x, n)
 
 
-@_jit()
+@jit()
 def _causal_row(r, valid):
     _softmax_row(r, valid)
     for j in range(valid, r.shape[0]):
         r[j] = np.float32(0.0)
 
 
-@_jit(parallel=True)
+@jit(parallel=True)
 def _causal_softmax_par(s, past):
     nh, T, S = s.shape
     for k in prange(nh * T):
@@ -537,7 +524,7 @@ def _causal_softmax_par(s, past):
         _causal_row(s[k // T, i], min(past + i + 1, S))
 
 
-@_jit()
+@jit()
 def _causal_softmax_ser(s, past):
     nh, T, S = s.shape
     for h in range(nh):
@@ -545,7 +532,7 @@ def _causal_softmax_ser(s, past):
             _causal_row(s[h, i], min(past + i + 1, S))
 
 
-@_jit()
+@jit()
 def causal_softmax(s, past):
     """In-place causal softmax for prefill: s (nh, T, S_total).
 
@@ -564,14 +551,14 @@ def causal_softmax(s, past):
 # ------------------------------------------------------------------------------ mlp
 
 
-@_jit()
+@jit()
 def _silu_mul_span(g, u, o):
     for j in range(o.shape[0]):
         gj = g[j]
         o[j] = gj / (np.float32(1.0) + np.exp(-gj)) * u[j]
 
 
-@_jit(parallel=True)
+@jit(parallel=True)
 def _silu_mul_par(gu, out):
     T, I = out.shape
     nc = (I + _SILU_CHUNK - 1) // _SILU_CHUNK
@@ -583,7 +570,7 @@ def _silu_mul_par(gu, out):
         _silu_mul_span(row[c0:c1], row[I + c0 : I + c1], out[t, c0:c1])
 
 
-@_jit()
+@jit()
 def _silu_mul_ser(gu, out):
     T, I = out.shape
     for t in range(T):
@@ -591,7 +578,7 @@ def _silu_mul_ser(gu, out):
         _silu_mul_span(row[:I], row[I:], out[t])
 
 
-@_jit()
+@jit()
 def silu_mul(gu, out):
     """out = silu(gate) * up with gu (T, 2I) = [gate | up] and out (T, I)."""
     T, I = out.shape
@@ -601,403 +588,6 @@ def silu_mul(gu, out):
         _silu_mul_par(gu, out)
     else:
         _silu_mul_ser(gu, out)
-
-
-# ----------------------------------------------------------------------------- dot
-
-
-@_jit()
-def _dot_span(a, b):
-    """float32 dot product of two equal-length 1-D C-contiguous arrays (or views).
-
-    One scalar accumulator in the source; the ``reassoc`` flag lets LLVM vectorize it
-    and interleave the loop into 4 independent 8-lane (ymm) FMA accumulators (checked
-    in the assembly), so the loop is bound by loads, not by the FMA latency chain.
-    The loop index must start at 0: ``range(lo, hi)`` with an arbitrary ``lo`` keeps
-    Numba's negative-index wraparound select in the loop and LLVM then does not
-    vectorize it at all (15x slower) -- hence the slices.
-    """
-    acc = np.float32(0.0)
-    for i in range(a.shape[0]):
-        acc += a[i] * b[i]
-    return acc
-
-
-@_jit(parallel=True)
-def _dot_par(a, b):
-    # _DOT_CHUNKS contiguous chunks; prange's static schedule hands each thread an equal
-    # run of them (16 divides 1, 2, 4, 8, 16 threads).  The thread count is not read in
-    # here: numba.get_num_threads() inside a kernel makes it uncacheable.
-    n = a.shape[0]
-    nch = _DOT_CHUNKS
-    step = (n + nch - 1) // nch
-    acc = np.float32(0.0)
-    for c in prange(nch):
-        lo = min(n, c * step)
-        hi = min(n, lo + step)
-        acc += _dot_span(a[lo:hi], b[lo:hi])
-    return acc
-
-
-_dot_ser = _dot_span  # the serial body (named like the other kernels' bodies)
-
-
-@_jit()
-def dot(a, b):
-    """sum_i a[i] * b[i] accumulated in float32; a, b (n,).  Returns a float32 (a
-    Python ``float`` when called from Python)."""
-    n = a.shape[0]
-    if b.shape[0] != n:
-        raise ValueError("dot: a and b must have the same length")
-    if n >= _PAR_MIN_DOT:
-        return _dot_par(a, b)
-    return _dot_span(a, b)
-
-
-# -------------------------------------------------------------------------- matmul
-#
-# out = A @ B as a grid of dot products.  B is packed once per call, transposed and cut
-# into K blocks: Bp[blk, j, kk] = B[blk*kc + kk, j], so both operands of every dot
-# product are contiguous along k (rows of A are already).  The micro-kernel computes a
-# 4x4 block of out with 16 accumulators and the k loop innermost; LLVM vectorizes that
-# loop (reassoc) into 8 loads + 16 independent 8-lane FMAs per 8 k's -- FMA-bound,
-# up to ~90 GFLOP/s on one core of the dev box with hot caches (Numba/LLVM picks 256-bit
-# vectors on this CPU; OpenBLAS uses 512-bit ones).  Each 4x4 block then pays 16
-# horizontal sums, amortized over kc (kc = K up to _MM_KC).
-#
-# The k index of every micro-kernel loop starts at 0 (packed K blocks, 3-D arrays
-# indexed [blk, row, kk]): an offset index ``k0 + kk`` keeps Numba's wraparound select
-# for negative indices inside the loop and LLVM then runs the scalar loop (measured
-# 3.4 vs 57 GFLOP/s).  For K <= _MM_KC A is used in place (a (1, M, K) view), else it
-# is packed too.  Edges (M or N not a multiple of 4) use 1x4, 4x1 and 1x1 kernels
-# with the same k loop, so any size is handled without padding.
-#
-# Parallelism: prange over tiles of _MM_MB rows x _MM_NC columns of out (each tile is
-# written by one thread; a tile's 4-row slab of A stays in L1 while its _MM_NC packed
-# columns of B stay in L2).  Packing is a second, earlier prange.
-#
-# Packing is a strided transpose, ~1.3-2 ns per element here (2x faster than numpy's
-# B.T.copy(), but 0.35 ms for a 512x512 B): fine when M is large, ruinous for a
-# vector-matrix product (1x512x512: 0.3 ms of packing for 0.5 MFLOP).  So with fewer
-# than _MM_ROWS_M rows out is instead accumulated along B's rows (_mm_rows, no packing,
-# vectorized along j): 1x512x512 ~25 us instead of ~290 us (crossover measured at
-# M ~ 16 for K = N = 512..1024).
-
-
-@_jit()
-def _mm_4x4(Ap, Bp, blk, i, j, kc, first, out):
-    c00 = np.float32(0.0)
-    c01 = np.float32(0.0)
-    c02 = np.float32(0.0)
-    c03 = np.float32(0.0)
-    c10 = np.float32(0.0)
-    c11 = np.float32(0.0)
-    c12 = np.float32(0.0)
-    c13 = np.float32(0.0)
-    c20 = np.float32(0.0)
-    c21 = np.float32(0.0)
-    c22 = np.float32(0.0)
-    c23 = np.float32(0.0)
-    c30 = np.float32(0.0)
-    c31 = np.float32(0.0)
-    c32 = np.float32(0.0)
-    c33 = np.float32(0.0)
-    for k in range(kc):
-        x0 = Ap[blk, i, k]
-        x1 = Ap[blk, i + 1, k]
-        x2 = Ap[blk, i + 2, k]
-        x3 = Ap[blk, i + 3, k]
-        y0 = Bp[blk, j, k]
-        y1 = Bp[blk, j + 1, k]
-        y2 = Bp[blk, j + 2, k]
-        y3 = Bp[blk, j + 3, k]
-        c00 += x0 * y0
-        c01 += x0 * y1
-        c02 += x0 * y2
-        c03 += x0 * y3
-        c10 += x1 * y0
-        c11 += x1 * y1
-        c12 += x1 * y2
-        c13 += x1 * y3
-        c20 += x2 * y0
-        c21 += x2 * y1
-        c22 += x2 * y2
-        c23 += x2 * y3
-        c30 += x3 * y0
-        c31 += x3 * y1
-        c32 += x3 * y2
-        c33 += x3 * y3
-    if not first:  # later K blocks add to what the earlier ones stored
-        c00 += out[i, j]
-        c01 += out[i, j + 1]
-        c02 += out[i, j + 2]
-        c03 += out[i, j + 3]
-        c10 += out[i + 1, j]
-        c11 += out[i + 1, j + 1]
-        c12 += out[i + 1, j + 2]
-        c13 += out[i + 1, j + 3]
-        c20 += out[i + 2, j]
-        c21 += out[i + 2, j + 1]
-        c22 += out[i + 2, j + 2]
-        c23 += out[i + 2, j + 3]
-        c30 += out[i + 3, j]
-        c31 += out[i + 3, j + 1]
-        c32 += out[i + 3, j + 2]
-        c33 += out[i + 3, j + 3]
-    out[i, j] = c00
-    out[i, j + 1] = c01
-    out[i, j + 2] = c02
-    out[i, j + 3] = c03
-    out[i + 1, j] = c10
-    out[i + 1, j + 1] = c11
-    out[i + 1, j + 2] = c12
-    out[i + 1, j + 3] = c13
-    out[i + 2, j] = c20
-    out[i + 2, j + 1] = c21
-    out[i + 2, j + 2] = c22
-    out[i + 2, j + 3] = c23
-    out[i + 3, j] = c30
-    out[i + 3, j + 1] = c31
-    out[i + 3, j + 2] = c32
-    out[i + 3, j + 3] = c33
-
-
-@_jit()
-def _mm_1x4(Ap, Bp, blk, i, j, kc, first, out):
-    c0 = np.float32(0.0)
-    c1 = np.float32(0.0)
-    c2 = np.float32(0.0)
-    c3 = np.float32(0.0)
-    for k in range(kc):
-        x = Ap[blk, i, k]
-        c0 += x * Bp[blk, j, k]
-        c1 += x * Bp[blk, j + 1, k]
-        c2 += x * Bp[blk, j + 2, k]
-        c3 += x * Bp[blk, j + 3, k]
-    if not first:
-        c0 += out[i, j]
-        c1 += out[i, j + 1]
-        c2 += out[i, j + 2]
-        c3 += out[i, j + 3]
-    out[i, j] = c0
-    out[i, j + 1] = c1
-    out[i, j + 2] = c2
-    out[i, j + 3] = c3
-
-
-@_jit()
-def _mm_4x1(Ap, Bp, blk, i, j, kc, first, out):
-    c0 = np.float32(0.0)
-    c1 = np.float32(0.0)
-    c2 = np.float32(0.0)
-    c3 = np.float32(0.0)
-    for k in range(kc):
-        y = Bp[blk, j, k]
-        c0 += Ap[blk, i, k] * y
-        c1 += Ap[blk, i + 1, k] * y
-        c2 += Ap[blk, i + 2, k] * y
-        c3 += Ap[blk, i + 3, k] * y
-    if not first:
-        c0 += out[i, j]
-        c1 += out[i + 1, j]
-        c2 += out[i + 2, j]
-        c3 += out[i + 3, j]
-    out[i, j] = c0
-    out[i + 1, j] = c1
-    out[i + 2, j] = c2
-    out[i + 3, j] = c3
-
-
-@_jit()
-def _mm_1x1(Ap, Bp, blk, i, j, kc, first, out):
-    c = np.float32(0.0)
-    for k in range(kc):
-        c += Ap[blk, i, k] * Bp[blk, j, k]
-    if not first:
-        c += out[i, j]
-    out[i, j] = c
-
-
-@_jit()
-def _mm_tile(Ap, Bp, K, kc, i0, i1, j0, j1, out):
-    """out[i0:i1, j0:j1] = A[i0:i1] @ B[:, j0:j1] from the packed operands."""
-    for blk in range(Bp.shape[0]):
-        kb = min(kc, K - blk * kc)
-        first = blk == 0
-        i = i0
-        while i + 4 <= i1:
-            j = j0
-            while j + 4 <= j1:
-                _mm_4x4(Ap, Bp, blk, i, j, kb, first, out)
-                j += 4
-            while j < j1:
-                _mm_4x1(Ap, Bp, blk, i, j, kb, first, out)
-                j += 1
-            i += 4
-        while i < i1:
-            j = j0
-            while j + 4 <= j1:
-                _mm_1x4(Ap, Bp, blk, i, j, kb, first, out)
-                j += 4
-            while j < j1:
-                _mm_1x1(Ap, Bp, blk, i, j, kb, first, out)
-                j += 1
-            i += 1
-
-
-@_jit()
-def _mm_pack_b(B, Bp, kc, j0, j1):
-    """Bp[blk, j, kk] = B[blk*kc + kk, j] for columns j0 <= j < j1 (blocked transpose)."""
-    K = B.shape[0]
-    nj = j1 - j0
-    for blk in range(Bp.shape[0]):
-        k0 = blk * kc
-        kb = min(kc, K - k0)
-        src = B[k0 : k0 + kb, j0:j1]  # views: 0-based indices below (see _dot_span)
-        dst = Bp[blk, j0:j1]
-        for kk0 in range(0, kb, _MM_TB):
-            kk1 = min(kb, kk0 + _MM_TB)
-            for jj0 in range(0, nj, _MM_TB):
-                jj1 = min(nj, jj0 + _MM_TB)
-                for jj in range(jj0, jj1):
-                    for kk in range(kk0, kk1):
-                        dst[jj, kk] = src[kk, jj]
-
-
-@_jit()
-def _mm_pack_a(A, Ap, kc, i0, i1):
-    """Ap[blk, i, kk] = A[i, blk*kc + kk] for rows i0 <= i < i1 (only when K > _MM_KC)."""
-    K = A.shape[1]
-    for i in range(i0, i1):
-        row = A[i]
-        for blk in range(Ap.shape[0]):
-            k0 = blk * kc
-            kb = min(kc, K - k0)
-            src = row[k0 : k0 + kb]
-            dst = Ap[blk, i]
-            for kk in range(kb):
-                dst[kk] = src[kk]
-
-
-@_jit()
-def _mm_rows(A, B, out, j0, j1):
-    """out[:, j0:j1] = A @ B[:, j0:j1] for few rows (M < _MM_ROWS_M), without packing.
-
-    Row by row, vectorized along j: out[i, j0:j1] += A[i, k] * B[k, j0:j1], four k's
-    per pass over the (L1-resident) output span.  Reads B in place, so a 1 x K x N
-    product costs one pass over B instead of a transpose of it.
-    """
-    M, K = A.shape
-    for i in range(M):
-        o = out[i, j0:j1]
-        a = A[i]
-        n = o.shape[0]
-        for j in range(n):
-            o[j] = np.float32(0.0)
-        k = 0
-        while k + 4 <= K:
-            x0 = a[k]
-            x1 = a[k + 1]
-            x2 = a[k + 2]
-            x3 = a[k + 3]
-            b0 = B[k, j0:j1]
-            b1 = B[k + 1, j0:j1]
-            b2 = B[k + 2, j0:j1]
-            b3 = B[k + 3, j0:j1]
-            for j in range(n):
-                o[j] += (x0 * b0[j] + x1 * b1[j]) + (x2 * b2[j] + x3 * b3[j])
-            k += 4
-        while k < K:
-            x = a[k]
-            b = B[k, j0:j1]
-            for j in range(n):
-                o[j] += x * b[j]
-            k += 1
-
-
-@_jit()
-def _mm_kblock(K):
-    """K block length: K itself up to _MM_KC, else equal blocks rounded up to 8."""
-    if K <= _MM_KC:
-        return max(K, 1)
-    nkb = (K + _MM_KC - 1) // _MM_KC
-    kc = (K + nkb - 1) // nkb
-    return (kc + 7) // 8 * 8
-
-
-@_jit(parallel=True)
-def _matmul_par(A, B, out):
-    M, K = A.shape
-    N = B.shape[1]
-    if M < _MM_ROWS_M:
-        ncs = (N + _MM_ROWS_NC - 1) // _MM_ROWS_NC
-        for c in prange(ncs):
-            _mm_rows(A, B, out, c * _MM_ROWS_NC, min(N, (c + 1) * _MM_ROWS_NC))
-        return
-    kc = _mm_kblock(K)
-    nkb = (K + kc - 1) // kc
-    Bp = np.empty((nkb, N, kc), np.float32)
-    if nkb == 1:
-        Ap = A.reshape((1, M, K))
-    else:
-        Ap = np.empty((nkb, M, kc), np.float32)
-    npb = (N + _MM_PACK - 1) // _MM_PACK
-    npa = (M + _MM_PACK - 1) // _MM_PACK if nkb > 1 else 0
-    for t in prange(npb + npa):
-        if t < npb:
-            _mm_pack_b(B, Bp, kc, t * _MM_PACK, min(N, (t + 1) * _MM_PACK))
-        else:
-            r = (t - npb) * _MM_PACK
-            _mm_pack_a(A, Ap, kc, r, min(M, r + _MM_PACK))
-    nrb = (M + _MM_MB - 1) // _MM_MB
-    ncb = (N + _MM_NC - 1) // _MM_NC
-    for t in prange(nrb * ncb):
-        i0 = (t // ncb) * _MM_MB
-        j0 = (t % ncb) * _MM_NC
-        _mm_tile(Ap, Bp, K, kc, i0, min(M, i0 + _MM_MB), j0, min(N, j0 + _MM_NC), out)
-
-
-@_jit()
-def _matmul_ser(A, B, out):
-    M, K = A.shape
-    N = B.shape[1]
-    if M < _MM_ROWS_M:
-        _mm_rows(A, B, out, 0, N)
-        return
-    kc = _mm_kblock(K)
-    nkb = (K + kc - 1) // kc
-    Bp = np.empty((nkb, N, kc), np.float32)
-    _mm_pack_b(B, Bp, kc, 0, N)
-    if nkb == 1:
-        Ap = A.reshape((1, M, K))
-    else:
-        Ap = np.empty((nkb, M, kc), np.float32)
-        _mm_pack_a(A, Ap, kc, 0, M)
-    for i0 in range(0, M, _MM_MB):
-        for j0 in range(0, N, _MM_NC):
-            _mm_tile(Ap, Bp, K, kc, i0, min(M, i0 + _MM_MB), j0, min(N, j0 + _MM_NC), out)
-
-
-@_jit()
-def matmul(A, B, out):
-    """out = A @ B accumulated in float32; A (M, K), B (K, N), out (M, N), any sizes.
-
-    ``out`` must not overlap A or B.  Allocates the packed (transposed) copy of B,
-    N*K*4 bytes (and of A when K > _MM_KC) per call.
-    """
-    M, K = A.shape
-    N = B.shape[1]
-    if B.shape[0] != K or out.shape[0] != M or out.shape[1] != N:
-        raise ValueError("matmul: shape mismatch (A (M, K), B (K, N), out (M, N))")
-    if M == 0 or N == 0:
-        return
-    if K == 0:
-        out[:] = np.float32(0.0)
-        return
-    if M * N * K >= _PAR_MIN_MATMUL:
-        _matmul_par(A, B, out)
-    else:
-        _matmul_ser(A, B, out)
 
 
 # --------------------------------------------------------------------- serial bodies
@@ -1029,8 +619,6 @@ _PUBLIC = {
     "causal_softmax": causal_softmax,
     "silu_mul": silu_mul,
     "rmsnorm_heads": rmsnorm_heads,
-    "dot": dot,
-    "matmul": matmul,
 }
 
 
@@ -1066,8 +654,6 @@ def warmup() -> float:
     attn_mix(sc, kv, 1, q)
     causal_softmax(np.zeros((2, 1, 3), f), 0)
     silu_mul(np.zeros((1, 4), f), np.zeros((1, 2), f))
-    dot(x, x)
-    matmul(W, np.zeros((2, 5), f), np.zeros((3, 5), f))
     return time.perf_counter() - t0
 
 

@@ -49,7 +49,7 @@ from typing import Dict, List, Optional, Tuple, Union
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import BPE
 
-from profilers.files import atomic_write
+from . import files
 
 __all__ = [
     "QWEN25_SPECIAL_TOKENS",
@@ -58,7 +58,6 @@ __all__ = [
     "QWEN_PATTERN",
     "StreamDecoder",
     "build_qwen25_tokenizer",
-    "default_cache_dir",
     "default_ranks_path",
     "load_tiktoken_ranks",
     "load_tokenizer_json",
@@ -244,17 +243,6 @@ def build_qwen25_tokenizer(ranks_path: Optional[PathLike] = None) -> Tokenizer:
 # --------------------------------------------------------------------------- cache
 
 
-def default_cache_dir() -> Path:
-    """``$AIOS_CACHE_DIR``, else ``$XDG_CACHE_HOME/aios``, else ``~/.cache/aios``."""
-    env = os.environ.get("AIOS_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg:
-        return Path(xdg).expanduser() / "aios"
-    return Path.home() / ".cache" / "aios"
-
-
 def _cache_name(digest: str) -> str:
     return f"{_CACHE_PREFIX}-{digest[:16]}-v{_BUILD_VERSION}.json"
 
@@ -282,7 +270,7 @@ def qwen25_tokenizer(cache_dir: Optional[PathLike] = None, *, ranks_path: Option
     """Qwen2.5's tokenizer: loaded from the on-disk cache, or built once and cached.
 
     The cache file ``qwen25-tokenizer-<sha256 of ranks file>-v<recipe>.json`` lives in
-    ``cache_dir`` (default :func:`default_cache_dir`); a changed ranks file or recipe gets
+    ``cache_dir`` (default :func:`engines.files.cache_dir`); a changed ranks file or recipe gets
     a new name, so stale caches are never used.  Writes are atomic (temp file + rename).
     An unreadable/corrupt cache file is rebuilt; an unwritable cache dir falls back to an
     in-memory build (memoized for this process).  Each call returns a fresh ``Tokenizer``.
@@ -291,7 +279,7 @@ def qwen25_tokenizer(cache_dir: Optional[PathLike] = None, *, ranks_path: Option
     data = rp.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     n_ranks = sum(1 for line in data.splitlines() if line.strip())
-    cdir = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    cdir = Path(cache_dir).expanduser() if cache_dir is not None else files.cache_dir()
     path = cdir / _cache_name(digest)
 
     if path.is_file():
@@ -308,7 +296,7 @@ def qwen25_tokenizer(cache_dir: Optional[PathLike] = None, *, ranks_path: Option
     serialized = tok.to_str()
     try:
         cdir.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, serialized)
+        files.atomic_write(path, serialized)
     except OSError:
         _MEMORY_CACHE[digest] = serialized
     return tok

@@ -2,7 +2,9 @@
 
 The same class runs on torch CPU under the backend name `torch` (float32 by default), so the
 code path is tested where there is no GPU. Weights are fused where the math allows
-(q|k|v into one matrix, gate|up into one) so each projection is one GEMM/GEMV.
+(q|k|v into one matrix, gate|up into one: the layout of `engines.weights`) so each projection
+is one GEMM/GEMV. Logits stay on the device and the sampler picks there: only the token id
+crosses to the host. Shapes use the legend in `engines.config`.
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from profilers.ops import (
-    ATTN_MIX, ATTN_NORM, ATTN_SCORES, ATTN_SOFTMAX, DOWN_PROJ, EMBED, FINAL_NORM, GATE_UP_PROJ,
-    LM_HEAD, MLP_NORM, O_PROJ, QK_NORM, QKV_PROJ, ROPE, SILU_MUL,
-)
-
+from . import check_backend, resolve_dtype
 from .base import Engine, attn_scale, rope_tables
-from .checkpoint import layer_prefix, lm_head_name
-from . import require_cuda, resolve_dtype
+from .ops import (
+    ATTENTION, ATTN_MIX, ATTN_NORM, ATTN_SCORES, ATTN_SOFTMAX, DOWN_PROJ, EMBED, FINAL_NORM,
+    GATE_UP_PROJ, LM_HEAD, MLP_NORM, O_PROJ, QK_NORM, QKV_PROJ, ROPE, SILU_MUL,
+)
+from .sampling import SamplingParams
+from .torch_sampling import TorchSampler
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -53,52 +55,28 @@ def to_tensor(ref, dtype: torch.dtype, device) -> torch.Tensor:
 class TorchEngine(Engine):
     name = "torch"
 
-    def __init__(self, ckpt, probe=None, dtype: str | None = None, device: str = "cpu", progress=None):
-        super().__init__(ckpt, probe)
+    def __init__(self, ckpt, dtype: str | None = None, device: str = "cpu", progress=None,
+                 fused_attention: bool = False):
+        super().__init__(ckpt)
         self.dtype = dtype = resolve_dtype(self.name, dtype)
         self.tdtype = TORCH_DTYPES[dtype]
-        self.weight_itemsize = self.act_itemsize = torch.finfo(self.tdtype).bits // 8
+        self.act_itemsize = torch.finfo(self.tdtype).bits // 8
         self.device = device
         self.tdev = torch.device(device)
-        cfg, w = self.cfg, ckpt.weights
-
-        def get(name):
-            return to_tensor(w.get(name), self.tdtype, self.tdev)
-
-        def cat(names):
-            return torch.cat([get(n) for n in names], dim=0).contiguous()
-
-        self.embed = get("model.embed_tokens.weight")  # (V, H)
-        self.layers = []
-        for i in range(cfg.num_layers):
-            p = layer_prefix(i)
-            attn = p + "self_attn."
-            L = {
-                "attn_norm": get(p + "input_layernorm.weight"),  # (H,)
-                "wqkv": cat([attn + "q_proj.weight", attn + "k_proj.weight", attn + "v_proj.weight"]),  # (q+2kv, H)
-                "bqkv": cat([attn + "q_proj.bias", attn + "k_proj.bias", attn + "v_proj.bias"]) if cfg.attention_bias else None,
-                "q_norm": get(attn + "q_norm.weight") if cfg.qk_norm else None,  # (hd,)
-                "k_norm": get(attn + "k_norm.weight") if cfg.qk_norm else None,
-                "wo": get(attn + "o_proj.weight"),  # (H, q)
-                "mlp_norm": get(p + "post_attention_layernorm.weight"),
-                "wgu": cat([p + "mlp.gate_proj.weight", p + "mlp.up_proj.weight"]),  # (2I, H)
-                "wd": get(p + "mlp.down_proj.weight"),  # (H, I)
-            }
-            self.layers.append(L)
-            if progress:
-                progress(i + 1, cfg.num_layers)
-        self.final_norm = get("model.norm.weight")
-        self.lm_head = self.embed if cfg.tie_word_embeddings else get(lm_head_name(cfg))
-        self._weight_bytes = sum(
-            t.numel() * t.element_size() for L in self.layers for t in L.values() if t is not None
-        ) + self.embed.numel() * self.embed.element_size() + self.final_norm.numel() * self.final_norm.element_size()
-        if not cfg.tie_word_embeddings:
-            self._weight_bytes += self.lm_head.numel() * self.lm_head.element_size()
+        # attention as one SDPA call, reported as the composite op `attention`
+        self.fused_attention = fused_attention
+        self.load_weights(lambda t: to_tensor(t, self.tdtype, self.tdev), progress)
         self.reset(64)
 
-    @property
-    def resident_weight_bytes(self) -> int:
-        return self._weight_bytes
+    @staticmethod
+    def nbytes(tensor: torch.Tensor) -> int:
+        return tensor.numel() * tensor.element_size()
+
+    def make_sampler(self, params: SamplingParams) -> TorchSampler:
+        return TorchSampler(params)
+
+    def to_host(self, logits) -> np.ndarray:
+        return logits.float().cpu().numpy()
 
     def reset(self, capacity: int) -> None:
         cfg = self.cfg
@@ -134,7 +112,7 @@ class TorchEngine(Engine):
         idx = torch.tensor([token_id], dtype=torch.long, device=self.tdev)
         return self._forward(idx, False)
 
-    def _forward(self, idx: torch.Tensor, all_logits: bool) -> np.ndarray:
+    def _forward(self, idx: torch.Tensor, all_logits: bool):
         cfg, lap = self.cfg, self.lap
         nh, nkv, hd, g = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.gqa_group
         qd, kvd, I, eps = cfg.q_dim, cfg.kv_dim, cfg.intermediate_size, cfg.rms_norm_eps
@@ -148,68 +126,75 @@ class TorchEngine(Engine):
 
         x = self.embed[idx]  # (T, H)
         lap(-1, EMBED)
-        for li, L in enumerate(self.layers):
-            h = rmsnorm(x, L["attn_norm"], eps)
+        for li, lw in enumerate(self.layers):
+            h = rmsnorm(x, lw.attn_norm, eps)
             lap(li, ATTN_NORM)
-            qkv = F.linear(h, L["wqkv"], L["bqkv"])  # (T, q+2kv)
+            qkv = F.linear(h, lw.qkv, lw.qkv_bias)  # (T, q+2kv)
             q = qkv[:, :qd].view(T, nh, hd)
             k = qkv[:, qd:qd + kvd].view(T, nkv, hd)
             v = qkv[:, qd + kvd:].view(T, nkv, hd)
             lap(li, QKV_PROJ)
             if cfg.qk_norm:
-                q = rmsnorm(q, L["q_norm"], eps)
-                k = rmsnorm(k, L["k_norm"], eps)
+                q = rmsnorm(q, lw.q_norm, eps)
+                k = rmsnorm(k, lw.k_norm, eps)
                 lap(li, QK_NORM)
             q = apply_rope(q.float(), cos, sin).to(self.tdtype)
             k = apply_rope(k.float(), cos, sin).to(self.tdtype)
             self.k_cache[li, :, P:S] = k.transpose(0, 1)
             self.v_cache[li, :, P:S] = v.transpose(0, 1)
             lap(li, ROPE)
-            # GQA: the g query heads that share a KV head are stacked as rows: (nkv, g*T, hd)
-            qg = q.transpose(0, 1).reshape(nkv, g * T, hd)
-            keys = self.k_cache[li, :, :S]  # (nkv, S, hd)
-            scores = torch.matmul(qg, keys.transpose(1, 2)).float() * attn_scale(hd)  # (nkv, g*T, S)
-            lap(li, ATTN_SCORES)
-            if mask is not None:
-                scores = scores.view(nkv, g, T, S).masked_fill(mask, float("-inf")).view(nkv, g * T, S)
-            probs = torch.softmax(scores, dim=-1).to(self.tdtype)
-            lap(li, ATTN_SOFTMAX)
-            mixed = torch.matmul(probs, self.v_cache[li, :, :S])  # (nkv, g*T, hd)
-            attn = mixed.view(nh, T, hd).transpose(0, 1).reshape(T, qd)
-            lap(li, ATTN_MIX)
-            x = x + F.linear(attn, L["wo"])
+            keys, values = self.k_cache[li, :, :S], self.v_cache[li, :, :S]  # (nkv, S, hd)
+            if self.fused_attention:
+                # one SDPA call: scores, softmax and mix fused; GQA by repeating KV heads inside
+                mixed = F.scaled_dot_product_attention(
+                    q.transpose(0, 1), keys, values, attn_mask=None if mask is None else mask.logical_not(),
+                    scale=attn_scale(hd), enable_gqa=g > 1)  # (nh, T, hd)
+                attn = mixed.transpose(0, 1).reshape(T, qd)
+                lap(li, ATTENTION)
+            else:
+                # GQA: the g query heads that share a KV head are stacked as rows: (nkv, g*T, hd)
+                qg = q.transpose(0, 1).reshape(nkv, g * T, hd)
+                scores = torch.matmul(qg, keys.transpose(1, 2)).float() * attn_scale(hd)  # (nkv, g*T, S)
+                lap(li, ATTN_SCORES)
+                if mask is not None:
+                    scores = scores.view(nkv, g, T, S).masked_fill(mask, float("-inf")).view(nkv, g * T, S)
+                probs = torch.softmax(scores, dim=-1).to(self.tdtype)
+                lap(li, ATTN_SOFTMAX)
+                mixed = torch.matmul(probs, values)  # (nkv, g*T, hd)
+                attn = mixed.view(nh, T, hd).transpose(0, 1).reshape(T, qd)
+                lap(li, ATTN_MIX)
+            x = x + F.linear(attn, lw.o_proj)
             lap(li, O_PROJ)
-            h = rmsnorm(x, L["mlp_norm"], eps)
+            h = rmsnorm(x, lw.mlp_norm, eps)
             lap(li, MLP_NORM)
-            gu = F.linear(h, L["wgu"])  # (T, 2I)
+            gu = F.linear(h, lw.gate_up)  # (T, 2I): gate | up
             lap(li, GATE_UP_PROJ)
             act = F.silu(gu[:, :I]) * gu[:, I:]
             lap(li, SILU_MUL)
-            x = x + F.linear(act, L["wd"])
+            x = x + F.linear(act, lw.down)
             lap(li, DOWN_PROJ)
         self.pos = S
         rows = x if all_logits else x[-1:]
         h = rmsnorm(rows, self.final_norm, eps)
         lap(-1, FINAL_NORM)
-        logits = F.linear(h, self.lm_head)
+        logits = F.linear(h, self.lm_head).float()  # (rows, V), on the device
         lap(-1, LM_HEAD)
-        out = logits.float().cpu().numpy()
-        return out if all_logits else out[0]
+        return logits.cpu().numpy() if all_logits else logits[0]
 
 
 class TorchCpuEngine(TorchEngine):
     name = "torch"
 
-    def __init__(self, ckpt, probe=None, dtype=None, progress=None):
-        super().__init__(ckpt, probe, dtype=dtype, device="cpu", progress=progress)
+    def __init__(self, ckpt, dtype=None, progress=None, fused_attention: bool = False):
+        super().__init__(ckpt, dtype=dtype, device="cpu", progress=progress, fused_attention=fused_attention)
 
 
 class CudaEngine(TorchEngine):
     name = "cuda"
 
-    def __init__(self, ckpt, probe=None, dtype=None, progress=None):
-        require_cuda()
-        super().__init__(ckpt, probe, dtype=dtype, device="cuda", progress=progress)
+    def __init__(self, ckpt, dtype=None, progress=None, fused_attention: bool = False):
+        check_backend("cuda")
+        super().__init__(ckpt, dtype=dtype, device="cuda", progress=progress, fused_attention=fused_attention)
 
     def warmup(self) -> float:
         torch.cuda.synchronize()

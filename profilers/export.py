@@ -1,7 +1,8 @@
 """Exporters: tidy per-op CSV, summary CSV, JSON, Markdown and Chrome trace-event JSON.
 
-Files are written atomically: into a temporary file beside the target, then renamed over it,
-so a reader never sees half a file and a failed run leaves nothing behind.
+The callers write them with `engines.files.atomic_write`: into a temporary file beside the
+target, then renamed over it, so a reader never sees half a file and a failed run leaves
+nothing behind.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import math
 import platform
 from typing import Iterable
 
-from .files import atomic_write, check_writable  # noqa: F401  (re-exported)
+from engines.ops import OPS
+
 from .record import RunRecord
 
 # One source of truth for the tidy per-op CSV (`aios run --csv FILE`, `aios top` export).
@@ -119,14 +121,14 @@ def chrome_trace(records: list[RunRecord]) -> str:
                            "args": {"n_tokens": s.n_tokens, "past": s.past, "reduction_barriers": s.barriers}})
             if s.durs_ns is None:
                 continue
-            f, b = r.step_costs(s)
-            from .ops import OPS
-
-            for layer, op, start, dur in zip(s.layers.tolist(), s.ops.tolist(), s.starts_ns.tolist(), s.durs_ns.tolist()):
+            c = r.step_costs(s)
+            nbytes = c.event_bytes(s.layers, s.ops).tolist()
+            for layer, op, start, dur, b in zip(s.layers.tolist(), s.ops.tolist(), s.starts_ns.tolist(),
+                                                s.durs_ns.tolist(), nbytes):
                 o = OPS[op]
                 events.append({"ph": "X", "pid": pid, "tid": 2, "name": o.name, "cat": o.kind,
                                "ts": ts0 + start / 1e3, "dur": dur / 1e3,
                                "args": {"layer": layer, "phase": s.phase, "token_index": s.token_index,
-                                        "flops": int(f[op]), "bytes": int(b[op])}})
+                                        "flops": int(c.flops[op]), "bytes": int(b)}})
     return json.dumps({"traceEvents": events, "displayTimeUnit": "ms",
                        "otherData": {"tool": "aios", "runs": [r.run_id for r in records]}})

@@ -1,30 +1,17 @@
-"""NVML, wrapped the way nvitop does it: initialised lazily, and every query that the driver or
-device does not support returns None ("N/A") instead of raising."""
+"""NVML, wrapped the way nvitop does it: initialised lazily (once, by `engines.devices`, which
+also counts the devices), and every query that the driver or device does not support returns
+None ("N/A") instead of raising."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
-_state: dict[str, Any] = {"init": None, "error": None}
+from engines.devices import gpu_count as device_count
+from engines.devices import nvml as _nvml
+from engines.devices import nvml_error as unavailable_reason
 
-
-def _nvml():
-    if _state["init"] is None:
-        try:
-            import pynvml
-
-            pynvml.nvmlInit()
-            _state["init"] = pynvml
-        except Exception as e:  # no driver, no library, no GPU
-            _state["init"] = False
-            _state["error"] = str(e) or type(e).__name__
-    return _state["init"] or None
-
-
-def unavailable_reason() -> str | None:
-    _nvml()
-    return _state["error"]
+__all__ = ["GpuInfo", "device_count", "gpu", "gpus", "index_for_torch_device", "memory", "unavailable_reason"]
 
 
 def _q(fn: Callable, *args):
@@ -32,11 +19,6 @@ def _q(fn: Callable, *args):
         return fn(*args)
     except Exception:
         return None
-
-
-def device_count() -> int:
-    nv = _nvml()
-    return (_q(nv.nvmlDeviceGetCount) or 0) if nv else 0
 
 
 @dataclass

@@ -22,7 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_write
+from engines import backend_status
+from engines.files import atomic_write, cache_dir
+
+from . import nvml
 from .sysinfo import cpu_model
 
 PEAKS_VERSION = 1
@@ -138,23 +141,14 @@ def gpu_peaks(repeat: int = 11) -> tuple[Peak, Peak, Peak, str]:
 
 
 def machine_key() -> dict:
-    d = {"host": platform.node(), "cpu": cpu_model(), "cpus": os.cpu_count(), "gpu": None}
-    try:
-        from . import nvml
-
-        g = nvml.gpu(0)
-        d["gpu"] = g.name if g else None
-    except Exception:
-        pass
-    return d
+    g = nvml.gpu(0)
+    return {"host": platform.node(), "cpu": cpu_model(), "cpus": os.cpu_count(), "gpu": g.name if g else None}
 
 
 def cache_path() -> Path:
-    from engines.tokenizer import default_cache_dir
-
     key = machine_key()
     slug = "".join(c if c.isalnum() else "-" for c in f"{key['host']}-{key['cpus']}")[:60]
-    return Path(default_cache_dir()) / f"peaks-v{PEAKS_VERSION}-{slug}.json"
+    return cache_dir() / f"peaks-v{PEAKS_VERSION}-{slug}.json"
 
 
 def load_cached() -> Peaks | None:
@@ -175,9 +169,7 @@ def measure(with_gpu: bool | None = None, progress=None) -> Peaks:
     flops = cpu_matmul_flops()
     peaks = Peaks(machine=machine_key(), measured_at=time.strftime("%Y-%m-%dT%H:%M:%S"), cpu_bandwidth=bw, cpu_flops=flops)
     if with_gpu is None:
-        from engines import cuda_status
-
-        with_gpu = cuda_status()[0]
+        with_gpu = backend_status("cuda")[0]
     if with_gpu:
         step("GPU copy bandwidth and matmul FLOP/s")
         peaks.gpu_bandwidth, peaks.gpu_flops_fp32, peaks.gpu_flops_bf16, _ = gpu_peaks()

@@ -1,4 +1,4 @@
-"""Probes: what an engine calls after every op it executes.
+"""Probes: the `lap` an engine calls after every op it executes, when someone measures.
 
 The engine's whole contract is one call per op: ``lap(layer, op_id)``. A lap closes the
 interval that began at the previous lap (or at the start of the step), so the ops of a step
@@ -14,13 +14,12 @@ Levels:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from .ops import OPS
+from engines.ops import BARRIER_MASK, BARRIERS_PER_OP, OPS, noop_lap
 
-BARRIER_MASK = np.array([op.barrier for op in OPS], dtype=bool)
 LEVELS = ("op", "token", "none")
 
 
@@ -39,9 +38,8 @@ class Step:
     ops: np.ndarray | None = None
     starts_ns: np.ndarray | None = None
     durs_ns: np.ndarray | None = None
-    # token and op level: how many times each canonical op ran
+    # token and op level: how many times each op of the table ran
     op_counts: np.ndarray | None = None
-    fused: dict = field(default_factory=dict)
 
     @property
     def ops_counted(self) -> int | None:
@@ -49,15 +47,24 @@ class Step:
 
     @property
     def barriers(self) -> int | None:
-        return None if self.op_counts is None else int(self.op_counts[BARRIER_MASK].sum())
+        """Reduction barriers the pass waited on, counted from the ops it executed (a composite
+        op counts the barriers it covers)."""
+        return None if self.op_counts is None else int(self.op_counts @ BARRIERS_PER_OP)
 
     @property
     def op_seconds(self) -> float:
         return 0.0 if self.durs_ns is None else float(self.durs_ns.sum()) * 1e-9
 
+    @property
+    def barrier_seconds(self) -> float | None:
+        """Time in barrier ops (op level only)."""
+        return None if self.durs_ns is None else float(self.durs_ns[BARRIER_MASK[self.ops]].sum()) * 1e-9
 
-def _noop(layer: int, op: int) -> None:
-    return None
+    @property
+    def barrier_share(self) -> float | None:
+        """Barrier time over the pass's wall time (op level only)."""
+        b = self.barrier_seconds
+        return None if b is None or not self.wall_s else b / self.wall_s
 
 
 class Probe:
@@ -71,7 +78,7 @@ class Probe:
         self._t0 = time.perf_counter_ns()
         self._buf: list = []
         self._counts = [0] * len(OPS)
-        self.lap = {"op": self._lap_op, "token": self._lap_count, "none": _noop}[level]
+        self.lap = {"op": self._lap_op, "token": self._lap_count, "none": noop_lap}[level]
 
     # -- hot path ---------------------------------------------------------------------
     def _lap_op(self, layer: int, op: int) -> None:
@@ -114,18 +121,11 @@ class Probe:
         st.durs_ns = ends - starts
         st.op_counts = np.bincount(st.ops, minlength=len(OPS)).astype(np.int64)
 
-    def host_lap(self, layer: int, op: int) -> None:
-        """A lap for work done on the host (sampling) — same as `lap` on the CPU probe."""
-        self.lap(layer, op)
-
-    def mark_host(self) -> None:
-        """The logits have reached the host (a no-op on the CPU)."""
-
 
 class CudaProbe(Probe):
-    """GPU probe: each lap records a CUDA event on the current stream (no host sync).
-    Events are resolved once per step, after the step has synchronised anyway to read the
-    logits. Host-side laps (the sampler) are timed with perf_counter and appended."""
+    """GPU probe: each lap records a CUDA event on the current stream (no host sync). Events
+    are resolved once per step, after the step has synchronised anyway to read the token id.
+    Every op, sampling included, runs on the device, so every lap is an event."""
 
     def __init__(self, level: str = "op", device=None):
         import torch
@@ -145,56 +145,26 @@ class CudaProbe(Probe):
 
     def _lap_event(self, layer: int, op: int) -> None:
         i = len(self._buf) + 1
-        ev = self._event(i)
-        ev.record()
+        self._event(i).record()
         self._buf.append((layer, op, i))
 
     def begin_step(self, phase: str, token_index: int, n_tokens: int, past: int) -> None:
         super().begin_step(phase, token_index, n_tokens, past)
-        self._host: list = []
         if self.level == "op":
             self._event(0).record()
 
-    def host_lap(self, layer: int, op: int) -> None:
-        if self.level != "op":
-            self.lap(layer, op)
-            return
-        self._host.append((layer, op, time.perf_counter_ns()))
-
     def _finish_op_step(self, st: Step, t_start: int) -> None:
         self._torch.cuda.synchronize(self._device)
-        dev = self._buf
-        host = self._host
-        n = len(dev) + len(host)
-        layers = np.empty(n, np.int32)
-        ops = np.empty(n, np.int16)
-        durs = np.empty(n, np.int64)
-        starts = np.empty(n, np.int64)
+        buf = self._buf
+        n = len(buf)
+        st.layers = np.fromiter((b[0] for b in buf), np.int32, n)
+        st.ops = np.fromiter((b[1] for b in buf), np.int16, n)
         e0 = self._event(0)
-        gpu_end_ns = 0
-        prev_ns = 0
-        for k, (layer, op, i) in enumerate(dev):  # one elapsed_time query per op
-            layers[k], ops[k] = layer, op
-            t_ns = int(e0.elapsed_time(self._event(i)) * 1e6)
-            starts[k], durs[k] = prev_ns, t_ns - prev_ns
-            prev_ns = gpu_end_ns = t_ns
-        # Host laps start when the device work had been read back: after the last device lap.
-        t_prev = self._host_start_ns() if host else 0
-        for j, (layer, op, t) in enumerate(host):
-            k = len(dev) + j
-            layers[k], ops[k] = layer, op
-            durs[k] = t - t_prev
-            starts[k] = max(gpu_end_ns, t_prev - t_start)
-            t_prev = t
-        st.layers, st.ops, st.starts_ns, st.durs_ns = layers, ops, starts, durs
-        st.op_counts = np.bincount(ops, minlength=len(OPS)).astype(np.int64)
-
-    def _host_start_ns(self) -> int:
-        return getattr(self, "_host_mark", self._step_t)
-
-    def mark_host(self) -> None:
-        """Called by the generate loop once the logits are on the host."""
-        self._host_mark = time.perf_counter_ns()
+        ends = np.fromiter((int(e0.elapsed_time(self._event(b[2])) * 1e6) for b in buf), np.int64, n)
+        starts = np.zeros_like(ends)
+        starts[1:] = ends[:-1]
+        st.starts_ns, st.durs_ns = starts, ends - starts
+        st.op_counts = np.bincount(st.ops, minlength=len(OPS)).astype(np.int64)
 
 
 def make_probe(level: str, device_type: str = "cpu", device=None) -> Probe:

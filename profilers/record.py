@@ -12,13 +12,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engines.config import ModelConfig
+from engines.ops import KIND_OF, KINDS, OP_INDEX, OPS, OTHER
 
-from .costs import op_costs
+from .costs import PassCosts, pass_costs
 from .memory import MemorySample
-from .ops import KINDS, OP_INDEX, OPS, OTHER
-from .probe import BARRIER_MASK, Step
-
-KIND_OF = np.array([KINDS.index(op.kind) for op in OPS])
+from .probe import Step
 
 
 def _layer_rows(st: Step, num_layers: int) -> np.ndarray:
@@ -35,11 +33,18 @@ def step_layer_table(st: Step, num_layers: int) -> np.ndarray:
     return tab
 
 
-def step_layer_bytes(st: Step, num_layers: int, op_bytes: np.ndarray) -> np.ndarray:
+def step_layer_bytes(st: Step, num_layers: int, costs: PassCosts) -> np.ndarray:
     """Minimum bytes each (layer row, kind) cell of one op-level step moved (from `costs`)."""
     tab = np.zeros((num_layers + 2, len(KINDS)))
-    np.add.at(tab, (_layer_rows(st, num_layers), KIND_OF[st.ops]), op_bytes[st.ops])
+    np.add.at(tab, (_layer_rows(st, num_layers), KIND_OF[st.ops]), costs.event_bytes(st.layers, st.ops))
     return tab
+
+
+def barrier_share(steps: list[Step]) -> float | None:
+    """Barrier time over wall time of op-level steps, pooled (the one definition: `aios run`'s
+    summary and `aios top` both use it)."""
+    wall = sum(s.wall_s for s in steps)
+    return sum(s.barrier_seconds for s in steps) / wall if wall else None
 
 
 @dataclass
@@ -51,7 +56,7 @@ class RunRecord:
     dtype: str
     device: str
     profile: str
-    weight_itemsize: int
+    op_weight_bytes: np.ndarray  # (L + 1, len(OPS)) as the engine holds its weights
     act_itemsize: int
     prompt_ids: list[int]
     generated_ids: list[int]
@@ -77,15 +82,14 @@ class RunRecord:
     def decode_steps(self) -> list[Step]:
         return [s for s in self.steps if s.phase == "decode"]
 
-    def step_costs(self, st: Step) -> tuple[np.ndarray, np.ndarray]:
-        return op_costs(self.config, st.n_tokens, st.past, self.weight_itemsize, self.act_itemsize)
+    def step_costs(self, st: Step) -> PassCosts:
+        return pass_costs(self.config, st.n_tokens, st.past, self.op_weight_bytes, self.act_itemsize)
 
     def step_totals(self, st: Step) -> tuple[float, float]:
         """(flops, bytes) of everything the step executed (from its op counts)."""
         if st.op_counts is None:
             return float("nan"), float("nan")
-        f, b = self.step_costs(st)
-        return float(st.op_counts @ f), float(st.op_counts @ b)
+        return self.step_costs(st).totals(st.op_counts)
 
     # --- summary ---------------------------------------------------------------------
     def summary(self) -> dict:
@@ -143,10 +147,8 @@ class RunRecord:
                     out["bandwidth_share_of_peak"] = out["achieved_bandwidth_bytes_per_s"] / self.device_peak_bandwidth
         timed = [s for s in (dec or [pre]) if s.durs_ns is not None]
         if timed:
-            wall = sum(s.wall_s for s in timed)
-            barrier_ns = sum(int(s.durs_ns[BARRIER_MASK[s.ops]].sum()) for s in timed)
-            out["barrier_time_share"] = barrier_ns * 1e-9 / wall
-            out["op_time_share"] = sum(s.op_seconds for s in timed) / wall
+            out["barrier_time_share"] = barrier_share(timed)
+            out["op_time_share"] = sum(s.op_seconds for s in timed) / sum(s.wall_s for s in timed)
         peaks = [m.torch_peak_bytes for m in self.memory if m.torch_peak_bytes is not None]
         if peaks:
             out["device_peak_bytes"] = max(peaks)
@@ -182,9 +184,9 @@ class RunRecord:
         for s in dec:
             dec_sec += np.bincount(s.ops, weights=s.durs_ns * 1e-9, minlength=len(OPS))
             calls += s.op_counts
-            f, b = self.step_costs(s)
-            flops += s.op_counts * f
-            nbytes += s.op_counts * b
+            c = self.step_costs(s)
+            flops += s.op_counts * c.flops
+            nbytes += np.bincount(s.ops, weights=c.event_bytes(s.layers, s.ops), minlength=len(OPS))
         dec_sec /= n_dec
         calls /= n_dec
         flops /= n_dec
@@ -223,11 +225,12 @@ class RunRecord:
         for s in self.steps:
             if s.durs_ns is None:
                 continue
-            f, b = self.step_costs(s)
-            for layer, op, dur in zip(s.layers.tolist(), s.ops.tolist(), s.durs_ns.tolist()):
+            c = self.step_costs(s)
+            nbytes = c.event_bytes(s.layers, s.ops).tolist()
+            for layer, op, dur, b in zip(s.layers.tolist(), s.ops.tolist(), s.durs_ns.tolist(), nbytes):
                 o = OPS[op]
                 yield {**base, "phase": s.phase, "token_index": s.token_index, "layer": layer, "op": o.name,
-                       "kind": o.kind, "seconds": dur * 1e-9, "flops": int(f[op]), "bytes": int(b[op])}
+                       "kind": o.kind, "seconds": dur * 1e-9, "flops": int(c.flops[op]), "bytes": int(b)}
             yield {**base, "phase": s.phase, "token_index": s.token_index, "layer": -1, "op": OTHER,
                    "kind": OTHER, "seconds": max(0.0, s.wall_s - s.op_seconds), "flops": 0, "bytes": 0}
 

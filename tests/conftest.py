@@ -14,7 +14,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 # name -> (architecture, config kwargs). Between them: Qwen2 with bias tied and untied,
-# GQA ratios 1, 2 and 7, head_dim 64 and 128, rope_theta 1e4 and 1e6, Qwen3 with q/k norm,
+# GQA ratios 1, 2 and 7 (over one KV head, and over two as in Qwen2.5-0.5B, where a wrong
+# head-to-KV mapping shows), head_dim 64 and 128, rope_theta 1e4 and 1e6, Qwen3 with q/k norm,
 # and a Llama-family checkpoint (Qwen2 without biases).
 HF_CONFIGS = {
     "qwen2-tied-gqa2-hd64": ("qwen2", dict(hidden_size=128, num_attention_heads=2, num_key_value_heads=1,
@@ -27,6 +28,9 @@ HF_CONFIGS = {
                                                head_dim=128, tie_word_embeddings=True, rope_theta=1e6)),
     "llama-gqa2-hd64": ("llama", dict(hidden_size=256, num_attention_heads=4, num_key_value_heads=2,
                                        tie_word_embeddings=False, rope_theta=1e4)),
+    # Qwen2.5-0.5B's real attention layout: 14 query heads over 2 KV heads (g = 7), hd 64, biases
+    "qwen2.5-layout-gqa7-hd64": ("qwen2", dict(hidden_size=896, num_attention_heads=14, num_key_value_heads=2,
+                                                tie_word_embeddings=True, rope_theta=1e6)),
 }
 COMMON = dict(vocab_size=384, intermediate_size=320, num_hidden_layers=2, max_position_embeddings=512,
               rms_norm_eps=1e-6, initializer_range=0.05, bos_token_id=None, eos_token_id=None, pad_token_id=None)
@@ -79,3 +83,25 @@ def hf_model_dirs(tmp_path_factory):
         d = tmp_path_factory.mktemp(name)
         out[name] = (d, build_hf_model(d, name))
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """The `tiny` preset: real Qwen2.5 vocabulary and tokenizer, seeded random weights."""
+    from engines.checkpoint import open_model
+
+    return open_model("tiny")
+
+
+def generate(engine, prompt_ids, n, probe=None, params=None, stop_ids=()):
+    """A generation through the measuring path (the probe sees every pass); returns the
+    `Generation` (its ids) — the probe keeps the steps."""
+    from engines.generate import Generation
+    from engines.sampling import SamplingParams
+    from profilers.harness import measured
+    from profilers.probe import Probe
+
+    gen = Generation(engine, prompt_ids, n, engine.make_sampler(params or SamplingParams(greedy=True)), stop_ids)
+    for _ in measured(gen, probe or Probe("none")):
+        pass
+    return gen

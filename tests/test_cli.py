@@ -16,7 +16,7 @@ from aios_cli.main import app
 from engines import cuda_status
 from engines.config import PRESETS
 from profilers.export import EVENT_COLUMNS, SUMMARY_COLUMNS
-from profilers.ops import OP_NAMES, OPS, OTHER
+from engines.ops import OP_NAMES, OPS, OTHER
 
 runner = CliRunner()
 FAST = ["--max-new-tokens", "4", "--quiet"]
@@ -349,3 +349,11 @@ def test_context_overflow(out_files):
     limit = PRESETS["tiny"].max_position_embeddings
     res = run_bad(out_files, "-b", "simd", "--prompt-ids", "1,2", "--max-new-tokens", str(limit))
     assert_bad_input(res, f"exceed the model's context of {limit}")
+
+
+def test_event_rows_have_exactly_the_csv_columns(tiny):
+    from profilers.harness import RunOptions, profile_run
+
+    rec = profile_run(tiny, "simd", [9707, 11, 1879], RunOptions(max_new_tokens=2, warmup=False))
+    rows = list(rec.events())
+    assert rows and all(tuple(r) == EVENT_COLUMNS for r in rows)

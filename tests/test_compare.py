@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from aios_cli.compare import PASSES_COLUMNS, RESULT_COLUMNS
+from aios_cli.compare.kernels import RESULT_COLUMNS
+from aios_cli.compare.passes import PASSES_COLUMNS
 from aios_cli.main import app
 from engines import cuda_status
 from engines.config import PRESETS
-from profilers import compare as C
+from profilers.bench import check as CK
+from profilers.bench import kernels as C
 
 runner = CliRunner()
 HAS_GPU = cuda_status()[0]
@@ -113,7 +115,7 @@ def test_scaled_scalar_is_labelled_everywhere(tmp_path):
 
 
 def test_wrong_results_are_not_timed():
-    case = C.Case.make("dot", 1000)
+    case = CK.Case.make("dot", 1000)
     r = C.run_blas(case, C.CompareConfig(repeat=2))
     assert r.status == "ok"
     case.ref = case.ref + 1.0  # pretend the right answer were different
@@ -123,12 +125,12 @@ def test_wrong_results_are_not_timed():
 
 @pytest.mark.parametrize("op,n", [("dot", 1), ("dot", 1023), ("matmul", 1), ("matmul", 33)])
 def test_check_bound(op, n):
-    case = C.Case.make(op, n)
+    case = CK.Case.make(op, n)
     got = case.ref.astype(np.float32)
-    assert C.check(op, got, case.ref, case.abs_terms, case.k)[0]
+    assert CK.check(got, case.ref, case.abs_terms, case.k)[0]
     bad = np.array(got, dtype=np.float64)
     bad.flat[0] += 1e-3 * (abs(bad.flat[0]) + 1)
-    assert not C.check(op, bad, case.ref, case.abs_terms, case.k)[0]
+    assert not CK.check(bad, case.ref, case.abs_terms, case.k)[0]
 
 
 def test_peak_is_cached():

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from aios_cli.compare import PASSES_COLUMNS, RESULT_COLUMNS
+from aios_cli.compare.kernels import RESULT_COLUMNS
+from aios_cli.compare.passes import PASSES_COLUMNS
 from engines.config import PRESETS
 from profilers.export import EVENT_COLUMNS, SUMMARY_COLUMNS
 

@@ -9,11 +9,9 @@ import torch
 
 from engines import cuda_status, engine_class
 from engines.checkpoint import open_model
-from engines.generate import generate
-from engines.sampling import Sampler, SamplingParams
 from profilers.probe import make_probe
 
-from .conftest import HF_CONFIGS
+from .conftest import HF_CONFIGS, generate
 from .test_parity import PROMPT, hf_logits
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not cuda_status()[0], reason="no usable NVIDIA GPU")]
@@ -41,7 +39,7 @@ def test_cuda_bf16_close_to_fp32_and_profiled_with_events():
     # bf16 keeps 8 bits of mantissa: relative error ~4e-3 per op
     assert np.abs(got - want).max() < 0.05 * np.abs(want).max()
     probe = make_probe("op", "cuda")
-    gen = generate(eng, PROMPT, 8, Sampler(SamplingParams()), probe)
+    gen = generate(eng, PROMPT, 8, probe)
     assert len(gen.generated_ids) == 8
     for st in probe.steps:
         assert st.barriers == 3 * ckpt.config.num_layers + 2

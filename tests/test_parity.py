@@ -19,11 +19,9 @@ import torch
 
 from engines import engine_class
 from engines.checkpoint import open_model
-from engines.generate import generate
-from engines.sampling import Sampler, SamplingParams
 from profilers.probe import Probe
 
-from .conftest import HF_CONFIGS, build_hf_model
+from .conftest import HF_CONFIGS, build_hf_model, generate
 
 ENGINES = ("scalar", "simd", "torch")
 PROMPT = [3, 17, 101, 250, 7, 42, 199, 5, 77, 300, 12]
@@ -56,11 +54,15 @@ def test_prefill_logits_match_hf(hf_model_dirs, name, backend):
     ref = hf_logits(model, PROMPT)
     assert ours.shape == ref.shape
     np.testing.assert_allclose(ours, ref, atol=ATOL, rtol=RTOL)
-    # and one decode step after the prefill matches HF's logits for the extended sequence
-    nxt = int(np.argmax(ref[-1]))
-    dec = np.asarray(eng.decode(nxt), dtype=np.float64)
-    ref2 = hf_logits(model, PROMPT + [nxt])[-1]
-    np.testing.assert_allclose(dec, ref2, atol=ATOL, rtol=RTOL)
+    # and each of four decode steps after the prefill matches HF's logits for the extended
+    # sequence: a bug that leaves the greedy ids alone still moves these
+    seq = list(PROMPT)
+    for _ in range(4):
+        nxt = int(np.argmax(ref[-1]))
+        seq.append(nxt)
+        dec = np.asarray(eng.to_host(eng.decode(nxt)), dtype=np.float64)
+        ref = hf_logits(model, seq)
+        np.testing.assert_allclose(dec, ref[-1], atol=ATOL, rtol=RTOL)
 
 
 @pytest.mark.parametrize("name", list(HF_CONFIGS))
@@ -81,7 +83,7 @@ def test_greedy_generation_matches_hf(hf_model_dirs, name):
     ckpt = open_model(str(path))
     for backend in ENGINES:
         eng = engine_class(backend)(ckpt)
-        gen = generate(eng, PROMPT, n, Sampler(SamplingParams(greedy=True)), Probe("op"))
+        gen = generate(eng, PROMPT, n, Probe("op"))
         assert gen.generated_ids == want, backend
 
 

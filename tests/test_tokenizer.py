@@ -356,16 +356,6 @@ def test_unwritable_cache_dir_builds_in_memory(tok, tmp_path, monkeypatch):
     assert len(calls) == 1  # memoized in-process
 
 
-def test_default_cache_dir(monkeypatch, tmp_path):
-    monkeypatch.setenv("AIOS_CACHE_DIR", str(tmp_path / "a"))
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
-    assert qtok.default_cache_dir() == tmp_path / "a"
-    monkeypatch.delenv("AIOS_CACHE_DIR")
-    assert qtok.default_cache_dir() == tmp_path / "x" / "aios"
-    monkeypatch.delenv("XDG_CACHE_HOME")
-    assert str(qtok.default_cache_dir()).endswith(".cache/aios")
-
-
 def test_load_tokenizer_json_errors(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("not json at all")

@@ -18,13 +18,14 @@ from typer.testing import CliRunner
 
 from aios_cli.errors import BAD_INPUT
 from aios_cli.main import app as cli
-from aios_cli.runner import RunOptions
-from aios_cli.tui.session import AVG_WINDOW, TopSession, error_line, usable_backends
+from aios_cli.tui.engines import error_line, usable_backends
+from aios_cli.tui.session import AVG_WINDOW, TopSession
 from engines.checkpoint import open_model
 from engines.errors import UserError
+from engines.ops import KINDS, OP_INDEX, OPS
 from engines.sampling import SamplingParams
 from profilers.export import EVENT_COLUMNS
-from profilers.ops import KINDS, OP_INDEX, OPS
+from profilers.harness import RunOptions
 
 pytest.importorskip("textual")
 
@@ -36,11 +37,6 @@ def wait_for(pred, timeout=90.0, what="condition"):
             return
         time.sleep(0.02)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return open_model("tiny")
 
 
 def make_session(ckpt, backend="simd", n=8, prompt="The quick brown fox", profile="op", backends=None):
@@ -120,14 +116,14 @@ def test_view_matches_the_records(session, tiny):
 
 
 def test_bandwidth_table_is_cost_model_bytes(session, tiny):
-    from profilers.costs import op_costs
+    from profilers.costs import pass_costs
 
     wait_for(lambda: session.view().avg_n >= 2, what="two decode tokens")
     v, recs = pause_mid_generation(session)
     st = [s for r in recs for s in r.steps if s.phase == "decode"][-1]
     e = session.engine
-    _, b = op_costs(tiny.config, 1, st.past, e.weight_itemsize, e.act_itemsize)
-    assert v.latest_bytes.sum() == pytest.approx(float(b[st.ops].sum()), rel=1e-12)
+    c = pass_costs(tiny.config, 1, st.past, e.op_weight_bytes, e.act_itemsize)
+    assert v.latest_bytes.sum() == pytest.approx(float(c.event_bytes(st.layers, st.ops).sum()), rel=1e-12)
 
 
 def test_pause_holds_the_engine_and_resume_goes_on(session):
@@ -465,7 +461,7 @@ def test_prompts_cycle(tiny):
 def test_gpu_rows_render_from_nvml_and_torch_numbers():
     """The GPU lines as a lent GPU fills them (values as NVML and torch report them)."""
     from aios_cli.tui.panels import memory_panel, system_panel
-    from aios_cli.tui.session import TopView
+    from aios_cli.tui.view import TopView
     from profilers.memory import MemorySample
     from profilers.nvml import GpuInfo
 

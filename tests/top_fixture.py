@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from aios_cli.runner import RunOptions
-from aios_cli.tui.session import GenStat, TopSession
+from aios_cli.tui.session import TopSession
+from aios_cli.tui.view import GenStat
 from engines.checkpoint import open_model
+from engines.ops import OP_INDEX, OPS
 from engines.sampling import SamplingParams
+from profilers.harness import RunOptions
 from profilers.memory import MemorySample
-from profilers.ops import OP_INDEX, OPS
 from profilers.probe import Step
 
 PER_LAYER = ("attn_norm", "qkv_proj", "rope", "attn_scores", "attn_softmax", "attn_mix", "o_proj", "mlp_norm",
@@ -22,12 +23,20 @@ KIND_NS = {"matmul": 180_000, "reduction": 9_000, "elementwise": 6_000, "memory"
 class FakeEngine:
     device = "cpu"
     dtype = "float32"
-    weight_itemsize = 4
     act_itemsize = 4
     resident_weight_bytes = 1_976_000_000
 
-    def __init__(self, capacity):
+    def __init__(self, capacity, cfg):
         self.pos, self.capacity = 0, capacity
+        # float32 weights: what each op reads, per layer and outside the layers
+        H, I, V, q, kv = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size, cfg.q_dim, cfg.kv_dim
+        tab = np.zeros((cfg.num_layers + 1, len(OPS)))
+        for name, n in (("attn_norm", H), ("qkv_proj", (q + 2 * kv) * (H + 1)), ("o_proj", H * q), ("mlp_norm", H),
+                        ("gate_up_proj", 2 * I * H), ("down_proj", I * H)):
+            tab[:-1, OP_INDEX[name]] = 4 * n
+        for name, n in (("embed", H), ("final_norm", H), ("lm_head", V * H)):
+            tab[-1, OP_INDEX[name]] = 4 * n
+        self.op_weight_bytes = tab
 
     def kv_cache_bytes(self):
         return 2 * 24 * 128 * 2 * self.capacity * 4
@@ -65,12 +74,10 @@ def frozen_session(n_tokens: int = 40) -> FrozenSession:
     opts = RunOptions(max_new_tokens=64, sampling=SamplingParams(greedy=True), profile="op", ignore_eos=True)
     s = FrozenSession(ckpt, "simd", [(prompt, ids)], opts, backends=("scalar", "simd", "torch"))
     L = ckpt.config.num_layers
-    s.engine = FakeEngine(len(ids) + 64)
+    s.engine = FakeEngine(len(ids) + 64, ckpt.config)
     v = s.v
     v.dtype, v.device, v.state, v.generation = "float32", "cpu: Example 8-core CPU", "generating", 3
     v.no_gpu_reason = "torch 2.13.0+cpu is a CPU-only build"
-    s._current = {"backend": "simd", "engine": s.engine, "prompt_ids": ids, "run_id": "frozen",
-                  "steps": [], "generated_ids": [], "memory": []}
     text_ids = ckpt.tokenizer.encode(" jumps over the lazy dog, and the dog sleeps on in the warm sun while"
                                      " the fox runs far away into the quiet green woods beyond the hill.").ids
     s._gens.extend([GenStat(1, "simd", len(ids), 64, 0.212, 18.9, 12.1), GenStat(2, "simd", len(ids), 64, 0.198, 20.2, 12.4)])

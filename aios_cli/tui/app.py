@@ -20,8 +20,13 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Footer, Input, Label, Static, TabbedContent, TabPane
 
+from engines.errors import UserError
+from engines.files import atomic_write
+from profilers.export import events_csv_chunks
+
 from . import panels
-from .session import TopView, engine_gpu
+from .engines import engine_gpu
+from .view import TopView
 
 REFRESH_S = 0.2  # view refresh period: 5 Hz (the target is >= 4 Hz while generating)
 SYSTEM_S = 1.0  # psutil / NVML sampling period
@@ -163,8 +168,6 @@ class PromptScreen(ModalScreen):
             yield Label("", id="why")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        from engines.errors import UserError
-
         try:
             self.app.session.set_prompt(event.value)
         except UserError as e:
@@ -357,8 +360,6 @@ class TopApp(App):
 
     @work(thread=True, exclusive=True, group="export")
     def _export(self, path: Path) -> None:
-        from profilers.export import atomic_write, events_csv_chunks
-
         try:
             records = self.session.records()
             lines = 0
@@ -391,8 +392,6 @@ class TopApp(App):
     def write_stats(self, path: Path) -> None:
         """For benchmarks/bench_top.py: engine rate under the TUI and the UI refresh rate."""
         import statistics
-
-        from profilers.files import atomic_write
 
         walls = [s.wall_s for r in self.session.records() for s in r.steps if s.phase == "decode"]
         hz = self._hz_log

@@ -10,7 +10,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from . import panels
-from .session import engine_gpu
+from .engines import engine_gpu
 
 
 def report(v, cpus, gpu, width: int) -> Group:
@@ -47,7 +47,8 @@ def report(v, cpus, gpu, width: int) -> Group:
 def run_once(session, err: Console, csv_file: Path | None) -> None:
     import psutil
 
-    from profilers.export import atomic_write, events_csv_chunks
+    from engines.files import atomic_write
+    from profilers.export import events_csv_chunks
 
     psutil.cpu_percent(percpu=True)
     with err.status("starting", spinner="dots") as status:

@@ -11,36 +11,19 @@ import math
 import numpy as np
 from rich.text import Text
 
-from profilers.compare import fmt_t
-from profilers.ops import KINDS
+from engines.ops import KINDS
 
-from ..render import fmt_bytes
-from .session import GenStat, TopView
+from ..fmt import fmt_bytes, fmt_pct, fmt_rate, fmt_time
+from .view import GenStat, TopView
 
 METRICS = ("time", "share", "bandwidth")
 METRIC_LABEL = {"time": "seconds", "share": "% of token time", "bandwidth": "achieved GB/s"}
 KIND_STYLE = {"matmul": "#5fafff", "reduction": "#ff5f5f", "elementwise": "#87d75f", "memory": "#ffd75f",
-              "other": "#8a8a8a"}
+              "fused": "#d787ff", "other": "#8a8a8a"}
 SPARK = "▁▂▃▄▅▆▇█"
 
 
 # --- small pieces ------------------------------------------------------------------------
-def fmt_time(s: float | None) -> str:
-    """`fmt_t` without the space, for tight columns."""
-    return "n/a" if s is None or not math.isfinite(s) else fmt_t(s).replace(" ", "")
-
-
-def fmt_rate(x: float | None, unit: str = "tok/s") -> str:
-    if x is None or not math.isfinite(x):
-        return "n/a"
-    spec = ".0f" if x >= 100 else ".1f" if x >= 10 else ".2f"
-    return f"{x:{spec}} {unit}".rstrip()
-
-
-def fmt_pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
-
-
 def sparkline(values: list[float], width: int, lo: float | None = None, hi: float | None = None) -> str:
     """The last `width` values as block characters, scaled to [lo, hi] (default: their range)."""
     vals = [v for v in values[-width:] if v is not None and math.isfinite(v)]
@@ -65,9 +48,12 @@ def hbar(fraction: float, width: int, style: str) -> Text:
     return t
 
 
-def legend() -> Text:
+def legend(shown: set[str] = frozenset()) -> Text:
+    """The colour of each kind; `fused` only when a composite op ran (it is rare on the CPU)."""
     t = Text()
     for k in KINDS:
+        if k == "fused" and k not in shown:
+            continue
         t.append("█", style=KIND_STYLE[k])
         t.append(f" {k} ", style="dim" if k == "other" else "")
     return t
@@ -167,7 +153,8 @@ def layer_panel(v: TopView, phase: str, metric: str, width: int, height: int) ->
         else:
             out.append(f"waiting for the first {phase} token…", style="dim")
         return out
-    out.append_text(legend())
+    fused = KINDS.index("fused")
+    out.append_text(legend({"fused"} if any(t[1] is not None and t[1][:, fused].any() for t in tables) else set()))
     out.append(f"  {METRIC_LABEL[metric]}", style="bold")
     if head:
         out.append(f"\n{head}", style="dim")

@@ -1,98 +1,38 @@
-"""The engine side of `aios top`: a worker thread that generates without end, and the views
-the screen draws from.
+"""The engine side of `aios top`: a worker thread that generates without end, and the commands
+the UI sends it.
 
-The worker drives the one measuring path (`runner.profile_run`, the same as `aios run`)
-generation after generation, and folds each step into a `TopView` as it ends. The UI thread
-only ever calls `view()`, which copies the current state under a lock, and the command
-methods (`pause`, `switch_backend`, `set_prompt`, ...), which set flags and return at once.
-Nothing here imports Textual: `aios top --once` and the tests use the session directly.
+The worker pulls the one measuring path (`profilers.harness.ProfiledRun`, the same as `aios
+run`) generation after generation, one forward pass at a time, and notes each pass for the
+view. Pausing is not pulling: the worker waits between two passes, so paused time never enters
+a measurement. The UI thread only ever calls `view()`, which copies the current state under a
+lock, and the command methods (`pause`, `switch_backend`, `set_prompt`, ...), which set flags
+and return at once. Nothing here imports Textual: `aios top --once` and the tests use the
+session directly.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import gc
 import threading
-from dataclasses import dataclass, field
+from dataclasses import replace
 
-import numpy as np
-
-from engines import BACKENDS, cuda_status, engine_class
+from engines import backend_status, engine_class
 from engines.errors import UserError
+from engines.generate import check_request
 from engines.tokenizer import StreamDecoder
-from profilers.costs import op_costs
+from profilers.harness import RunOptions, build_engine, device_label, start_run, warm_up
 from profilers.memory import MemorySample
-from profilers.probe import BARRIER_MASK, Step
-from profilers.record import RunRecord, step_layer_bytes, step_layer_table
+from profilers.probe import Step
+from profilers.record import RunRecord
 
-from ..runner import (RunOptions, build_engine, device_label, gpu_index_of, make_record, new_run_id, profile_run,
-                      warm_up)
+from .engines import error_line, usable_backends
+from .retention import Retention
+from .view import Folder, GenStat, TopView
 
 AVG_WINDOW = 16  # decode tokens in the moving average
 HISTORY = 600  # points kept for the over-time plots
-KEEP_STEPS = 20_000  # forward passes kept for export (qwen2.5-0.5b: ~6 KB each); older generations are dropped whole
-
-
-@dataclass
-class GenStat:
-    """One finished (or interrupted) generation, for the tokens/s history."""
-
-    index: int
-    backend: str
-    prompt_tokens: int
-    new_tokens: int
-    ttft_s: float
-    prefill_tokens_per_s: float
-    decode_tokens_per_s: float | None
-
-
-@dataclass
-class TopView:
-    """Everything one frame shows: a copy, safe to read while the worker goes on."""
-
-    model: str
-    backend: str
-    dtype: str = "…"
-    device: str = "…"
-    num_params: int = 0
-    profile: str = "op"
-    state: str = "starting"  # starting | loading | warming | generating | paused | error
-    message: str | None = None  # what is loading, or the last error
-    load_progress: tuple[int, int] | None = None
-    backends: tuple[str, ...] = ()
-    prompt: str = ""
-    generation: int = 0  # generations started this session
-    token_index: int = 0  # tokens generated in the current generation
-    total_tokens: int = 0  # tokens generated this session, all generations
-    layer_rows: tuple[str, ...] = ()
-    # per-layer tables, shape (L+2, len(KINDS)): seconds and minimum bytes moved
-    latest: np.ndarray | None = None
-    latest_bytes: np.ndarray | None = None
-    latest_wall: float | None = None
-    avg: np.ndarray | None = None
-    avg_bytes: np.ndarray | None = None
-    avg_wall: float | None = None
-    avg_n: int = 0
-    prefill: np.ndarray | None = None
-    prefill_bytes: np.ndarray | None = None
-    prefill_wall: float | None = None
-    prefill_tokens: int = 0
-    # tokens/s
-    decode_rates: list[float] = field(default_factory=list)  # 1 / wall of each decode token, oldest first
-    generations: list[GenStat] = field(default_factory=list)
-    current_ttft_s: float | None = None
-    # reduction barriers
-    barriers_per_token: int | None = None
-    barrier_share: float | None = None  # of the latest decode token's time
-    barrier_share_avg: float | None = None  # over the moving-average window
-    barriers_total: int = 0  # barriers waited on this session (prefill and decode)
-    barrier_shares: list[float] = field(default_factory=list)
-    # memory
-    memory: list[MemorySample] = field(default_factory=list)
-    kv_cache_bytes: int | None = None
-    kv_positions: tuple[int, int] | None = None  # (filled, capacity)
-    no_gpu_reason: str | None = None
-    # text
-    text: str = ""
 
 
 class TopSession:
@@ -115,25 +55,23 @@ class TopSession:
         self.backend = backend
         self.backends = backends or usable_backends(ckpt)
         self._thread: threading.Thread | None = None
-        self._records: collections.deque[RunRecord] = collections.deque()
-        self._kept_steps = 0
-        self._current: dict | None = None  # the generation in progress (for a partial export)
+        self._kept = Retention()
+        self._run = None  # the ProfiledRun in progress (for a partial export)
         cfg = ckpt.config
-        self._L = cfg.num_layers
-        # (step, weight itemsize, activation itemsize): the last decode steps and the prefill,
+        # (step, op_weight_bytes, activation itemsize): the last decode steps and the prefill,
         # folded into tables only when the UI asks (a few times a second, not every token)
         self._recent: collections.deque = collections.deque(maxlen=AVG_WINDOW)
         self._prefill_step: tuple | None = None
-        self._tables: dict[int, tuple] = {}  # id(step) -> (seconds table, bytes table, barrier share)
+        self._folder = Folder(cfg)
         self.v = TopView(model=ckpt.name, backend=backend, num_params=cfg.num_params(), profile=opts.profile,
                          backends=self.backends, prompt=self.prompts[0][0],
-                         layer_rows=tuple(["in"] + [str(i) for i in range(self._L)] + ["out"]))
+                         layer_rows=tuple(["in"] + [str(i) for i in range(cfg.num_layers)] + ["out"]))
         self._rates = collections.deque(maxlen=HISTORY)
         self._shares = collections.deque(maxlen=HISTORY)
         self._mem = collections.deque(maxlen=HISTORY)
         self._gens = collections.deque(maxlen=HISTORY)
         self._decoder = StreamDecoder(ckpt.tokenizer) if ckpt.tokenizer is not None else None
-        ok, why = cuda_status()
+        ok, why = backend_status("cuda")
         self.v.no_gpu_reason = None if ok else why
 
     # --- commands from the UI thread: set a flag, wake the worker, return ------------------
@@ -176,8 +114,6 @@ class TopSession:
         generation on, and end the current one."""
         if self.ckpt.tokenizer is None:
             raise UserError(f"{self.ckpt.name} has no tokenizer.json", "restart aios top with --prompt-ids")
-        from engines.generate import check_request
-
         ids = self.ckpt.tokenizer.encode(text).ids
         check_request(self.ckpt.config, ids, self.opts.max_new_tokens)
         with self._lock:
@@ -202,62 +138,23 @@ class TopSession:
     # --- reads from the UI thread ---------------------------------------------------------
     def view(self) -> TopView:
         with self._lock:
-            v = self.v
-            out = TopView(**{k: getattr(v, k) for k in v.__dataclass_fields__})
+            out = self.v.copy()
             out.decode_rates = list(self._rates)
             out.barrier_shares = list(self._shares)
             out.memory = list(self._mem)
             out.generations = list(self._gens)
             recent = list(self._recent)
             pre = self._prefill_step
-        self._fold(out, recent, pre)
+        self._folder.fold(out, recent, pre)
         return out
-
-    def _table(self, item: tuple) -> tuple:
-        st, wb, ab = item
-        got = self._tables.get(id(st))
-        if got is None or got[0] is not st:
-            _, b = op_costs(self.ckpt.config, st.n_tokens, st.past, wb, ab)
-            share = float(st.durs_ns[BARRIER_MASK[st.ops]].sum()) * 1e-9 / st.wall_s if st.wall_s else None
-            got = (st, step_layer_table(st, self._L), step_layer_bytes(st, self._L, b), share)
-            self._tables[id(st)] = got
-        return got[1:]
-
-    def _fold(self, out: TopView, recent: list[tuple], pre: tuple | None) -> None:
-        """Per-layer tables for the latest decode token, the moving average and the prefill."""
-        if pre is not None:
-            out.prefill, out.prefill_bytes, _ = self._table(pre)
-            out.prefill_wall = pre[0].wall_s
-        if recent:
-            tabs = [self._table(it) for it in recent]
-            walls = [it[0].wall_s for it in recent]
-            out.latest, out.latest_bytes, out.barrier_share = tabs[-1]
-            out.latest_wall = walls[-1]
-            n = len(tabs)
-            out.avg = sum(t[0] for t in tabs) / n
-            out.avg_bytes = sum(t[1] for t in tabs) / n
-            out.avg_wall = sum(walls) / n
-            out.avg_n = n
-            timed = [(t[2], w) for t, w in zip(tabs, walls) if t[2] is not None]
-            wall = sum(w for _, w in timed)  # barrier time / token time, as `aios run` reports it
-            out.barrier_share_avg = sum(sh * w for sh, w in timed) / wall if wall else None
-        keep = {id(it[0]) for it in recent} | ({id(pre[0])} if pre else set())
-        for k in [k for k in self._tables if k not in keep]:
-            self._tables.pop(k, None)
 
     def records(self) -> list[RunRecord]:
         """Every kept generation as a RunRecord, the one in progress included (partial)."""
         with self._lock:
-            recs = list(self._records)
-            cur = dict(self._current) if self._current else None
-            if cur:
-                cur["steps"] = list(cur["steps"])
-                cur["generated_ids"] = list(cur["generated_ids"])
-                cur["memory"] = list(cur["memory"])
-        if cur and cur["steps"]:
-            recs.append(make_record(self.ckpt, cur["backend"], cur["engine"], self.opts, cur["prompt_ids"],
-                                    cur["generated_ids"], cur["steps"], cur["memory"], run_id=cur["run_id"],
-                                    meta={"partial": True}))
+            recs = self._kept.finished()
+            run = self._run
+        if run is not None and run.steps:
+            recs.append(run.record())
         return recs
 
     # --- the worker -----------------------------------------------------------------------
@@ -298,7 +195,7 @@ class TopSession:
                 else:
                     msg += " — space tries again, b tries another engine"
                 with self._lock:
-                    self._current = None
+                    self._run = None
                     self._set_state("error", msg)
 
     def _load(self, backend: str, ids: list[int], on_phase=None) -> None:
@@ -341,13 +238,11 @@ class TopSession:
             self._shares.clear()
             self._prefill_step = None
         del old
-        import gc
-
         gc.collect()
 
     def _generate(self, text: str, ids: list[int]) -> None:
         engine, backend = self.engine, self.backend
-        run_id = new_run_id(backend)
+        run = start_run(self.ckpt, backend, ids, replace(self.opts, warmup=False), engine=engine)
         with self._lock:
             self.v.generation += 1
             self.v.prompt = text
@@ -356,54 +251,49 @@ class TopSession:
             self.v.current_ttft_s = None
             self.v.kv_cache_bytes = None
             self._set_state("paused" if self._paused else "generating")
-            self._current = {"backend": backend, "engine": engine, "prompt_ids": ids, "run_id": run_id,
-                             "steps": [], "generated_ids": [], "memory": []}
+            self._run = run
         if self._decoder:
             self._decoder.reset()
-        opts = RunOptions(**{**self.opts.__dict__, "warmup": False})
-        rec = profile_run(self.ckpt, backend, ids, opts, engine=engine, run_id=run_id,
-                          on_token=self._on_token, on_step=self._on_step, should_stop=self._should_stop)
+        with contextlib.closing(iter(run)) as passes:
+            for st, token in passes:
+                self._on_token(token)
+                self._on_step(st, run.latest_memory)
+                if self._interrupt:
+                    break
+                while self._paused and not self._interrupt:  # not pulling: the engine waits between passes
+                    with self._lock:
+                        self._wake.wait(0.1)
+                if self._interrupt:
+                    break
+        rec = run.record()
         with self._lock:
-            self._current = None
-            self._records.append(rec)
-            self._kept_steps += len(rec.steps)
-            while self._kept_steps > KEEP_STEPS and len(self._records) > 1:
-                self._kept_steps -= len(self._records.popleft().steps)
+            self._run = None
+            self._kept.add(rec)
             s = rec.summary()
             self._gens.append(GenStat(self.v.generation, backend, s["prompt_tokens"], s["new_tokens"], s["ttft_s"],
                                       s["prefill_tokens_per_s"], s["decode_tokens_per_s"]))
 
-    # called by the generate loop, outside the timed regions
-    def _should_stop(self) -> bool:
-        return self._interrupt
-
+    # the worker's notes on each pass, outside the timed regions
     def _on_token(self, tok: int) -> None:
         piece = self._decoder.push(tok) if self._decoder else f"{tok} "
         with self._lock:
-            if self._current is not None:
-                self._current["generated_ids"].append(tok)
             self.v.token_index += 1
             self.v.total_tokens += 1
             self.v.text += piece
 
     def _on_step(self, st: Step, mem: MemorySample | None) -> None:
-        """Runs in the worker after every step: only bookkeeping (the tables are built when
-        the UI asks), so watching costs the engine as little as possible."""
+        """Only bookkeeping (the tables are built when the UI asks), so watching costs the
+        engine as little as possible."""
         e = self.engine
         with self._lock:
             v = self.v
-            cur = self._current
-            if cur is not None:
-                cur["steps"].append(st)
-                if mem is not None and (not cur["memory"] or cur["memory"][-1] is not mem):
-                    cur["memory"].append(mem)
             if mem is not None and (not self._mem or self._mem[-1] is not mem):
                 self._mem.append(mem)
             barriers = st.barriers
             if barriers is not None:
                 v.barriers_total += barriers
             v.kv_positions = (e.pos, e.capacity)
-            item = (st, e.weight_itemsize, e.act_itemsize)
+            item = (st, e.op_weight_bytes, e.act_itemsize)
             if st.phase == "prefill":
                 v.kv_cache_bytes = e.kv_cache_bytes()
                 v.prefill_tokens = st.n_tokens
@@ -416,10 +306,7 @@ class TopSession:
                 if st.durs_ns is not None:
                     self._recent.append(item)
                     if st.wall_s:
-                        self._shares.append(float(st.durs_ns[BARRIER_MASK[st.ops]].sum()) * 1e-9 / st.wall_s)
-        while self._paused and not self._interrupt:  # a pause holds the engine between steps
-            with self._lock:
-                self._wake.wait(0.1)
+                        self._shares.append(st.barrier_share)
 
     # --- one-shot (aios top --once) -----------------------------------------------------------
     def run_once(self, on_phase=None) -> None:
@@ -431,41 +318,3 @@ class TopSession:
             on_phase("generating")
         self._generate(text, ids)
         self.v.state = "done"
-
-
-def engine_gpu(engine):
-    """NVML's view (utilisation, power, temperature) of the GPU `engine` runs on; None for
-    CPU engines."""
-    if engine is None or engine.device != "cuda":
-        return None
-    from profilers import nvml
-
-    i = gpu_index_of(engine)
-    return nvml.gpu(i) if i is not None else None
-
-
-def usable_backends(ckpt) -> tuple[str, ...]:
-    """The engines `b` cycles through: those that can run this model on this machine."""
-    out = []
-    for b in BACKENDS:
-        if b == "cuda" and not cuda_status()[0]:
-            continue
-        try:
-            engine_class(b).preflight(ckpt.config, ckpt.name)
-        except UserError:
-            continue
-        out.append(b)
-    return tuple(out)
-
-
-def error_line(e: BaseException) -> str:
-    """One line for an engine error shown in the TUI."""
-    name = type(e).__name__
-    if isinstance(e, UserError):
-        return str(e)
-    if isinstance(e, MemoryError):
-        return "out of host memory — try a smaller model or fewer --max-new-tokens"
-    if name == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
-        return "out of GPU memory — try a smaller model, --dtype bfloat16 or fewer --max-new-tokens"
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{name}: {msg}" if msg else name

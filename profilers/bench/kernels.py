@@ -7,71 +7,20 @@ measured subset scaled up, and carries `scaled` (and the subset) in every output
 
 from __future__ import annotations
 
-import math
-import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from operator import mul
-from typing import Callable
 
 import numpy as np
 
-EPS32 = float(np.finfo(np.float32).eps)
+from engines import backend_status
+
+from .check import Case, check, op_cost
+from .reference import scalar_dot, scalar_matmul_rows
+from .timing import Timing, settle, time_call
+
 CPU_BACKENDS = ("scalar", "simd", "blas", "torch")
 ALL_BACKENDS = CPU_BACKENDS + ("cuda",)
 
-
-@dataclass
-class Timing:
-    median_s: float
-    min_s: float
-    max_s: float
-    repeats: int
-
-    @classmethod
-    def of(cls, samples: list[float]) -> "Timing":
-        return cls(statistics.median(samples), min(samples), max(samples), len(samples))
-
-
-def time_call(fn: Callable[[], object], repeat: int, warmup: int = 1, sync: Callable[[], None] | None = None,
-              budget_s: float | None = None) -> Timing:
-    """Median/min/max wall seconds of `fn()` over `repeat` runs after `warmup` untimed runs.
-    `sync` runs inside the timed region after each call (device synchronisation). With a
-    budget, stop repeating once the time spent passes it (at least one timed run)."""
-    for _ in range(warmup):
-        fn()
-        if sync:
-            sync()
-    samples: list[float] = []
-    spent = 0.0
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        if sync:
-            sync()
-        dt = time.perf_counter() - t
-        samples.append(dt)
-        spent += dt
-        if budget_s is not None and spent > budget_s:
-            break
-    return Timing.of(samples)
-
-
-# --- the scalar kernels: pure Python loops ------------------------------------------------
-
-def scalar_dot(a: list, b: list) -> float:
-    acc = 0.0
-    for x, y in zip(a, b):
-        acc += x * y
-    return acc
-
-
-def scalar_matmul_rows(A: list, Bt: list, rows: range) -> list:
-    """Rows `rows` of A @ B, with B given transposed (so each output is a dot of two lists)."""
-    return [[sum(map(mul, A[i], col)) for col in Bt] for i in rows]
-
-
-# --- results ----------------------------------------------------------------------------
 
 @dataclass
 class Result:
@@ -104,50 +53,6 @@ class Result:
         return asdict(self)
 
 
-def op_cost(op: str, n: int) -> tuple[float, float]:
-    """(FLOPs, minimum bytes) of a float32 dot of length n / an n x n x n matmul."""
-    if op == "dot":
-        return 2.0 * n, 8.0 * n
-    return 2.0 * n**3, 4.0 * 3 * n * n
-
-
-def check(op: str, got, ref64: np.ndarray, abs_terms: np.ndarray, k: int) -> tuple[bool, float]:
-    """Is `got` the float32 answer? Bound: 4 * sqrt(k) * eps32 * sum|a_i b_i| per output
-    (float32 rounding of k products summed in any order), plus a tiny absolute floor."""
-    got = np.asarray(got, dtype=np.float64)
-    if got.shape != ref64.shape or not np.all(np.isfinite(got)):
-        return False, float("inf")
-    tol = 4.0 * math.sqrt(k) * EPS32 * abs_terms + 1e-30
-    err = np.abs(got - ref64)
-    ok = bool(np.all(err <= tol))
-    scale = np.maximum(np.abs(ref64), 1e-30)
-    return ok, float(np.max(err / scale))
-
-
-@dataclass
-class Case:
-    op: str
-    size: int
-    a: np.ndarray
-    b: np.ndarray
-    ref: np.ndarray
-    abs_terms: np.ndarray
-    k: int
-
-    @classmethod
-    def make(cls, op: str, size: int, seed: int = 0) -> "Case":
-        rng = np.random.default_rng([seed, size])
-        if op == "dot":
-            a = rng.standard_normal(size, dtype=np.float32)
-            b = rng.standard_normal(size, dtype=np.float32)
-            a64, b64 = a.astype(np.float64), b.astype(np.float64)
-            return cls(op, size, a, b, np.asarray(a64 @ b64), np.asarray(np.abs(a64) @ np.abs(b64)), size)
-        a = rng.standard_normal((size, size), dtype=np.float32)
-        b = rng.standard_normal((size, size), dtype=np.float32)
-        a64, b64 = a.astype(np.float64), b.astype(np.float64)
-        return cls(op, size, a, b, a64 @ b64, np.abs(a64) @ np.abs(b64), size)
-
-
 @dataclass
 class CompareConfig:
     repeat: int = 7
@@ -158,8 +63,9 @@ class CompareConfig:
     notes: list[str] = field(default_factory=list)
 
 
-def _finish(r: Result, case: Case, t: Timing, got, peaks, cpu: bool = True) -> Result:
-    ok, rel = check(case.op, got, case.ref, case.abs_terms, case.k)
+def _finish(r: Result, case: Case, t: Timing, got) -> Result:
+    """Check `got` against float64; only a right answer keeps its time."""
+    ok, rel = check(got, case.ref, case.abs_terms, case.k)
     r.max_rel_error = rel
     if not ok:
         r.status, r.detail = "wrong", f"max relative error {rel:.2e} exceeds the float32 bound"
@@ -183,10 +89,10 @@ def run_scalar(case: Case, cfg: CompareConfig) -> Result:
         est = t_probe.median_s * n / probe_m
         if est <= cfg.scalar_budget_s:
             t = time_call(lambda: scalar_dot(a, b), cfg.repeat, warmup=0, budget_s=cfg.scalar_budget_s)
-            return _finish(r, case, t, scalar_dot(a, b), None)
+            return _finish(r, case, t, scalar_dot(a, b))
         m = max(probe_m, int(n * cfg.scalar_budget_s / max(est, 1e-9) / 2))
         t = time_call(lambda: part(m), max(1, cfg.repeat // 2), warmup=0, budget_s=cfg.scalar_budget_s)
-        ok, rel = check("dot", part(m), np.asarray(case.a[:m].astype(np.float64) @ case.b[:m].astype(np.float64)),
+        ok, rel = check(part(m), np.asarray(case.a[:m].astype(np.float64) @ case.b[:m].astype(np.float64)),
                         np.asarray(np.abs(case.a[:m].astype(np.float64)) @ np.abs(case.b[:m].astype(np.float64))), m)
         return _scaled(r, t, m / n, f"scaled from a measured {m:,} of {n:,} elements", ok, rel)
     A, Bt = case.a.tolist(), case.b.T.tolist()
@@ -194,12 +100,12 @@ def run_scalar(case: Case, cfg: CompareConfig) -> Result:
     est = t_row.median_s * n
     if est <= cfg.scalar_budget_s:
         t = time_call(lambda: scalar_matmul_rows(A, Bt, range(n)), cfg.repeat, warmup=0, budget_s=cfg.scalar_budget_s)
-        return _finish(r, case, t, np.array(scalar_matmul_rows(A, Bt, range(n))), None)
+        return _finish(r, case, t, np.array(scalar_matmul_rows(A, Bt, range(n))))
     rows = max(1, min(n, int(n * cfg.scalar_budget_s / max(est, 1e-9) / 2)))
     t = time_call(lambda: scalar_matmul_rows(A, Bt, range(rows)), max(1, cfg.repeat // 2), warmup=0,
                   budget_s=cfg.scalar_budget_s)
     got = np.array(scalar_matmul_rows(A, Bt, range(rows)))
-    ok, rel = check("matmul", got, case.ref[:rows], case.abs_terms[:rows], n)
+    ok, rel = check(got, case.ref[:rows], case.abs_terms[:rows], n)
     return _scaled(r, t, rows / n, f"scaled from a measured {rows} of {n} rows", ok, rel)
 
 
@@ -218,7 +124,7 @@ _jit_done: dict[str, float] = {}
 
 
 def run_simd(case: Case, cfg: CompareConfig) -> Result:
-    from engines import simd_kernels as K
+    from . import simd_kernels as K
 
     r = Result(case.op, case.size, "simd", "ok")
     if "simd" not in _jit_done:  # compile (or load from Numba's cache) once, timed apart
@@ -233,14 +139,14 @@ def run_simd(case: Case, cfg: CompareConfig) -> Result:
         fn = lambda: (K.matmul(case.a, case.b, out), out)[1]  # noqa: E731
     got = np.array(fn())
     t = time_call(fn, cfg.repeat, cfg.warmup)
-    return _finish(r, case, t, got, None)
+    return _finish(r, case, t, got)
 
 
 def run_blas(case: Case, cfg: CompareConfig) -> Result:
     r = Result(case.op, case.size, "blas", "ok")
     fn = (lambda: np.dot(case.a, case.b)) if case.op == "dot" else (lambda: np.matmul(case.a, case.b))
     got = fn()
-    return _finish(r, case, time_call(fn, cfg.repeat, cfg.warmup), got, None)
+    return _finish(r, case, time_call(fn, cfg.repeat, cfg.warmup), got)
 
 
 def run_torch(case: Case, cfg: CompareConfig) -> Result:
@@ -250,7 +156,7 @@ def run_torch(case: Case, cfg: CompareConfig) -> Result:
     a, b = torch.from_numpy(case.a), torch.from_numpy(case.b)
     fn = (lambda: torch.dot(a, b)) if case.op == "dot" else (lambda: torch.mm(a, b))
     got = fn().numpy()
-    return _finish(r, case, time_call(fn, cfg.repeat, cfg.warmup), got, None)
+    return _finish(r, case, time_call(fn, cfg.repeat, cfg.warmup), got)
 
 
 def run_cuda(case: Case, cfg: CompareConfig, reason: str | None) -> Result:
@@ -277,7 +183,7 @@ def run_cuda(case: Case, cfg: CompareConfig, reason: str | None) -> Result:
         full = time_call(end_to_end, cfg.repeat, cfg.warmup, sync=sync)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = prev_tf32
-    _finish(r, case, compute, got, None)
+    _finish(r, case, compute, got)
     if r.status == "ok":
         r.with_transfer_median_s, r.with_transfer_min_s, r.with_transfer_max_s = full.median_s, full.min_s, full.max_s
         r.transfer_share = max(0.0, 1.0 - compute.median_s / full.median_s)
@@ -285,9 +191,7 @@ def run_cuda(case: Case, cfg: CompareConfig, reason: str | None) -> Result:
 
 
 def cuda_unavailable_reason() -> str | None:
-    from engines import cuda_status
-
-    ok, why = cuda_status()
+    ok, why = backend_status("cuda")
     return None if ok else why
 
 
@@ -347,47 +251,6 @@ def crossover(results: list[Result], cuda_reason: str | None) -> str:
     return "none in range"
 
 
-def why_line(results: list[Result], cuda_reason: str | None) -> str:
-    """One sentence of why, from the numbers at the largest size."""
-    n = max(r.size for r in results)
-    by = {r.backend: r for r in results if r.size == n and r.status == "ok"}
-    op = results[0].op
-    s, g, b = by.get("simd"), by.get("cuda"), by.get("blas")
-    if g and s and g.with_transfer_median_s:
-        xfer = g.with_transfer_median_s - g.median_s
-        return (f"at {n:,}: the GPU computes in {fmt_t(g.median_s)} but moving the data costs {fmt_t(xfer)} "
-                f"({100 * g.transfer_share:.0f}% of its {fmt_t(g.with_transfer_median_s)}), against SIMD's "
-                f"{fmt_t(s.median_s)} with no transfer")
-    if s and b:
-        ai = op_cost(op, n)[0] / op_cost(op, n)[1]
-        kind = "memory-bound" if ai < 4 else "compute-bound"
-        return (f"at {n:,}: {ai:.2f} FLOP per byte makes this {kind}; SIMD reaches "
-                f"{s.gbytes_per_s if ai < 4 else s.gflops_per_s:.1f} {'GB/s' if ai < 4 else 'GFLOP/s'} against "
-                f"BLAS's {b.gbytes_per_s if ai < 4 else b.gflops_per_s:.1f}")
-    return ""
-
-
-def fmt_t(s: float | None) -> str:
-    if s is None:
-        return "n/a"
-    if s >= 1:
-        return f"{s:.2f} s"
-    if s >= 1e-3:
-        return f"{s * 1e3:.2f} ms"
-    return f"{s * 1e6:.1f} µs"
-
-
-SETTLE_S = 0.3
-
-
-def settle() -> None:
-    """Let the previous thread pool go idle before timing the next backend. OpenBLAS (the
-    float64 reference, `blas`) and OpenMP (Numba, torch) workers keep spinning after a call;
-    on a 2-core machine the next pool then waits for a core: measured, simd matmul at 512
-    took 7.4 ms right after the reference and 3.2 ms after this pause."""
-    time.sleep(SETTLE_S)
-
-
 def run_compare(op: str, sizes: list[int], cfg: CompareConfig, peaks=None, progress=None) -> list[Result]:
     step = progress or (lambda msg: None)
     reason = cuda_unavailable_reason() if "cuda" in cfg.backends else None
@@ -407,64 +270,3 @@ def run_compare(op: str, sizes: list[int], cfg: CompareConfig, peaks=None, progr
     return results
 
 
-# --- prefill vs decode: the "training vs inference" demo, on the real engines -------------
-
-@dataclass
-class PassesResult:
-    mode: str  # parallel | sequential
-    tokens: int
-    forward_passes: int
-    median_s: float
-    min_s: float
-    max_s: float
-    repeats: int
-    tokens_per_s: float
-    reduction_barriers: int  # counted by the profiler from the ops executed
-    barriers_per_pass: int
-    weight_bytes_read: int  # passes x the weights one pass must read
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def prefill_vs_decode(engine, tokens: int, repeat: int = 3, seed: int = 0) -> tuple[PassesResult, PassesResult]:
-    """The same `tokens` ids pushed through `engine` as one parallel pass, and as `tokens`
-    sequential one-token passes (each sampling greedily, as generation would)."""
-    from engines.generate import forward_step
-    from engines.sampling import Sampler, SamplingParams
-
-    from .probe import Probe
-
-    cfg = engine.cfg
-    ids = np.random.default_rng(seed).integers(0, cfg.vocab_size, tokens).tolist()
-    sampler = Sampler(SamplingParams(greedy=True))
-    weight_bytes = cfg.decode_weight_bytes(engine.dtype if engine.dtype in ("float32", "bfloat16", "float16", "float64") else "float32")
-
-    def parallel(probe):
-        engine.reset(tokens)
-        engine.set_probe(probe)
-        forward_step(engine, probe, sampler, "prefill", 0, tokens, lambda: engine.prefill(ids))
-
-    def sequential(probe):
-        engine.reset(tokens)
-        engine.set_probe(probe)
-        for i, t in enumerate(ids):
-            forward_step(engine, probe, sampler, "decode", i, 1, lambda t=t: engine.decode(t))
-
-    out = []
-    for mode, fn, passes in (("parallel", parallel, 1), ("sequential", sequential, tokens)):
-        fn(Probe("none"))  # warm-up
-        walls, probes = [], []
-        for _ in range(repeat):
-            probe = Probe("token")  # counts every op, times every pass, costs ~nothing
-            t = time.perf_counter()
-            fn(probe)
-            walls.append(time.perf_counter() - t)
-            probes.append(probe)
-        barriers = sum(st.barriers for st in probes[-1].steps)
-        assert len(probes[-1].steps) == passes
-        tm = Timing.of(walls)
-        out.append(PassesResult(mode, tokens, passes, tm.median_s, tm.min_s, tm.max_s, tm.repeats,
-                                tokens / tm.median_s, barriers, probes[-1].steps[0].barriers,
-                                passes * weight_bytes))
-    return out[0], out[1]

@@ -1,4 +1,5 @@
-"""Writing files so that nobody ever sees half of one. Standard library only."""
+"""Files every layer writes: atomically (nobody ever sees half of one), and under one cache
+directory. Standard library only, so engines, profilers and the CLI can all import it."""
 
 from __future__ import annotations
 
@@ -46,3 +47,14 @@ def check_writable(path: str | os.PathLike) -> str | None:
     if not os.access(parent, os.W_OK):
         return f"directory {parent} is not writable"
     return None
+
+
+def cache_dir() -> Path:
+    """``$AIOS_CACHE_DIR``, else ``$XDG_CACHE_HOME/aios``, else ``~/.cache/aios``."""
+    env = os.environ.get("AIOS_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg).expanduser() / "aios"
+    return Path.home() / ".cache" / "aios"

@@ -1,0 +1,130 @@
+"""`aios compare prefill-decode`: the same N tokens as one parallel pass and as N one-token
+passes, on a real engine."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import fail, guarded
+from ..fmt import fmt_bytes, time_unit
+from .common import common_checks, to_csv
+
+PASSES_COLUMNS = (
+    "run_id", "host", "cpu", "backend", "model", "dtype", "tokens", "mode", "forward_passes", "median_s", "min_s",
+    "max_s", "repeats", "tokens_per_s", "reduction_barriers", "barriers_per_pass", "weight_bytes_read",
+    "slowdown_vs_parallel",
+)
+
+
+@guarded
+def prefill_decode(
+    backend: Annotated[Optional[str], typer.Option("--backend", "-b", help="scalar, simd, cuda or torch (default: cuda with a GPU, else simd).")] = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="A preset, an HF-format directory or a cached repo id.")] = "tiny",
+    tokens: Annotated[str, typer.Option("--tokens", "-t", help="Comma list of N: tokens pushed through both ways.")] = "32",
+    repeat: Annotated[int, typer.Option("--repeat", "-r", help="Timed repeats (median and min–max).")] = 3,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="Engine dtype (as in `aios run`).")] = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="table, csv, json or md.")] = "table",
+    csv_file: Annotated[Optional[Path], typer.Option("--csv", help="Write one row per N × mode to FILE.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
+) -> None:
+    """The same N tokens as one parallel pass (training, prefill) and as N one-token passes
+    (generation): time, forward passes, reduction barriers and weight bytes read."""
+    from rich.console import Console
+
+    from engines import check_backend, default_backend, engine_class
+    from engines.checkpoint import open_model
+    from engines.files import atomic_write
+    from profilers.export import machine_fields
+    from profilers.harness import new_run_id
+    from profilers.passes import prefill_vs_decode
+
+    common_checks(format, csv_file)
+    if repeat < 1:
+        fail(f"--repeat must be positive, got {repeat}")
+    ns = []
+    for part in tokens.split(","):
+        try:
+            ns.append(int(part))
+        except ValueError:
+            fail(f"--tokens must be whole numbers like 8,32,128, got {part!r}")
+    if not ns or min(ns) < 1:
+        fail("--tokens must be positive whole numbers, e.g. 8,32,128")
+    err = Console(stderr=True, highlight=False)
+    note = None
+    if backend is None:
+        backend, why = default_backend()
+        note = f"[dim]backend:[/] {backend} [dim]({why})[/]"
+    check_backend(backend, dtype)
+    with err.status(f"opening {model}", spinner="dots") if not quiet else nullcontext():
+        ckpt = open_model(model)
+    if note and not quiet:  # printed once the input is known to be good
+        err.print(note)
+    limit = ckpt.config.max_position_embeddings
+    if max(ns) > limit:
+        fail(f"--tokens {max(ns)} exceeds the model's context of {limit} — use smaller N")
+    cls = engine_class(backend)
+    cls.preflight(ckpt.config, ckpt.name)
+    with err.status(f"loading {model} into the {backend} engine", spinner="dots") if not quiet else nullcontext():
+        engine = cls(ckpt, dtype=dtype)
+        engine.warmup()
+    run_id = new_run_id(f"passes-{backend}")
+    m = machine_fields()
+    rows = []
+    for n in sorted(set(ns)):
+        with err.status(f"N={n}: one parallel pass, then {n} sequential passes", spinner="dots") if not quiet else nullcontext():
+            par, seq = prefill_vs_decode(engine, n, repeat)
+        for r in (par, seq):
+            d = r.to_dict()
+            d.update(run_id=run_id, backend=backend, model=ckpt.name, dtype=engine.dtype,
+                     slowdown_vs_parallel=r.median_s / par.median_s, **m)
+            rows.append(d)
+    if format == "json":
+        import json
+
+        print(json.dumps({"run_id": run_id, "backend": backend, "model": ckpt.name, "dtype": engine.dtype,
+                          "machine": m, "results": rows}, indent=2))
+    elif format == "csv":
+        sys.stdout.write(to_csv(rows, PASSES_COLUMNS))
+    elif format == "md":
+        sys.stdout.write(_passes_md(rows))
+    else:
+        _passes_table(Console(highlight=False), rows, backend, ckpt.name, engine.dtype)
+    if csv_file is not None:
+        atomic_write(csv_file, to_csv(rows, PASSES_COLUMNS))
+
+
+def _passes_cells(d) -> list[str]:
+    k, u = time_unit(d["median_s"])
+    return [f"{d['tokens']:,}", d["mode"], f"{d['forward_passes']:,}", f"{d['median_s'] * k:.3g} {u}",
+            f"{d['min_s'] * k:.3g}–{d['max_s'] * k:.3g}", f"{d['tokens_per_s']:,.1f}",
+            f"{d['reduction_barriers']:,} ({d['forward_passes']:,}×{d['barriers_per_pass']})",
+            fmt_bytes(d["weight_bytes_read"]), f"{d['slowdown_vs_parallel']:.1f}×"]
+
+
+PASSES_HEADERS = ("N", "mode", "passes", "wall", "min–max", "tok/s", "barriers", "weights", "×par")
+
+
+def _passes_table(console, rows, backend, model, dtype) -> None:
+    from rich import box
+    from rich.table import Table
+
+    t = Table(title=f"prefill vs decode · {backend} · {model} · {dtype} (median of repeats)", title_justify="left",
+              box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for h in PASSES_HEADERS:
+        t.add_column(h, justify="left" if h == "mode" else "right", no_wrap=True)
+    for i, d in enumerate(rows):
+        t.add_row(*_passes_cells(d), end_section=i % 2 == 1)
+    console.print(t)
+    console.print("barriers: reduction barriers counted by the profiler from the ops each pass executed; "
+                  "weights read = passes × the weight bytes one pass must read (a property of the shapes)")
+
+
+def _passes_md(rows) -> str:
+    out = ["| " + " | ".join(PASSES_HEADERS) + " |", "|" + "---:|" * len(PASSES_HEADERS)]
+    out += ["| " + " | ".join(_passes_cells(d)) + " |" for d in rows]
+    return "\n".join(out) + "\n"

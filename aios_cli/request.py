@@ -1,0 +1,128 @@
+"""What `aios run` and `aios top` are asked to generate: the options they share, checked in one
+place before anything loads, then the model opened and the prompts tokenized."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .errors import fail
+
+DEFAULT_PROMPT = "The quick brown fox"
+MODEL_PANEL = "Model"
+
+# Options both commands take, declared once.
+BackendOpt = Annotated[Optional[str], typer.Option("--backend", "-b", help="scalar, simd, cuda or torch; a comma list runs each in turn. Default: cuda with a usable GPU, else simd.", rich_help_panel=MODEL_PANEL)]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="A preset (tiny, qwen2.5-0.5b, ...), an HF-format directory, or a repo id in the local HF cache.", rich_help_panel=MODEL_PANEL)]
+PromptIdsOpt = Annotated[Optional[str], typer.Option("--prompt-ids", help="Token ids, e.g. 1,2,3 (bypasses the tokenizer).", rich_help_panel=MODEL_PANEL)]
+
+
+def parse_ids(s: str) -> list[int]:
+    parts = s.replace(" ", "").split(",")
+    if parts and parts[-1] == "":
+        parts.pop()  # allow one trailing comma
+    try:
+        ids = [int(x) for x in parts]
+    except ValueError:
+        fail(f"--prompt-ids must be comma-separated integers, got {s!r} — e.g. --prompt-ids 1,2,3")
+    if not ids:
+        fail("--prompt-ids is empty — e.g. --prompt-ids 1,2,3")
+    return ids
+
+
+def check_writable_option(flag: str, path: Path | None) -> None:
+    from engines.files import check_writable
+
+    if path is not None:
+        why = check_writable(path)
+        if why:
+            fail(f"{flag} {path}: {why} — pick a writable path")
+
+
+@dataclass
+class GenerateRequest:
+    """A generation as asked for on the command line."""
+
+    backend: str | None  # comma list, or None for the default
+    model: str
+    dtype: str | None
+    prompts: list[str]
+    prompt_ids: str | None
+    max_new_tokens: int
+    profile: str
+    ignore_eos: bool = False
+    warmup: bool = True
+    greedy: bool = False
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+    outputs: dict[str, Path | None] = field(default_factory=dict)  # flag -> file
+    op_outputs: tuple[str, ...] = ()  # flags whose file needs --profile op
+
+    def check(self) -> tuple[list[str], str | None]:
+        """Refuse bad options before anything loads. Returns (backends, why the default was
+        picked, or None when the user named them)."""
+        from engines import BACKENDS, check_backend, default_backend
+        from profilers.probe import LEVELS
+
+        if self.max_new_tokens < 1:
+            fail(f"--max-new-tokens must be positive, got {self.max_new_tokens} — pass 1 or more")
+        if self.profile not in LEVELS:
+            fail(f"unknown --profile {self.profile!r} — choose from: {', '.join(LEVELS)}")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0) or not 0 < self.top_p <= 1 or self.top_k < 0:
+            fail("sampling needs a finite --temperature >= 0, 0 < --top-p <= 1 and --top-k >= 0 — e.g. -t 0.8 --top-p 0.95")
+        for flag in self.op_outputs:
+            if self.outputs.get(flag) is not None and self.profile != "op":
+                fail(f"{flag} writes one row per op event, which --profile {self.profile} does not record — use --profile op")
+        for flag, path in self.outputs.items():
+            check_writable_option(flag, path)
+        note = None
+        if self.backend is None:
+            chosen, why = default_backend()
+            backends, note = [chosen], why
+        else:
+            backends = [b.strip() for b in self.backend.split(",") if b.strip()]
+            if not backends:
+                fail(f"--backend is empty — choose from {', '.join(BACKENDS)}")
+        for b in backends:
+            check_backend(b, self.dtype)
+        self._ids = parse_ids(self.prompt_ids) if self.prompt_ids is not None else None
+        return backends, note
+
+    def open(self, backends: list[str], status=None):
+        """Open the model and tokenize the prompts: (checkpoint, [(text, ids)]). Refuses a
+        prompt the model cannot take, or a model an engine cannot hold, before any engine
+        loads."""
+        from contextlib import nullcontext
+
+        from engines import engine_class
+        from engines.checkpoint import open_model
+        from engines.generate import check_request
+
+        with status(f"opening {self.model}") if status else nullcontext():
+            ckpt = open_model(self.model)
+        if self.prompt_ids is not None:
+            prompts = [(self.prompt_ids, self._ids)]
+        else:
+            if ckpt.tokenizer is None:
+                fail(f"{self.model} has no tokenizer.json — pass --prompt-ids 1,2,3 instead of --prompt")
+            prompts = [(p, ckpt.tokenizer.encode(p).ids) for p in self.prompts]
+        for _, ids in prompts:
+            check_request(ckpt.config, ids, self.max_new_tokens)
+        for b in backends:  # refuse now, not after the first backend has run
+            engine_class(b).preflight(ckpt.config, ckpt.name)
+        return ckpt, prompts
+
+    def run_options(self):
+        from engines.sampling import SamplingParams
+        from profilers.harness import RunOptions
+
+        sampling = SamplingParams(greedy=self.greedy or self.temperature == 0, temperature=self.temperature,
+                                  top_k=self.top_k, top_p=self.top_p, seed=self.seed)
+        return RunOptions(max_new_tokens=self.max_new_tokens, sampling=sampling, dtype=self.dtype,
+                          profile=self.profile, warmup=self.warmup, ignore_eos=self.ignore_eos)

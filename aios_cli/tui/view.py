@@ -1,0 +1,118 @@
+"""What one frame of `aios top` shows (`TopView`, a copy the UI may read while the worker goes
+on), and the folding of measured steps into its per-layer tables."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from profilers.costs import pass_costs
+from profilers.memory import MemorySample
+from profilers.record import barrier_share, step_layer_bytes, step_layer_table
+
+
+@dataclass
+class GenStat:
+    """One finished (or interrupted) generation, for the tokens/s history."""
+
+    index: int
+    backend: str
+    prompt_tokens: int
+    new_tokens: int
+    ttft_s: float
+    prefill_tokens_per_s: float
+    decode_tokens_per_s: float | None
+
+
+@dataclass
+class TopView:
+    """Everything one frame shows: a copy, safe to read while the worker goes on."""
+
+    model: str
+    backend: str
+    dtype: str = "…"
+    device: str = "…"
+    num_params: int = 0
+    profile: str = "op"
+    state: str = "starting"  # starting | loading | warming | generating | paused | error
+    message: str | None = None  # what is loading, or the last error
+    load_progress: tuple[int, int] | None = None
+    backends: tuple[str, ...] = ()
+    prompt: str = ""
+    generation: int = 0  # generations started this session
+    token_index: int = 0  # tokens generated in the current generation
+    total_tokens: int = 0  # tokens generated this session, all generations
+    layer_rows: tuple[str, ...] = ()
+    # per-layer tables, shape (L+2, len(KINDS)): seconds and minimum bytes moved
+    latest: np.ndarray | None = None
+    latest_bytes: np.ndarray | None = None
+    latest_wall: float | None = None
+    avg: np.ndarray | None = None
+    avg_bytes: np.ndarray | None = None
+    avg_wall: float | None = None
+    avg_n: int = 0
+    prefill: np.ndarray | None = None
+    prefill_bytes: np.ndarray | None = None
+    prefill_wall: float | None = None
+    prefill_tokens: int = 0
+    # tokens/s
+    decode_rates: list[float] = field(default_factory=list)  # 1 / wall of each decode token, oldest first
+    generations: list[GenStat] = field(default_factory=list)
+    current_ttft_s: float | None = None
+    # reduction barriers
+    barriers_per_token: int | None = None
+    barrier_share: float | None = None  # of the latest decode token's time
+    barrier_share_avg: float | None = None  # over the moving-average window
+    barriers_total: int = 0  # barriers waited on this session (prefill and decode)
+    barrier_shares: list[float] = field(default_factory=list)
+    # memory
+    memory: list[MemorySample] = field(default_factory=list)
+    kv_cache_bytes: int | None = None
+    kv_positions: tuple[int, int] | None = None  # (filled, capacity)
+    no_gpu_reason: str | None = None
+    # text
+    text: str = ""
+
+    def copy(self) -> "TopView":
+        return TopView(**{k: getattr(self, k) for k in self.__dataclass_fields__})
+
+
+class Folder:
+    """Per-layer tables of measured steps, built when the UI asks (a few times a second, not
+    every token) and cached per step. An item is (step, engine's op_weight_bytes, activation
+    itemsize): what the step's bytes are counted from."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self._tables: dict[int, tuple] = {}  # id(step) -> (step, seconds table, bytes table, barrier share)
+
+    def table(self, item: tuple) -> tuple:
+        st, weight_bytes, ab = item
+        got = self._tables.get(id(st))
+        if got is None or got[0] is not st:
+            L = self.cfg.num_layers
+            costs = pass_costs(self.cfg, st.n_tokens, st.past, weight_bytes, ab)
+            got = (st, step_layer_table(st, L), step_layer_bytes(st, L, costs), st.barrier_share)
+            self._tables[id(st)] = got
+        return got[1:]
+
+    def fold(self, out: TopView, recent: list[tuple], pre: tuple | None) -> None:
+        """Per-layer tables for the latest decode token, the moving average and the prefill."""
+        if pre is not None:
+            out.prefill, out.prefill_bytes, _ = self.table(pre)
+            out.prefill_wall = pre[0].wall_s
+        if recent:
+            tabs = [self.table(it) for it in recent]
+            walls = [it[0].wall_s for it in recent]
+            out.latest, out.latest_bytes, out.barrier_share = tabs[-1]
+            out.latest_wall = walls[-1]
+            n = len(tabs)
+            out.avg = sum(t[0] for t in tabs) / n
+            out.avg_bytes = sum(t[1] for t in tabs) / n
+            out.avg_wall = sum(walls) / n
+            out.avg_n = n
+            out.barrier_share_avg = barrier_share([it[0] for it in recent])  # as `aios run` reports it
+        keep = {id(it[0]) for it in recent} | ({id(pre[0])} if pre else set())
+        for k in [k for k in self._tables if k not in keep]:
+            self._tables.pop(k, None)

@@ -1,0 +1,175 @@
+"""The measuring path: an engine, a probe and a memory sampler around one generation.
+
+`ProfiledRun` is an iterator of forward passes: each `next()` runs one pass of the engine's
+`Generation` between the probe's step boundaries and yields `(step, token)`. `aios run`
+consumes it to the end; `aios top` pauses by not pulling, so paused time never enters a
+measurement; both make their `RunRecord` from it, so there is one way numbers are taken.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from engines import engine_class
+from engines.checkpoint import Checkpoint
+from engines.generate import Generation
+from engines.sampling import SamplingParams
+
+from . import nvml
+from .memory import MemorySampler, peak_rss_bytes, reset_peak_rss
+from .probe import Step, make_probe
+from .record import RunRecord
+from .sysinfo import cpu_model
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    max_new_tokens: int = 16
+    sampling: SamplingParams = SamplingParams()
+    dtype: str | None = None
+    profile: str = "op"
+    warmup: bool = True
+    ignore_eos: bool = False
+
+
+def new_run_id(backend: str) -> str:
+    return f"{time.strftime('%Y%m%dT%H%M%S')}-{backend}-{uuid.uuid4().hex[:6]}"
+
+
+def build_engine(ckpt: Checkpoint, backend: str, dtype: str | None, progress: Callable | None = None):
+    """(engine, seconds to build it)."""
+    t0 = time.perf_counter()
+    engine = engine_class(backend)(ckpt, dtype=dtype, progress=progress)
+    return engine, time.perf_counter() - t0
+
+
+def warm_up(engine, prompt_ids: list[int], opts: RunOptions) -> float:
+    """JIT compile (seconds returned), then a short untimed generation: first-touch page
+    faults, allocator and kernel caches."""
+    jit_s = engine.warmup()
+    for _ in Generation(engine, prompt_ids[:8], 2, engine.make_sampler(opts.sampling)):
+        pass
+    return jit_s
+
+
+def device_label(engine) -> str:
+    if engine.device == "cuda":
+        import torch
+
+        return f"cuda: {torch.cuda.get_device_name(0)}"
+    return f"cpu: {cpu_model()}"
+
+
+def gpu_index_of(engine) -> int | None:
+    """NVML's index of the GPU `engine` runs on (None for CPU engines)."""
+    return nvml.index_for_torch_device(0) if engine is not None and engine.device == "cuda" else None
+
+
+def measured(gen: Generation, probe, memory: MemorySampler | None = None) -> Iterator[tuple[Step, int]]:
+    """Each forward pass of `gen` between the probe's step boundaries: yields (step, token).
+    Memory is sampled between passes, outside the timed region."""
+    engine = gen.engine
+    engine.set_lap(probe.lap)
+    try:
+        while not gen.done:
+            probe.begin_step(*gen.next_pass(), engine.pos)
+            token = gen.step()
+            st = probe.end_step()
+            if memory is not None:
+                memory.sample(engine)
+            yield st, token
+    finally:
+        engine.set_lap(None)
+
+
+class ProfiledRun:
+    """One generation on a built engine, measured pass by pass. Iterate it for `(step, token)`;
+    `record()` is its RunRecord at any point (a run stopped early is marked partial)."""
+
+    def __init__(self, ckpt: Checkpoint, backend: str, engine, prompt_ids: list[int], opts: RunOptions,
+                 load_s: float = 0.0, jit_s: float = 0.0, run_id: str | None = None):
+        self.ckpt, self.backend, self.engine, self.opts = ckpt, backend, engine, opts
+        self.load_s, self.jit_s = load_s, jit_s
+        self.run_id = run_id or new_run_id(backend)
+        stop = () if opts.ignore_eos else ckpt.config.eos_token_ids
+        self.generation = Generation(engine, prompt_ids, opts.max_new_tokens, engine.make_sampler(opts.sampling), stop)
+        if engine.device == "cuda":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+        self.probe = make_probe(opts.profile, engine.device)
+        self.memory = MemorySampler(gpu_index=gpu_index_of(engine))
+        self.memory.sample(engine, force=True)
+        self.steps: list[Step] = []
+
+    def __iter__(self) -> Iterator[tuple[Step, int]]:
+        memory = self.memory if self.opts.profile != "none" else None
+        for st, token in measured(self.generation, self.probe, memory):
+            self.steps.append(st)
+            yield st, token
+        self.memory.sample(self.engine, force=True)
+
+    @property
+    def latest_memory(self):
+        return self.memory.samples[-1] if self.memory.samples else None
+
+    def record(self) -> RunRecord:
+        gen = self.generation
+        return make_record(self.ckpt, self.backend, self.engine, self.opts, gen.prompt_ids, gen.generated_ids,
+                           self.steps, self.memory.samples, load_s=self.load_s, jit_s=self.jit_s,
+                           run_id=self.run_id, meta={"stopped_at_eos": gen.stopped_at_eos,
+                                                     **({} if gen.done else {"partial": True})})
+
+
+def start_run(ckpt: Checkpoint, backend: str, prompt_ids: list[int], opts: RunOptions,
+              on_phase: Callable[[str], None] | None = None, progress: Callable[[int, int], None] | None = None,
+              engine=None, run_id: str | None = None) -> ProfiledRun:
+    """Load (unless `engine` is given) and warm up, then a ProfiledRun ready to pull."""
+    phase = on_phase or (lambda s: None)
+    reset_peak_rss()  # this backend's peak, loading included, not an earlier backend's
+    load_s = 0.0
+    if engine is None:
+        phase(f"loading weights into the {backend} engine")
+        engine, load_s = build_engine(ckpt, backend, opts.dtype, progress)
+    jit_s = 0.0
+    if opts.warmup:
+        phase("warming up (JIT compile, caches)")
+        jit_s = warm_up(engine, prompt_ids, opts)
+    phase("generating")
+    return ProfiledRun(ckpt, backend, engine, prompt_ids, opts, load_s=ckpt.open_seconds + load_s, jit_s=jit_s,
+                       run_id=run_id)
+
+
+def profile_run(ckpt: Checkpoint, backend: str, prompt_ids: list[int], opts: RunOptions, **kw) -> RunRecord:
+    """`start_run`, consumed to the end: the RunRecord of a whole generation."""
+    run = start_run(ckpt, backend, prompt_ids, opts, **kw)
+    for _ in run:
+        pass
+    return run.record()
+
+
+def make_record(ckpt: Checkpoint, backend: str, engine, opts: RunOptions, prompt_ids: list[int],
+                generated_ids: list[int], steps: list, memory: list, load_s: float = 0.0, jit_s: float = 0.0,
+                run_id: str | None = None, meta: dict | None = None) -> RunRecord:
+    text = None
+    if ckpt.tokenizer is not None:
+        text = ckpt.tokenizer.decode(list(generated_ids), skip_special_tokens=False)
+    peak_bw = None
+    gpu_index = gpu_index_of(engine)
+    if gpu_index is not None:
+        g = nvml.gpu(gpu_index)
+        peak_bw = g.peak_bandwidth_bytes_s() if g else None
+    return RunRecord(
+        run_id=run_id or new_run_id(backend), backend=backend, model=ckpt.name, config=ckpt.config,
+        dtype=engine.dtype, device=device_label(engine), profile=opts.profile,
+        op_weight_bytes=engine.op_weight_bytes, act_itemsize=engine.act_itemsize,
+        prompt_ids=list(prompt_ids), generated_ids=list(generated_ids), text=text, steps=list(steps),
+        memory=list(memory), load_s=load_s, jit_s=jit_s,
+        weight_bytes=engine.resident_weight_bytes, stored_weight_bytes=ckpt.stored_bytes,
+        kv_cache_bytes=engine.kv_cache_bytes(), peak_rss_bytes=peak_rss_bytes(),
+        sampling=opts.sampling.describe(), device_peak_bandwidth=peak_bw,
+        meta={"model_source": ckpt.source, "model_kind": ckpt.kind, "notes": ckpt.notes, **(meta or {})},
+    )
