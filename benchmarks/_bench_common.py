@@ -24,6 +24,71 @@ def load_avg() -> str:
         return "load avg n/a"
 
 
+def parser(doc: str, what: str, target_s: float, max_reps: int, warm_calls: int):
+    """The options every kernel benchmark takes (each adds its own)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions, skip cold-JIT subprocess")
+    ap.add_argument("--rounds", type=int, default=5, help=f"interleaved rounds per {what}")
+    ap.add_argument("--target-s", type=float, default=target_s, help="seconds of work per impl and round")
+    ap.add_argument("--min-reps", type=int, default=5)
+    ap.add_argument("--max-reps", type=int, default=max_reps)
+    ap.add_argument("--copy-reps", type=int, default=15)
+    ap.add_argument("--settle", type=float, default=0.25,
+                    help="idle seconds before each implementation's block of calls")
+    ap.add_argument("--warm-calls", type=int, default=warm_calls, help="untimed calls after --settle")
+    ap.add_argument("--no-cold-jit", action="store_true", help="skip the cold-vs-cached JIT subprocesses")
+    ap.add_argument("--no-torch", action="store_true")
+    return ap
+
+
+def start(name: str, args, module: str, quick_target_s: float):
+    """The common start of a kernel benchmark: `--quick` settings, the header, the JIT report.
+    Returns the kernels module, warmed up."""
+    if args.quick:
+        args.rounds, args.target_s, args.copy_reps, args.no_cold_jit = 3, quick_target_s, 5, True
+        args.settle = 0.15
+    print_header(name)
+    # JIT time, reported separately from the kernel timings
+    return report_jit(module, cold=not args.no_cold_jit)
+
+
+def print_header(name: str) -> None:
+    """What every kernel benchmark says first: versions, cores, threads, load."""
+    import numba
+    import numpy as np
+
+    print(f"aios {name}  python {sys.version.split()[0]}  numpy {np.__version__}  "
+          f"numba {numba.__version__}  cpus {os.cpu_count()}  numba threads {numba.get_num_threads()}")
+    print(load_avg())
+    print()
+
+
+def report_jit(module: str, cold: bool) -> object:
+    """Print the JIT time of `module`'s kernels, apart from any kernel timing: cold and cached
+    in fresh subprocesses (when `cold`), then warmed up in this process. Returns the module."""
+    import importlib
+    import time
+
+    import numba
+
+    if cold:
+        imp_c, w_c, imp_w, w_w = jit_cold_vs_cached(module)
+        print(f"JIT warmup of {module} (fresh NUMBA_CACHE_DIR, subprocess): cold {w_c:6.2f} s   "
+              f"cached {w_w:5.2f} s   (module import {imp_c:.2f} s / {imp_w:.2f} s)")
+    t0 = time.perf_counter()
+    sk = importlib.import_module(module)
+    t_imp = time.perf_counter() - t0
+    t_w = sk.warmup()
+    hits = sum(sum(k.stats.cache_hits.values()) for k in sk._PUBLIC.values())
+    misses = sum(sum(k.stats.cache_misses.values()) for k in sk._PUBLIC.values())
+    how = "loaded from cache" if hits and not misses else ("compiled" if misses else "?")
+    print(f"JIT warmup in this process: {t_w:.2f} s ({how}; import {t_imp:.2f} s, "
+          f"numba threading layer {numba.threading_layer()})")
+    return sk
+
+
 def jit_cold_vs_cached(module: str = "engines.simd_kernels") -> tuple[float, float, float, float]:
     """(import s, warmup s) of `module`'s kernels with an empty Numba cache, then again with it
     populated."""

@@ -34,8 +34,6 @@ cached in two subprocesses sharing a fresh ``NUMBA_CACHE_DIR``.
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -46,7 +44,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from _bench_common import jit_cold_vs_cached as _jit_cold_vs_cached  # noqa: E402
+from _bench_common import parser as _parser  # noqa: E402
+from _bench_common import start as _start  # noqa: E402
 from _bench_common import load_avg as _load  # noqa: E402
 
 
@@ -277,49 +276,14 @@ def bench_crossover(args, sk) -> None:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer repetitions, skip cold-JIT subprocess")
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds per size")
-    ap.add_argument("--target-s", type=float, default=0.1, help="seconds of work per impl and round")
-    ap.add_argument("--min-reps", type=int, default=5)
-    ap.add_argument("--max-reps", type=int, default=2000)
-    ap.add_argument("--copy-reps", type=int, default=15)
-    ap.add_argument("--settle", type=float, default=0.25,
-                    help="idle seconds before each implementation's block of calls")
-    ap.add_argument("--warm-calls", type=int, default=3, help="untimed calls after --settle")
+    ap = _parser(__doc__, "size", target_s=0.1, max_reps=2000, warm_calls=3)
     ap.add_argument("--dot-sizes", type=lambda s: [int(float(x)) for x in s.split(",")],
                     default=[10_000, 100_000, 1_000_000, 10_000_000])
     ap.add_argument("--mm-sizes", type=lambda s: [int(x) for x in s.split(",")],
                     default=[64, 128, 256, 512, 1024])
-    ap.add_argument("--no-cold-jit", action="store_true", help="skip the cold-vs-cached JIT subprocesses")
-    ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--crossover", action="store_true", help="also time serial vs parallel bodies")
     args = ap.parse_args(argv)
-    if args.quick:
-        args.rounds, args.target_s, args.copy_reps, args.no_cold_jit = 3, 0.04, 5, True
-        args.settle = 0.15
-
-    import numba
-
-    print(f"aios bench_compare_kernels  python {sys.version.split()[0]}  numpy {np.__version__}  "
-          f"numba {numba.__version__}  cpus {os.cpu_count()}  numba threads {numba.get_num_threads()}")
-    print(_load())
-    print()
-
-    # ---- JIT time, reported separately from the kernel timings
-    if not args.no_cold_jit:
-        imp_c, w_c, imp_w, w_w = _jit_cold_vs_cached("profilers.bench.simd_kernels")
-        print(f"JIT warmup, dot and matmul (fresh NUMBA_CACHE_DIR, subprocess): cold {w_c:6.2f} s   "
-              f"cached {w_w:5.2f} s   (module import {imp_c:.2f} s / {imp_w:.2f} s)")
-    t0 = time.perf_counter()
-    import profilers.bench.simd_kernels as sk
-    t_imp = time.perf_counter() - t0
-    t_w = sk.warmup()
-    hits = sum(sum(k.stats.cache_hits.values()) for k in sk._PUBLIC.values())
-    misses = sum(sum(k.stats.cache_misses.values()) for k in sk._PUBLIC.values())
-    how = "loaded from cache" if hits and not misses else ("compiled" if misses else "?")
-    print(f"JIT warmup in this process: {t_w:.2f} s ({how}; import {t_imp:.2f} s, "
-          f"numba threading layer {numba.threading_layer()})")
+    sk = _start("bench_compare_kernels", args, "profilers.bench.simd_kernels", quick_target_s=0.04)
     t0 = time.perf_counter()
     copy_par, read_par = _make_stream_kernels()
     copy_par(np.ones(4, np.float32), np.empty(4, np.float32))

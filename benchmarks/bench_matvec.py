@@ -35,8 +35,6 @@ kernel on a tiny input vs a serial one (decode makes ~100 small kernel calls per
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -56,7 +54,8 @@ SHAPES = [
     ("lm_head 896->151936", 151936, 896),
 ]
 
-from _bench_common import jit_cold_vs_cached as _jit_cold_vs_cached  # noqa: E402
+from _bench_common import parser as _parser  # noqa: E402
+from _bench_common import start as _start  # noqa: E402
 from _bench_common import load_avg as _load  # noqa: E402
 
 
@@ -238,45 +237,10 @@ def bench_overhead(sk, torch_linear=None) -> None:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer repetitions, skip cold-JIT subprocess")
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds per shape")
-    ap.add_argument("--target-s", type=float, default=0.15, help="seconds of work per impl and round")
-    ap.add_argument("--min-reps", type=int, default=5)
-    ap.add_argument("--max-reps", type=int, default=400)
+    ap = _parser(__doc__, "shape", target_s=0.15, max_reps=400, warm_calls=5)
     ap.add_argument("--cold-mb", type=float, default=256.0, help="bytes of W copies for the cold regime")
-    ap.add_argument("--copy-reps", type=int, default=15)
-    ap.add_argument("--settle", type=float, default=0.25,
-                    help="idle seconds before each implementation's block of calls")
-    ap.add_argument("--warm-calls", type=int, default=5, help="untimed calls after --settle")
-    ap.add_argument("--no-cold-jit", action="store_true", help="skip the cold-vs-cached JIT subprocesses")
-    ap.add_argument("--no-torch", action="store_true")
     args = ap.parse_args(argv)
-    if args.quick:
-        args.rounds, args.target_s, args.copy_reps, args.no_cold_jit = 3, 0.05, 5, True
-        args.settle = 0.15
-
-    import numba
-
-    print(f"aios bench_matvec  python {sys.version.split()[0]}  numpy {np.__version__}  "
-          f"numba {numba.__version__}  cpus {os.cpu_count()}  numba threads {numba.get_num_threads()}")
-    print(_load())
-    print()
-
-    # ---- JIT time, reported separately from the kernel timings
-    if not args.no_cold_jit:
-        imp_c, w_c, imp_w, w_w = _jit_cold_vs_cached()
-        print(f"JIT warmup (fresh NUMBA_CACHE_DIR, subprocess): cold {w_c:6.2f} s   "
-              f"cached {w_w:5.2f} s   (module import {imp_c:.2f} s / {imp_w:.2f} s)")
-    t0 = time.perf_counter()
-    import engines.simd_kernels as sk
-    t_imp = time.perf_counter() - t0
-    t_w = sk.warmup()
-    hits = sum(sum(k.stats.cache_hits.values()) for k in sk._PUBLIC.values())
-    misses = sum(sum(k.stats.cache_misses.values()) for k in sk._PUBLIC.values())
-    how = "loaded from cache" if hits and not misses else ("compiled" if misses else "?")
-    print(f"JIT warmup in this process: {t_w:.2f} s ({how}; import {t_imp:.2f} s, "
-          f"numba threading layer {numba.threading_layer()})")
+    sk = _start("bench_matvec", args, "engines.simd_kernels", quick_target_s=0.05)
     print()
 
     impls = [

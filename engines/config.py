@@ -219,36 +219,22 @@ def validate(cfg: ModelConfig, source: str) -> None:
 # Exact shapes of the real models (from their config.json). Weights are random, drawn from a
 # fixed seed: they produce gibberish text and exist to profile real shapes without a download.
 
-_QWEN2 = dict(arch="qwen2", attention_bias=True, rope_theta=1e6, rms_norm_eps=1e-6, eos_token_ids=(151643,))
+def _qwen25(name: str, V: int, H: int, I: int, L: int, nh: int, nkv: int, hd: int, tied: bool, **kw) -> ModelConfig:
+    """A Qwen2/2.5 shape: q/k/v biases, rope_theta 1e6, <|endoftext|> as EOS."""
+    return ModelConfig(arch="qwen2", vocab_size=V, hidden_size=H, intermediate_size=I, num_layers=L, num_heads=nh,
+                       num_kv_heads=nkv, head_dim=hd, tie_word_embeddings=tied, attention_bias=True, rope_theta=1e6,
+                       rms_norm_eps=1e-6, eos_token_ids=(151643,), name=name, **kw)
+
 
 PRESETS: dict[str, ModelConfig] = {
-    "tiny": ModelConfig(
-        # small enough that the pure-Python engine makes 16 tokens in a few seconds: its cost
-        # is the vocabulary (the real 151,936 rows, so the real tokenizer works) x hidden
-        vocab_size=151936, hidden_size=32, intermediate_size=64, num_layers=4,
-        num_heads=2, num_kv_heads=1, head_dim=16, tie_word_embeddings=True,
-        max_position_embeddings=4096, name="tiny", **_QWEN2,
-    ),
-    "qwen2.5-0.5b": ModelConfig(
-        vocab_size=151936, hidden_size=896, intermediate_size=4864, num_layers=24,
-        num_heads=14, num_kv_heads=2, head_dim=64, tie_word_embeddings=True,
-        name="qwen2.5-0.5b", **_QWEN2,
-    ),
-    "qwen2.5-1.5b": ModelConfig(
-        vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_layers=28,
-        num_heads=12, num_kv_heads=2, head_dim=128, tie_word_embeddings=True,
-        name="qwen2.5-1.5b", **_QWEN2,
-    ),
-    "qwen2.5-coder-1.5b": ModelConfig(
-        vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_layers=28,
-        num_heads=12, num_kv_heads=2, head_dim=128, tie_word_embeddings=True,
-        name="qwen2.5-coder-1.5b", **_QWEN2,
-    ),
-    "qwen2.5-7b": ModelConfig(
-        vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_layers=28,
-        num_heads=28, num_kv_heads=4, head_dim=128, tie_word_embeddings=False,
-        name="qwen2.5-7b", **_QWEN2,
-    ),
+    # small enough that the pure-Python engine makes 16 tokens in a few seconds: its cost is the
+    # vocabulary (the real 151,936 rows, so the real tokenizer works) x hidden
+    "tiny": _qwen25("tiny", 151936, 32, 64, 4, 2, 1, 16, True, max_position_embeddings=4096),
+    # exact shapes of the real models (their config.json):  V       H      I      L   nh  nkv  hd   tied
+    "qwen2.5-0.5b": _qwen25("qwen2.5-0.5b",                 151936, 896,   4864,  24, 14, 2,   64,  True),
+    "qwen2.5-1.5b": _qwen25("qwen2.5-1.5b",                 151936, 1536,  8960,  28, 12, 2,   128, True),
+    "qwen2.5-coder-1.5b": _qwen25("qwen2.5-coder-1.5b",     151936, 1536,  8960,  28, 12, 2,   128, True),
+    "qwen2.5-7b": _qwen25("qwen2.5-7b",                     152064, 3584,  18944, 28, 28, 4,   128, False),
     "qwen3-0.6b": ModelConfig(
         arch="qwen3", vocab_size=151936, hidden_size=1024, intermediate_size=3072,
         num_layers=28, num_heads=16, num_kv_heads=8, head_dim=128, rope_theta=1e6,

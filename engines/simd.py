@@ -71,6 +71,17 @@ class SimdEngine(Engine):
     def kv_cache_bytes(self) -> int:
         return self.k_cache.nbytes + self.v_cache.nbytes
 
+    def _norm_rope(self, kernels, li, lw, q, k, cos, sin) -> None:
+        """Qwen3's per-head q/k norm (lapped on its own), then RoPE on q and k, in place:
+        q (T, nh, hd), k (T, nkv, hd). `kernels` is K, or its serial bodies in prefill. The
+        caller laps `rope` once the keys and values are in the cache."""
+        if lw.q_norm is not None:
+            kernels.rmsnorm_heads(q, lw.q_norm, self.cfg.rms_norm_eps)
+            kernels.rmsnorm_heads(k, lw.k_norm, self.cfg.rms_norm_eps)
+            self.lap(li, QK_NORM)
+        kernels.rope(q, cos, sin)
+        kernels.rope(k, cos, sin)
+
     # --- decode: one token, Numba matvecs into preallocated buffers ------------------------
     def decode(self, token_id):
         self.check_room(1)
@@ -96,12 +107,7 @@ class SimdEngine(Engine):
             q = qkv[:qd].reshape(1, nh, hd)
             k = qkv[qd:qd + kvd].reshape(1, nkv, hd)
             lap(li, QKV_PROJ)
-            if lw.q_norm is not None:
-                K.rmsnorm_heads(q, lw.q_norm, eps)
-                K.rmsnorm_heads(k, lw.k_norm, eps)
-                lap(li, QK_NORM)
-            K.rope(q, cos, sin)
-            K.rope(k, cos, sin)
+            self._norm_rope(K, li, lw, q, k, cos, sin)
             kc[:, P] = k[0]
             vc[:, P] = qkv[qd + kvd:].reshape(nkv, hd)
             lap(li, ROPE)
@@ -164,12 +170,7 @@ class SimdEngine(Engine):
             q = np.ascontiguousarray(qkv[:, :qd]).reshape(T, nh, hd)
             k = np.ascontiguousarray(qkv[:, qd:qd + kvd]).reshape(T, nkv, hd)
             lap(li, QKV_PROJ)
-            if lw.q_norm is not None:
-                KS.rmsnorm_heads(q, lw.q_norm, eps)
-                KS.rmsnorm_heads(k, lw.k_norm, eps)
-                lap(li, QK_NORM)
-            KS.rope(q, cos, sin)
-            KS.rope(k, cos, sin)
+            self._norm_rope(KS, li, lw, q, k, cos, sin)
             kc[:, P:S] = k.transpose(1, 0, 2)
             vc[:, P:S] = qkv[:, qd + kvd:].reshape(T, nkv, hd).transpose(1, 0, 2)
             lap(li, ROPE)

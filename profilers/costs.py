@@ -29,6 +29,7 @@ class PassCosts:
 
     flops: np.ndarray  # (len(OPS),)
     bytes: np.ndarray  # (L + 1, len(OPS)): row i = layer i, row -1 = the ops outside the layers
+    weight_bytes: np.ndarray  # the part of `bytes` that is weights read
 
     def per_exec_bytes(self) -> np.ndarray:
         """(len(OPS),) bytes of one execution: a per-layer op's mean over the layers."""
@@ -41,6 +42,11 @@ class PassCosts:
     def totals(self, op_counts: np.ndarray) -> tuple[float, float]:
         """(flops, bytes) of everything a pass with these op counts executed."""
         return float(op_counts @ self.flops), float(op_counts @ self.per_exec_bytes())
+
+    def weight_total(self, op_counts: np.ndarray) -> float:
+        """Weight bytes a pass with these op counts read."""
+        per_exec = np.where(PER_LAYER, self.weight_bytes[:-1].mean(axis=0), self.weight_bytes[-1])
+        return float(op_counts @ per_exec)
 
 
 def activation_costs(cfg: ModelConfig, T: int, P: int, ab: int) -> tuple[np.ndarray, np.ndarray]:
@@ -91,4 +97,4 @@ def pass_costs(cfg: ModelConfig, T: int, P: int, op_weight_bytes: np.ndarray, ac
     flops, act = activation_costs(cfg, T, P, act_itemsize)
     weights = np.array(op_weight_bytes, dtype=np.float64)
     weights[:, EMBED] *= T  # one embedding row per token
-    return PassCosts(flops, weights + act)
+    return PassCosts(flops, weights + act, weights)

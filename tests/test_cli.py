@@ -270,7 +270,10 @@ def test_tidy_csv(exported):
     for r in rows:
         assert r["op"] in kinds or r["op"] == OTHER
         assert r["kind"] == kinds.get(r["op"], OTHER)
-        assert float(r["seconds"]) >= 0 and int(r["flops"]) >= 0 and int(r["bytes"]) >= 0
+        assert float(r["seconds"]) >= 0
+        # every op moves bytes; every op but the embedding row copy computes
+        assert int(r["bytes"]) > 0 or r["op"] == OTHER
+        assert (int(r["flops"]) > 0) == (r["op"] not in ("embed", OTHER))
     # each token's rows add up to that token's wall time
     for o in objs:
         for t in o["tokens"]:
@@ -279,6 +282,11 @@ def test_tidy_csv(exported):
             assert secs == pytest.approx(t["wall_s"], rel=1e-4, abs=1e-6)
     dec = [r for r in rows if r["backend"] == "simd" and r["phase"] == "decode" and r["token_index"] == "1"]
     assert sum(r["op"] == "attn_norm" for r in dec) == PRESETS["tiny"].num_layers
+    # the decode rows carry the bytes the JSON summary reports per decode token (its mean)
+    for o in objs:
+        dec_rows = [r for r in rows if r["run_id"] == o["run_id"] and r["phase"] == "decode"]
+        per_token = sum(int(r["bytes"]) for r in dec_rows) / o["decode_tokens"]
+        assert per_token == pytest.approx(o["decode_bytes_per_token"], rel=1e-6)
 
 
 def test_chrome_trace(exported):
@@ -357,3 +365,36 @@ def test_event_rows_have_exactly_the_csv_columns(tiny):
     rec = profile_run(tiny, "simd", [9707, 11, 1879], RunOptions(max_new_tokens=2, warmup=False))
     rows = list(rec.events())
     assert rows and all(tuple(r) == EVENT_COLUMNS for r in rows)
+
+
+def test_side_by_side_tables():
+    """`aios run -b a,b` lays the backends side by side: one column per backend in the summary
+    and the per-op table, each backend's row under each layer."""
+    res = invoke("run", "-b", "simd,torch", "--prompt-ids", "1,2,3", "-n", "3", "-q")
+    assert res.exit_code == 0, res.output
+    out = res.output
+    assert "summary, side by side" in out and "per layer · decode" in out and "per op · decode" in out
+    summary = out[out.index("summary, side by side"):out.index("per layer")]
+    assert summary.count("simd") >= 2 and summary.count("torch") >= 2  # column heads and the backend row
+    layers = out[out.index("per layer · decode"):out.index("per op · decode")]
+    for name in ("in", *map(str, range(PRESETS["tiny"].num_layers)), "out"):
+        # each layer row is followed by the other backend's row for that layer
+        assert any(line.split("│")[1].strip() == name and "simd" in line
+                   for line in layers.splitlines() if line.count("│") > 2), name
+    assert sum("│ torch" in line for line in layers.splitlines()) == PRESETS["tiny"].num_layers + 2
+    ops = out[out.index("per op · decode"):]
+    for op in ("attn_norm", "lm_head", "sample", "other"):
+        row = next(line for line in ops.splitlines() if f" {op} " in line)
+        assert len([c for c in row.split("│") if c.strip()]) == 3, row  # name, simd, torch
+
+
+def test_models_table():
+    res = invoke("models")
+    assert res.exit_code == 0, res.output
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+            for line in res.output.splitlines() if line.count("│") >= 7}
+    for name, cfg in PRESETS.items():
+        arch, params, layers, fp32, half = rows[name]
+        assert (arch, int(layers)) == (cfg.arch, cfg.num_layers)
+        assert fp32.endswith(("MiB", "GiB")) and half.endswith(("MiB", "GiB"))
+    assert rows["qwen2.5-0.5b"][1] == "494.0M" and rows["qwen2.5-7b"][1] == "7.62B"
