@@ -70,7 +70,7 @@ def open_preset(name: str) -> Checkpoint:
             raise KeyError(tensor)
         return TensorRef(_preset_tensor(tensor, shapes[tensor]), "float32")
 
-    from .tokenizer import qwen25_tokenizer
+    from .tokenizer import qwen25_tokenizer  # here, not at the top: `tokenizers` is slow to import
 
     tok = qwen25_tokenizer()
     return Checkpoint(

@@ -17,6 +17,7 @@ from typing import Iterable
 from engines.ops import OPS
 
 from .record import RunRecord
+from .sysinfo import cpu_model
 
 # One source of truth for the tidy per-op CSV (`aios run --csv FILE`, `aios top` export).
 EVENT_COLUMNS = ("run_id", "backend", "model", "phase", "token_index", "layer", "op", "kind", "seconds", "flops", "bytes")
@@ -40,8 +41,6 @@ def _fmt(v):
 
 
 def machine_fields() -> dict:
-    from .sysinfo import cpu_model
-
     return {"host": platform.node(), "cpu": cpu_model()}
 
 

@@ -124,7 +124,7 @@ _jit_done: dict[str, float] = {}
 
 
 def run_simd(case: Case, cfg: CompareConfig) -> Result:
-    from . import simd_kernels as K
+    from . import simd_kernels as K  # Numba loads only when simd is compared
 
     r = Result(case.op, case.size, "simd", "ok")
     if "simd" not in _jit_done:  # compile (or load from Numba's cache) once, timed apart
