@@ -121,7 +121,7 @@ def _passes_table(console, rows, backend, model, dtype) -> None:
         t.add_row(*_passes_cells(d), end_section=i % 2 == 1)
     console.print(t)
     console.print("barriers: reduction barriers counted by the profiler from the ops each pass executed; "
-                  "weights read = passes × the weight bytes one pass must read (a property of the shapes)")
+                  "weights read = passes × the weight bytes one pass must read, as the engine holds them")
 
 
 def _passes_md(rows) -> str:
