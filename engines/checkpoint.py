@@ -99,11 +99,23 @@ def _hf_cache_roots() -> list[Path]:
     return out
 
 
+def _plain_name(name) -> bool:
+    """A file or folder name that stays where it is put: no separator, not `.` or `..`, not
+    empty, no NUL. Names a checkpoint gives (shards, snapshots) must be plain: a hostile one
+    could otherwise load data from outside the model directory."""
+    return (isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
+            and "\0" not in name and not os.path.isabs(name))
+
+
 def _snapshot_dir(repo_dir: Path) -> Path | None:
     snaps = repo_dir / "snapshots"
     ref = repo_dir / "refs" / "main"
     if ref.is_file():
-        cand = snaps / ref.read_text().strip()
+        commit = ref.read_text(errors="replace").strip()
+        if not _plain_name(commit):  # a ref names a snapshot: one folder inside snapshots/, nothing else
+            raise ModelError(f"{ref} names {commit[:80]!r}, not a snapshot folder",
+                             "delete the corrupt cache entry and fetch the model again")
+        cand = snaps / commit
         if (cand / "config.json").is_file():
             return cand
     if snaps.is_dir():
@@ -134,7 +146,10 @@ def cached_repos() -> list[tuple[str, Path]]:
         if not root.is_dir():
             continue
         for d in sorted(root.glob("models--*")):
-            snap = _snapshot_dir(d)
+            try:
+                snap = _snapshot_dir(d)
+            except (ModelError, OSError):
+                continue  # a broken entry is not a model aios can list
             if snap is not None:
                 out.append((d.name[len("models--"):].replace("--", "/"), snap))
     return out
@@ -160,7 +175,11 @@ def _weight_files(path: Path) -> list[Path]:
             weight_map = json.loads(index.read_text())["weight_map"]
         except (ValueError, KeyError, TypeError):
             raise ModelError(f"{index} is corrupt (no weight_map)", "re-download or re-save the checkpoint") from None
-        files = sorted(set(weight_map.values()))
+        files = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else None
+        bad = "the weight_map is not an object" if files is None else next(
+            (f"shard {f!r} is not a file name inside the model directory" for f in files if not _plain_name(f)), None)
+        if bad:
+            raise ModelError(f"{index}: {bad}", "re-download or re-save the checkpoint")
         missing = [f for f in files if not (path / f).is_file()]
         if missing:
             raise ModelError(f"{path}: shard {missing[0]} named in the index is missing", "re-download the checkpoint")

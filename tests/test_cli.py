@@ -398,3 +398,24 @@ def test_models_table():
         assert (arch, int(layers)) == (cfg.arch, cfg.num_layers)
         assert fp32.endswith(("MiB", "GiB")) and half.endswith(("MiB", "GiB"))
     assert rows["qwen2.5-0.5b"][1] == "494.0M" and rows["qwen2.5-7b"][1] == "7.62B"
+
+
+@pytest.mark.parametrize("shard", ["/etc/passwd", "../outside.safetensors", "sub/../../x.safetensors", ".."])
+def test_index_shard_outside_the_model_directory_is_refused(out_files, hf_model_dirs, tmp_path, shard):
+    d = copy_model(hf_model_dirs, tmp_path)
+    (d / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"model.norm.weight": shard}}))
+    res = run_bad(out_files, "--model", str(d), "--prompt-ids", "1,2")
+    assert_bad_input(res, "is not a file name inside the model directory")
+
+
+def test_hf_cache_ref_outside_the_cache_is_refused(out_files, hf_model_dirs, tmp_path, monkeypatch):
+    src, _ = hf_model_dirs["qwen2-tied-gqa2-hd64"]
+    repo = tmp_path / "hub" / "models--acme--evil"
+    shutil.copytree(src, repo / "snapshots" / "abc")
+    shutil.copytree(src, tmp_path / "x")  # what the ref points at, outside the cache
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("../../../../x")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert_bad_input(run_bad(out_files, "--model", "acme/evil", "--prompt-ids", "1,2"), "not a snapshot folder")
+    res = invoke("models", "--format", "json")  # the listing skips the broken entry, in one piece
+    assert res.exit_code == 0 and "acme/evil" not in res.output
