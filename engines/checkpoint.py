@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import zlib
 from dataclasses import dataclass, field, replace
@@ -22,6 +23,7 @@ from .errors import ModelError
 from .safetensors_mmap import TensorRef, read_safetensors
 from .weights import LM_HEAD_NAME, EMBED_NAME, ModelWeights, expected_shapes
 
+_LAYER = re.compile(r"model\.layers\.(\d+)\.")
 PRESET_SEED = 20241203  # every engine on every machine draws the same preset weights
 INIT_STD = 0.02  # HF's initializer_range for Qwen2/Qwen3
 NORM_STD = 0.1  # norm weights are drawn around 1, so a norm-weight bug shows in the engines' agreement
@@ -201,6 +203,10 @@ def open_directory(path: Path, source: str, kind: str = "directory") -> Checkpoi
     tensors: dict[str, TensorRef] = {}
     for f in _weight_files(path):
         tensors.update(read_safetensors(str(f)))
+    layers = {int(m.group(1)) for n in tensors if (m := _LAYER.match(n))}
+    if cfg.num_layers > len(layers):  # before the expected names are built: the config may claim 1e9 layers
+        raise ModelError(f"{path}: config.json says {cfg.num_layers} layers, the weights hold {len(layers)}",
+                         "the checkpoint does not match its config.json")
     shapes = expected_shapes(cfg)
     if cfg.tie_word_embeddings is False and LM_HEAD_NAME not in tensors and EMBED_NAME in tensors:
         # some checkpoints say untied but ship no lm_head; HF then ties them too

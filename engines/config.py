@@ -15,6 +15,7 @@ Shape legend, used in the comments of every engine:
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -112,27 +113,34 @@ def _field(d: dict, key: str, source: str, *alts: str):
     )
 
 
-def _int(d: dict, key: str, source: str, default=None) -> int:
+def _number(d: dict, key: str, source: str, default, kind: str):
     v = _field(d, key, source) if default is None else d.get(key, default)
     if v is None:
         v = default
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v:
-        raise ModelError(f"{source}: '{key}' must be an integer, got {v!r}", "fix config.json")
-    return int(v)
+    finite = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if not finite or (kind == "an integer" and int(v) != v):
+        raise ModelError(f"{source}: '{key}' must be {kind}, got {v!r}", "fix config.json")
+    return v
 
 
-def _float(d: dict, key: str, source: str, default: float) -> float:
-    v = d.get(key, default)
-    if v is None:
-        v = default
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ModelError(f"{source}: '{key}' must be a number, got {v!r}", "fix config.json")
-    return float(v)
+def _int(d: dict, key: str, source: str, default=None) -> int:
+    return int(_number(d, key, source, default, "an integer"))
+
+
+def _float(d: dict, key: str, source: str, default: float, positive: bool = False) -> float:
+    v = float(_number(d, key, source, default, "a finite number"))
+    if positive and not v > 0:
+        raise ModelError(f"{source}: '{key}' must be positive, got {v!r}", "fix config.json")
+    return v
 
 
 def config_from_hf(d: dict, source: str = "config.json", name: str = "") -> ModelConfig:
     """Build a ModelConfig from an HF config.json dict; reject what the engines can't run."""
     archs = d.get("architectures") or []
+    if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+        raise ModelError(f"{source}: 'architectures' must be a list of names, got {archs!r:.80}", "fix config.json")
+    if not isinstance(d.get("model_type", ""), str):
+        raise ModelError(f"{source}: 'model_type' must be a name, got {d['model_type']!r:.80}", "fix config.json")
     arch = None
     for a in archs:
         arch = ARCHITECTURES.get(a)
@@ -160,13 +168,16 @@ def config_from_hf(d: dict, source: str = "config.json", name: str = "") -> Mode
         )
     if d.get("use_sliding_window"):
         raise ModelError(f"{source}: sliding-window attention is not supported", "aios runs full causal attention")
-    rope_theta = _float(d, "rope_theta", source, rope.get("rope_theta", 10000.0))
+    rope_theta = _float(d, "rope_theta", source, rope.get("rope_theta", 10000.0), positive=True)
 
     H = _int(d, "hidden_size", source)
     nh = _int(d, "num_attention_heads", source)
     if nh <= 0 or H <= 0:
         raise ModelError(f"{source}: hidden_size and num_attention_heads must be positive", "fix config.json")
     nkv = _int(d, "num_key_value_heads", source, nh)
+    if d.get("head_dim") is None and H % nh:
+        raise ModelError(f"{source}: hidden_size ({H}) is not a multiple of num_attention_heads ({nh}) and no "
+                         "head_dim is given", "fix config.json")
     head_dim = _int(d, "head_dim", source, H // nh)
     eos = d.get("eos_token_id")
     eos_ids = tuple(e for e in eos if isinstance(e, int)) if isinstance(eos, list) else ((eos,) if isinstance(eos, int) else ())
@@ -188,7 +199,7 @@ def config_from_hf(d: dict, source: str = "config.json", name: str = "") -> Mode
         num_kv_heads=nkv,
         head_dim=head_dim,
         rope_theta=rope_theta,
-        rms_norm_eps=_float(d, "rms_norm_eps", source, 1e-6),
+        rms_norm_eps=_float(d, "rms_norm_eps", source, 1e-6, positive=True),
         tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
         attention_bias=bias,
         qk_norm=arch == "qwen3",
@@ -202,7 +213,8 @@ def config_from_hf(d: dict, source: str = "config.json", name: str = "") -> Mode
 
 
 def validate(cfg: ModelConfig, source: str) -> None:
-    positive = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim")
+    positive = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+                "max_position_embeddings")
     for k in positive:
         if getattr(cfg, k) <= 0:
             raise ModelError(f"{source}: {k} must be positive, got {getattr(cfg, k)}", "fix config.json")
