@@ -46,4 +46,5 @@ def guarded(fn):
                 raise
             fail(f"internal error: {type(e).__name__}: {e} — please report it (rerun with AIOS_DEBUG=1 for the "
                  "traceback)", INTERNAL)
+    wrapper.guarded = True  # tests/test_cli.py checks that every command has it
     return wrapper

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .errors import fail
+from .errors import fail, guarded
 
 
 def gather() -> dict:
@@ -43,6 +43,7 @@ def _cached_peaks() -> dict | None:
     return p.to_dict() if p else None
 
 
+@guarded
 def info(
     format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
 ) -> None:

@@ -6,9 +6,10 @@ from typing import Annotated
 
 import typer
 
-from .errors import fail
+from .errors import fail, guarded
 
 
+@guarded
 def models(
     format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
 ) -> None:

@@ -19,6 +19,7 @@ _SAMPLING = "Sampling"
 _OUTPUT = "Output"
 
 
+@guarded
 def run(
     backend: BackendOpt = None,
     model: ModelOpt = "tiny",
@@ -48,7 +49,6 @@ def run(
     _run(req, format, csv_file, trace_file, quiet)
 
 
-@guarded
 def _run(req: GenerateRequest, format: str, csv_file: Path | None, trace_file: Path | None, quiet: bool) -> None:
     from rich.console import Console
 

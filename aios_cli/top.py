@@ -17,6 +17,7 @@ from .request import DEFAULT_PROMPT, MODEL_PANEL, GenerateRequest, ModelOpt, Pro
 _VIEW = "View"
 
 
+@guarded
 def top(
     backend: Annotated[Optional[str], typer.Option("--backend", "-b", help="scalar, simd, cuda or torch (switch live with b). Default: cuda with a usable GPU, else simd.", rich_help_panel=MODEL_PANEL)] = None,
     model: ModelOpt = "tiny",
@@ -42,7 +43,6 @@ def top(
     _top(req, once, csv_file, exit_after, stats_file)
 
 
-@guarded
 def _top(req: GenerateRequest, once: bool, csv_file: Path | None, exit_after: float | None,
          stats_file: Path | None) -> None:
     from rich.console import Console

@@ -163,7 +163,7 @@ def read_config(path: Path) -> ModelConfig:
         raise ModelError(f"{path} has no config.json", "pass an HF-format model directory (config.json + *.safetensors)")
     try:
         d = json.loads(cfg_path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise ModelError(f"{cfg_path} is not valid JSON ({e})", "fix or re-save config.json") from None
     if not isinstance(d, dict):
         raise ModelError(f"{cfg_path} is not a JSON object", "fix or re-save config.json")
@@ -175,7 +175,7 @@ def _weight_files(path: Path) -> list[Path]:
     if index.is_file():
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise ModelError(f"{index} is corrupt (no weight_map)", "re-download or re-save the checkpoint") from None
         files = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else None
         bad = "the weight_map is not an object" if files is None else next(

@@ -156,8 +156,8 @@ def load_cached() -> Peaks | None:
     try:
         d = json.loads(p.read_text())
         peaks = Peaks.from_dict(d)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return None  # a cache that cannot be read is measured again
     return peaks if peaks.machine == machine_key() else None
 
 

@@ -452,3 +452,37 @@ def test_hidden_size_not_a_multiple_of_the_heads(out_files, hf_model_dirs, tmp_p
     (d / "config.json").write_text(json.dumps(cfg))
     assert_bad_input(run_bad(out_files, "--model", str(d), "--prompt-ids", "1,2"),
                      "hidden_size (129) is not a multiple of num_attention_heads (2)")
+
+
+def test_every_command_goes_through_the_one_error_guard():
+    """Every command, present and future: a failure anywhere ends in one line and an exit code."""
+    import typer.main
+
+    def commands(t, prefix=""):
+        for c in t.registered_commands:
+            yield f"{prefix}{c.name or c.callback.__name__}", c.callback
+        for g in t.registered_groups:
+            yield from commands(g.typer_instance, f"{prefix}{g.name} ")
+
+    found = dict(commands(app))
+    assert {"run", "top", "info", "models", "compare dot", "compare matmul", "compare peak",
+            "compare prefill-decode"} <= set(found)
+    assert [name for name, cb in found.items() if not getattr(cb, "guarded", False)] == []
+    assert len(typer.main.get_command(app).commands) == len({n.split()[0] for n in found})
+
+
+def test_a_corrupt_peaks_cache_is_one_line_or_ignored(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIOS_CACHE_DIR", str(tmp_path))
+    from profilers import peaks
+
+    peaks.cache_path().write_text('{"machine": ' * 5000)  # deeply nested: RecursionError in json
+    res = invoke("info", "--format", "json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["peaks"] is None
+
+
+@pytest.mark.parametrize("name", ["config.json", "model.safetensors.index.json"])
+def test_deeply_nested_json(out_files, hf_model_dirs, tmp_path, name):
+    d = copy_model(hf_model_dirs, tmp_path)
+    (d / name).write_text("[" * 100_000 + "]" * 100_000)
+    assert_bad_input(run_bad(out_files, "--model", str(d), "--prompt-ids", "1,2"), name)
