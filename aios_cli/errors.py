@@ -1,15 +1,47 @@
-"""Exit codes (one table, used by every command) and the one-line error printer."""
+"""Exit codes (one table, used by every command), the one-line error printer, and the one
+guard every command runs in."""
 
 from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 
 OK = 0
 INTERNAL = 1  # a bug in aios: please report it
 BAD_INPUT = 2  # the user can fix it: the message says how
-INTERRUPTED = 130  # Ctrl-C
+INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); SIGTERM and SIGHUP end with 128 + their number
+BROKEN_PIPE = 141  # the reader of stdout went away (`aios run ... | head -1`): 128 + SIGPIPE, silently
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP, raised in the main thread so that every `finally` runs (a half-written
+    export's temporary file is removed), as Ctrl-C's KeyboardInterrupt does."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(signum)
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM and SIGHUP end a command the way Ctrl-C does (called once by `aios`'s main)."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_terminated)
+
+
+def _no_more_signals() -> None:
+    """The command is ending: a second Ctrl-C (or SIGTERM) must not interrupt the ending
+    itself with a traceback from interpreter shutdown."""
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+    except ValueError:  # not the main thread (tests call commands from threads)
+        pass
 
 
 def fail(message: str, code: int = BAD_INPUT):
@@ -36,7 +68,16 @@ def guarded(fn):
         except UserError as e:
             fail(str(e), BAD_INPUT)
         except KeyboardInterrupt:
+            _no_more_signals()
             fail("interrupted", INTERRUPTED)
+        except Terminated as e:
+            _no_more_signals()
+            fail(f"terminated by {signal.Signals(e.signum).name}", 128 + e.signum)
+        except BrokenPipeError:
+            # stdout's reader is gone: stop quietly, as a pipe's writer does, and let nothing
+            # flush into the closed pipe on the way out
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(BROKEN_PIPE)
         except MemoryError:
             fail("out of host memory — try a smaller --model or fewer tokens", BAD_INPUT)
         except typer.Exit:

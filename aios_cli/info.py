@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from .errors import fail, guarded
+from . import console
 
 
 def gather() -> dict:
@@ -56,12 +57,11 @@ def info(
 
         print(json.dumps(d, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
     from .fmt import fmt_bytes
 
-    c = Console(highlight=False)
+    c = console.stdout()
     v = d["versions"]
     t = Table(show_header=False, title="aios info", title_justify="left")
     t.add_column(style="bold")

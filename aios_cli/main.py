@@ -27,6 +27,9 @@ app.add_typer(compare_cmd.app, name="compare")
 
 
 def main() -> None:
+    from .errors import install_signal_handlers
+
+    install_signal_handlers()
     app()
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from .errors import fail, guarded
+from . import console
 
 
 @guarded
@@ -40,7 +41,6 @@ def models(
 
         print(json.dumps(out, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
     from .fmt import fmt_bytes
@@ -57,4 +57,4 @@ def models(
         params = f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.1f}M"
         t.add_row(o["model"], o["arch"], params, str(o["num_layers"]),
                   fmt_bytes(o["weight_bytes"]["float32"]), fmt_bytes(o["weight_bytes"]["bfloat16"]))
-    Console(highlight=False).print(t)
+    console.stdout().print(t)

@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from .errors import fail
+from .outputs import check_outputs
 
 DEFAULT_PROMPT = "The quick brown fox"
 MODEL_PANEL = "Model"
@@ -32,15 +33,6 @@ def parse_ids(s: str) -> list[int]:
     if not ids:
         fail("--prompt-ids is empty — e.g. --prompt-ids 1,2,3")
     return ids
-
-
-def check_writable_option(flag: str, path: Path | None) -> None:
-    from engines.files import check_writable
-
-    if path is not None:
-        why = check_writable(path)
-        if why:
-            fail(f"{flag} {path}: {why} — pick a writable path")
 
 
 @dataclass
@@ -74,13 +66,16 @@ class GenerateRequest:
             fail(f"--max-new-tokens must be positive, got {self.max_new_tokens} — pass 1 or more")
         if self.profile not in LEVELS:
             fail(f"unknown --profile {self.profile!r} — choose from: {', '.join(LEVELS)}")
-        if not (math.isfinite(self.temperature) and self.temperature >= 0) or not 0 < self.top_p <= 1 or self.top_k < 0:
-            fail("sampling needs a finite --temperature >= 0, 0 < --top-p <= 1 and --top-k >= 0 — e.g. -t 0.8 --top-p 0.95")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            fail(f"sampling needs a finite --temperature >= 0, got {self.temperature} — e.g. -t 0.8")
+        if not 0 < self.top_p <= 1:
+            fail(f"sampling needs 0 < --top-p <= 1, got {self.top_p} — e.g. --top-p 0.95")
+        if self.top_k < 0:
+            fail(f"sampling needs --top-k >= 0, got {self.top_k} — e.g. --top-k 40 (0: off)")
         for flag in self.op_outputs:
             if self.outputs.get(flag) is not None and self.profile != "op":
                 fail(f"{flag} writes one row per op event, which --profile {self.profile} does not record — use --profile op")
-        for flag, path in self.outputs.items():
-            check_writable_option(flag, path)
+        check_outputs(self.outputs)
         note = None
         if self.backend is None:
             chosen, why = default_backend()

@@ -11,9 +11,9 @@ import typer
 from profilers.threads import quiet_blas_pool
 
 from .errors import fail, guarded
+from .outputs import FORMATS
 from .request import DEFAULT_PROMPT, MODEL_PANEL, BackendOpt, GenerateRequest, ModelOpt, PromptIdsOpt
-
-FORMATS = ("table", "csv", "json", "md")
+from . import console
 
 _SAMPLING = "Sampling"
 _OUTPUT = "Output"
@@ -69,10 +69,11 @@ def _run(req: GenerateRequest, format: str, csv_file: Path | None, trace_file: P
     records = [_one_backend(ckpt, b, ids, opts, err, quiet, stream=format == "table") for b in backends]
 
     # --- output ---------------------------------------------------------------------------
-    from engines.files import atomic_write
     from profilers import export
 
-    out = Console(highlight=False, soft_wrap=True)
+    from .outputs import write
+
+    out = console.stdout(soft_wrap=True)
     if format == "table":
         render.print_tables(out, records)
     elif format == "md":
@@ -81,10 +82,10 @@ def _run(req: GenerateRequest, format: str, csv_file: Path | None, trace_file: P
         sys.stdout.write(export.to_json(records) + "\n")
     else:
         sys.stdout.write(export.summary_csv(records))
-    for path, write, what in ((csv_file, export.events_csv, "one row per op event"),
-                              (trace_file, export.chrome_trace, "open it in https://ui.perfetto.dev")):
+    for flag, path, content, what in (("--csv", csv_file, export.events_csv_chunks, "one row per op event"),
+                                      ("--trace", trace_file, export.chrome_trace, "open it in https://ui.perfetto.dev")):
         if path is not None:
-            atomic_write(path, write(records))
+            write(flag, path, content(records))
             if not quiet:
                 err.print(f"[dim]wrote {path} ({what})[/]")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -11,7 +12,7 @@ import typer
 
 from profilers.threads import quiet_blas_pool
 
-from .errors import fail, guarded
+from .errors import Terminated, fail, guarded
 from .request import DEFAULT_PROMPT, MODEL_PANEL, GenerateRequest, ModelOpt, PromptIdsOpt
 
 _VIEW = "View"
@@ -69,12 +70,29 @@ def _top(req: GenerateRequest, once: bool, csv_file: Path | None, exit_after: fl
     from .tui.app import TopApp
 
     app = TopApp(session, export_path=csv_file, exit_after=exit_after, stats_path=stats_file)
-    app.run()
+    signals = []
+
+    def on_signal(signum, frame):  # leave the app as `q` does (the terminal restored), then end as the signal says
+        signals.append(signum)
+        app.exit()
+
+    before = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        app.run()
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
     code = app.return_code or 0  # Textual sets 1 when the app itself failed
     if not session.stop(timeout=2.0):
         # the engine is inside one long forward pass; the terminal is already restored
+        if signals:
+            code = 128 + signals[0]
+            print("aios: error: " + ("interrupted" if signals[0] == signal.SIGINT else
+                                     f"terminated by {signal.Signals(signals[0]).name}"), file=sys.stderr)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+    if signals:
+        raise KeyboardInterrupt if signals[0] == signal.SIGINT else Terminated(signals[0])
     if code:
         raise typer.Exit(code)

@@ -34,6 +34,7 @@ from engines.checkpoint import open_model  # noqa: E402
 from engines.generate import Generation  # noqa: E402
 from engines.sampling import SamplingParams  # noqa: E402
 from profilers.harness import measured  # noqa: E402
+from profilers.passes import decode_weight_bytes  # noqa: E402
 from profilers.peaks import cpu_copy_bandwidth  # noqa: E402
 from profilers.probe import Probe  # noqa: E402
 
@@ -69,10 +70,7 @@ def bench(model: str, backend: str, tokens: int, repeat: int) -> dict:
         gen = generation(tokens)
         dec = [st.wall_s for st, _ in measured(gen, Probe("none")) if st.phase == "decode"]
         rates.append(len(dec) / sum(dec))
-    cfg = ckpt.config
-    weight_bytes = cfg.decode_weight_bytes("float32")
-    if backend == "scalar":
-        weight_bytes = cfg.decode_weight_bytes("float64")
+    weight_bytes = decode_weight_bytes(eng)  # as the engine holds them: float64 for scalar
     return {"model": model, "backend": backend, "load_s": load_s, "jit_s": jit_s,
             "median": statistics.median(rates), "min": min(rates), "max": max(rates),
             "weight_bytes": weight_bytes, "tokens": len(gen.generated_ids)}
@@ -112,7 +110,7 @@ def main() -> None:
             print(f"{model:<14} {b:<8} {spread:>24} {roof:>15.1f} {100 * r['median'] / roof:>13.0f}% "
                   f"{r['jit_s']:>7.2f} {r['load_s']:>7.2f}", flush=True)
     print("\nroofline = measured all-core copy bandwidth / weight bytes read per decode token "
-          "(float32 weights; float64 for scalar). An upper bound, not a measurement.")
+          "(as each engine holds them: float32, float64 for scalar). An upper bound, not a measurement.")
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ class Engine:
             if progress:
                 progress(i + 1, cfg.num_layers)
         self.final_norm = convert(w.final_norm)  # (H,)
-        self.lm_head = self.embed if cfg.tie_word_embeddings else convert(w.lm_head)  # (V, H)
+        self.lm_head = self.embed if w.lm_head is None else convert(w.lm_head)  # (V, H); tied: the embedding
         parts = (self.layers, self.embed, self.final_norm, self.lm_head)
         self.op_weight_bytes = op_weight_bytes(*parts, cfg.vocab_size, self.nbytes)
         self.resident_weight_bytes = resident_bytes(*parts, self.nbytes)

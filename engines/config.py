@@ -82,22 +82,8 @@ class ModelConfig:
     def weight_bytes(self, dtype: str) -> int:
         return self.num_params() * DTYPE_BYTES[dtype]
 
-    def decode_weight_bytes(self, dtype: str) -> int:
-        """Weight bytes one decode token must read: every matrix once, plus one embedding
-        row (the embedding table itself is read in full only when tied, as the lm_head)."""
-        embed = self.vocab_size * self.hidden_size
-        params = self.num_params() - embed + self.hidden_size
-        if self.tie_word_embeddings:
-            params += embed
-        return params * DTYPE_BYTES[dtype]
-
     def kv_cache_bytes(self, tokens: int, dtype: str) -> int:
         return 2 * self.num_layers * self.kv_dim * tokens * DTYPE_BYTES[dtype]
-
-    def barrier_ops_per_pass(self) -> int:
-        """What the op list implies (used for docs and tests, never printed as measured)."""
-        per_layer = 3 + (1 if self.qk_norm else 0)  # attn_norm, attn_softmax, mlp_norm (+qk_norm)
-        return per_layer * self.num_layers + 2  # + final_norm, sample
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

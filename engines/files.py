@@ -4,9 +4,42 @@ directory. Standard library only, so engines, profilers and the CLI can all impo
 from __future__ import annotations
 
 import os
+import stat
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterable
+
+
+def _chunks(data: str | Iterable[str]) -> Iterable[str]:
+    return (data,) if isinstance(data, str) else data
+
+
+def is_stream(path: str | os.PathLike) -> bool:
+    """`-`, or an existing character device or pipe (/dev/stdout, /dev/null, a FIFO): a target
+    that is written in place, never renamed over."""
+    if str(path) == "-":
+        return True
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+
+
+def write_output(path: str | os.PathLike, data: str | Iterable[str]) -> None:
+    """An export: a regular file atomically (`atomic_write`); a stream (`is_stream`) in place,
+    so /dev/null stays a device. OSError (a full disk, a vanished directory) goes to the caller."""
+    if str(path) == "-":
+        for chunk in _chunks(data):
+            sys.stdout.write(chunk)
+        sys.stdout.flush()
+    elif is_stream(path):
+        with open(path, "w", encoding="utf-8", newline="") as f:
+            for chunk in _chunks(data):
+                f.write(chunk)
+    else:
+        atomic_write(path, data)
 
 
 def atomic_write(path: str | os.PathLike, data: str | Iterable[str]) -> None:
@@ -20,11 +53,8 @@ def atomic_write(path: str | os.PathLike, data: str | Iterable[str]) -> None:
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the file a normal mode
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            if isinstance(data, str):
-                f.write(data)
-            else:
-                for chunk in data:
-                    f.write(chunk)
+            for chunk in _chunks(data):
+                f.write(chunk)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -38,8 +68,12 @@ def atomic_write(path: str | os.PathLike, data: str | Iterable[str]) -> None:
 
 def check_writable(path: str | os.PathLike) -> str | None:
     """None if `path` can be written, else why not (checked before a run starts)."""
+    if is_stream(path):
+        return None if str(path) == "-" or os.access(path, os.W_OK) else f"{path} is not writable"
     p = Path(path)
     parent = p.parent if str(p.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        return f"{parent} is a file, not a directory"
     if not parent.is_dir():
         return f"directory {parent} does not exist"
     if p.is_dir():

@@ -56,7 +56,6 @@ COMPOSITE: tuple[Op, ...] = (
 OPS: tuple[Op, ...] = CANONICAL + COMPOSITE
 OP_INDEX: dict[str, int] = {op.name: i for i, op in enumerate(OPS)}
 OP_NAMES: tuple[str, ...] = tuple(op.name for op in OPS)
-CANONICAL_NAMES: tuple[str, ...] = tuple(op.name for op in CANONICAL)
 KINDS: tuple[str, ...] = ("matmul", "reduction", "elementwise", "memory", "fused", "other")
 
 # Integer ids for the hot path: `lap(layer, QKV_PROJ)`.

@@ -5,12 +5,12 @@ token consumes one uniform draw `r`. The pick itself runs where the logits are (
 for the CPU engines; `engines.torch_sampling` does the same steps on the device), so only the
 token id crosses to the host. Both implementations follow the same steps in float64:
 
-    x = logits / temperature
-    keep = the top_k ids (all ids when top_k is off), in ascending id order
-    p = softmax(x[keep])
-    top_p < 1: order keep by p descending (ties: lower id first) and keep the smallest prefix
-               whose mass reaches top_p, renormalised
-    token = keep[first j with cumsum(p)[j] > r * sum(p)]
+    x = logits / temperature, over all V ids
+    top_k: keep the k largest (ties at the k-th value: the lower ids), the rest get p = 0
+    p = softmax(x) over the kept ids
+    top_p < 1: order the ids by p descending (ties: lower id first) and keep the smallest
+               prefix whose mass reaches top_p; otherwise the order is the ids' own
+    token = the first id, in that order, where cumsum(p) > r * sum(p)
 
 so two engines that produce the same logits pick the same token for the same seed (up to
 float rounding at a boundary), and greedy is a plain argmax (the first of equal maxima).
@@ -67,15 +67,21 @@ class Sampler:
         p = self.params
         x = np.asarray(logits, dtype=np.float64) / p.temperature
         V = x.shape[0]
-        keep = np.sort(np.argpartition(-x, p.top_k - 1)[: p.top_k]) if 0 < p.top_k < V else np.arange(V)
-        e = np.exp(x[keep] - x[keep].max())
+        keep = np.ones(V, bool)
+        if 0 < p.top_k < V:
+            kth = np.partition(x, V - p.top_k)[V - p.top_k]  # the k-th largest value
+            ties = x == kth
+            keep = (x > kth) | (ties & (np.cumsum(ties) <= p.top_k - np.count_nonzero(x > kth)))
+        e = np.where(keep, np.exp(x - x[keep].max()), 0.0)
         probs = e / e.sum()
+        order = np.arange(V)
         if p.top_p < 1.0:
             order = np.argsort(-probs, kind="stable")
-            keep, probs = keep[order], probs[order]
-            before = np.concatenate(([0.0], np.cumsum(probs)[:-1]))  # mass of the more likely tokens
-            probs = np.where(before < p.top_p, probs, 0.0)  # the smallest prefix reaching top_p
-        cdf = np.cumsum(probs)
+            ranked = probs[order]
+            before = np.concatenate(([0.0], np.cumsum(ranked)[:-1]))  # mass of the more likely ids
+            probs = np.zeros(V)
+            probs[order] = np.where(before < p.top_p, ranked, 0.0)  # the smallest prefix reaching top_p
+        cdf = np.cumsum(probs[order])
         j = int(np.searchsorted(cdf, r * cdf[-1], side="right"))
-        last = int(np.flatnonzero(probs)[-1])
-        return int(keep[min(j, last)])
+        last = int(np.flatnonzero(probs[order])[-1])
+        return int(order[min(j, last)])

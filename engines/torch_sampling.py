@@ -22,18 +22,23 @@ class TorchSampler(Sampler):
         p = self.params
         x = logits.to(torch.float64) / p.temperature
         V = x.shape[0]
+        ids = torch.arange(V, device=x.device)
+        keep = torch.ones(V, dtype=torch.bool, device=x.device)
         if 0 < p.top_k < V:
-            keep = torch.topk(x, p.top_k, sorted=False).indices.sort().values
-        else:
-            keep = torch.arange(V, device=x.device)
-        probs = torch.softmax(x[keep], dim=0)
+            kth = torch.topk(x, p.top_k, sorted=False).values.min()  # the k-th largest value, 0-d
+            above = x > kth
+            ties = x == kth
+            keep = above | (ties & (torch.cumsum(ties, 0) <= p.top_k - above.sum()))
+        probs = torch.softmax(torch.where(keep, x, float("-inf")), dim=0)
+        order = ids
         if p.top_p < 1.0:
             order = torch.sort(-probs, stable=True).indices
-            keep, probs = keep[order], probs[order]
-            before = torch.cumsum(probs, 0).roll(1)
-            before[0] = 0.0  # mass of the more likely tokens
-            probs = torch.where(before < p.top_p, probs, torch.zeros_like(probs))
-        cdf = torch.cumsum(probs, 0)
-        j = torch.searchsorted(cdf, (cdf[-1] * r).reshape(1), right=True)[0]
-        last = torch.where(probs > 0, torch.arange(probs.shape[0], device=x.device), -1).max()
-        return keep[torch.minimum(j, last)]
+            ranked = probs[order]
+            before = torch.cat((ranked.new_zeros(1), torch.cumsum(ranked, 0)[:-1]))  # mass of the more likely ids
+            probs = torch.zeros_like(probs).index_put_((order,), torch.where(before < p.top_p, ranked, 0.0))
+        in_order = probs[order]
+        cdf = torch.cumsum(in_order, 0)
+        j = torch.searchsorted(cdf, (cdf[-1] * r).reshape(1), right=True)
+        last = torch.where(in_order > 0, ids, -1).max().reshape(1)
+        # index_select, not order[tensor]: indexing with a 0-d tensor reads it on the host (a sync)
+        return order.index_select(0, torch.minimum(j, last)).squeeze(0)

@@ -130,7 +130,6 @@ class ModelWeights:
     one layer's fused copy besides its own."""
 
     def __init__(self, cfg: ModelConfig, tensor: Callable[[str], TensorRef], stored_dtype: str):
-        self.num_layers = cfg.num_layers
         self.tied = cfg.tie_word_embeddings
         self._sources = layer_sources(cfg)
         self.tensor = tensor  # HF name -> TensorRef
@@ -152,8 +151,8 @@ class ModelWeights:
         return self.tensor(FINAL_NORM_NAME)
 
     @property
-    def lm_head(self) -> TensorRef:  # (V, H): the embedding itself when tied
-        return self.embed if self.tied else self.tensor(LM_HEAD_NAME)
+    def lm_head(self) -> TensorRef | None:  # (V, H); None when tied: the embedding is the lm_head
+        return None if self.tied else self.tensor(LM_HEAD_NAME)
 
 
 # Which fields of LayerWeights each per-layer op reads.

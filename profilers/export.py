@@ -58,10 +58,6 @@ def summary_csv(records: Iterable[RunRecord]) -> str:
     return buf.getvalue()
 
 
-def events_csv(records: Iterable[RunRecord]) -> str:
-    return "".join(events_csv_chunks(records))
-
-
 def events_csv_chunks(records: Iterable[RunRecord]):
     """The tidy per-op CSV as text chunks (header, then one chunk per forward pass), for
     writing a long session without holding the whole file in memory."""

@@ -8,6 +8,7 @@ measurement; both make their `RunRecord` from it, so there is one way numbers ar
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from dataclasses import dataclass
@@ -107,19 +108,27 @@ class ProfiledRun:
 
     def __iter__(self) -> Iterator[tuple[Step, int]]:
         memory = self.memory if self.opts.profile != "none" else None
-        for st, token in measured(self.generation, self.probe, memory):
-            self.steps.append(st)
-            yield st, token
-        self.memory.sample(self.engine, force=True)
+        try:
+            with contextlib.closing(measured(self.generation, self.probe, memory)) as passes:
+                for st, token in passes:
+                    self.steps.append(st)
+                    yield st, token
+        finally:  # also when the consumer stops pulling early
+            self.memory.sample(self.engine, force=True)
 
     @property
     def latest_memory(self):
         return self.memory.samples[-1] if self.memory.samples else None
 
     def record(self) -> RunRecord:
+        """Safe to call from another thread while the run goes on: the steps are copied first,
+        and only the tokens those steps produced are taken (a pass adds its token before its
+        step)."""
         gen = self.generation
-        return make_record(self.ckpt, self.backend, self.engine, self.opts, gen.prompt_ids, gen.generated_ids,
-                           self.steps, self.memory.samples, load_s=self.load_s, jit_s=self.jit_s,
+        steps = list(self.steps)
+        return make_record(self.ckpt, self.backend, self.engine, self.opts, gen.prompt_ids,
+                           gen.generated_ids[:len(steps)], steps, list(self.memory.samples),
+                           load_s=self.load_s, jit_s=self.jit_s,
                            run_id=self.run_id, meta={"stopped_at_eos": gen.stopped_at_eos,
                                                      **({} if gen.done else {"partial": True})})
 

@@ -61,3 +61,22 @@ def test_greedy_is_the_first_of_equal_maxima():
     logits = np.zeros(10, np.float32)
     logits[[3, 7]] = 5.0
     assert Sampler(SamplingParams())(logits) == 3 == int(TorchSampler(SamplingParams())(torch.from_numpy(logits)))
+
+
+@pytest.mark.parametrize("params", [
+    SamplingParams(greedy=False, temperature=1.0, top_k=5, seed=21),
+    SamplingParams(greedy=False, temperature=0.5, top_k=3, top_p=0.7, seed=22),
+    SamplingParams(greedy=False, temperature=1.0, top_p=0.6, seed=23),
+], ids=["top-k", "top-k+top-p", "top-p"])
+def test_ties_break_the_same_way_in_both(params):
+    """bf16 logits tie often: at the k-th value, and in the top-p ranking, the lower id goes
+    first in both implementations, so they still pick the same tokens."""
+    rng = np.random.default_rng(9)
+    ours, theirs = Sampler(params), TorchSampler(params)
+    for _ in range(200):
+        logits = rng.integers(0, 4, size=64).astype(np.float32)  # a handful of values, many ties
+        assert int(theirs(torch.from_numpy(logits))) == ours(logits)
+    # top-k keeps exactly k ids, the lowest among equals
+    logits = np.zeros(10, np.float32)
+    s = Sampler(SamplingParams(greedy=False, temperature=1.0, top_k=3, seed=0))
+    assert {s(logits) for _ in range(300)} == {0, 1, 2}

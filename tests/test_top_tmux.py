@@ -75,3 +75,24 @@ def test_counters_advance_and_quit_restores_the_terminal(quit_key, tmp_path):
         assert t.tmux("display-message", "-p", "-t", "top", "#{alternate_on}").strip() == "0"
     finally:
         t.kill()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,code", [("TERM", 143), ("HUP", 129), ("INT", 130)])
+def test_signals_restore_the_terminal(sig, code, tmp_path):
+    """`kill -TERM/-HUP/-INT` to aios top: one line, 128 + the signal's number, and the terminal
+    as it was: main screen, mouse tracking off, cursor visible."""
+    t = Tmux()
+    t.start(f"{sys.executable} -m aios_cli.main top -m tiny -b simd -n 16", cwd=tmp_path)
+    try:
+        t.wait_for(lambda s: "● generating" in s and (total_tokens(s) or 0) > 0, 180, "generating")
+        shell = t.tmux("display-message", "-p", "-t", "top", "#{pane_pid}").strip()
+        pid = subprocess.run(["pgrep", "-P", shell], capture_output=True, text=True, check=True).stdout.split()[0]
+        subprocess.run(["kill", f"-{sig}", pid], check=True)
+        done = t.wait_for(lambda s: "AIOS-EXITED" in s, 30, "exit")
+        assert f"AIOS-EXITED {code}" in done, done
+        assert "Traceback" not in done
+        state = t.tmux("display-message", "-p", "-t", "top", "#{alternate_on} #{mouse_any_flag} #{cursor_flag}")
+        assert state.split() == ["0", "0", "1"], state
+    finally:
+        t.kill()

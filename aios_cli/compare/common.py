@@ -6,15 +6,13 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import fail
-from ..request import check_writable_option
-
-FORMATS = ("table", "csv", "json", "md")
+from ..outputs import FORMATS, check_outputs
 
 
 def common_checks(format: str, csv_file: Optional[Path]) -> None:
     if format not in FORMATS:
         fail(f"unknown --format {format!r} — choose from: {', '.join(FORMATS)}")
-    check_writable_option("--csv", csv_file)
+    check_outputs({"--csv": csv_file})
 
 
 def to_csv(rows: list[dict], columns) -> str:

@@ -10,7 +10,9 @@ import typer
 
 from ..errors import fail, guarded
 from ..fmt import fmt_n, fmt_t, time_unit
+from ..outputs import write
 from .common import common_checks, to_csv
+from .. import console
 
 MAX_SIZE = {"dot": 200_000_000, "matmul": 8192}
 DEFAULT_SIZE = {"dot": "10000", "matmul": "512"}
@@ -47,7 +49,6 @@ def _kernels(op: str, sizes: Optional[str], backends: Optional[str], repeat: int
              format: str, csv_file: Optional[Path], seed: int, quiet: bool) -> None:
     from rich.console import Console
 
-    from engines.files import atomic_write
     from profilers import peaks as P
     from profilers.bench import kernels as C
     from profilers.export import machine_fields
@@ -107,9 +108,9 @@ def _kernels(op: str, sizes: Optional[str], backends: Optional[str], repeat: int
     elif format == "md":
         sys.stdout.write(_kernels_md(op, results, win, cross, why, peaks))
     else:
-        _kernels_table(Console(highlight=False), op, results, win, cross, why, peaks)
+        _kernels_table(console.stdout(), op, results, win, cross, why, peaks)
     if csv_file is not None:
-        atomic_write(csv_file, to_csv(rows, RESULT_COLUMNS))
+        write("--csv", csv_file, to_csv(rows, RESULT_COLUMNS))
         if not quiet:
             err.print(f"[dim]wrote {csv_file} (one row per size x backend)[/]")
 

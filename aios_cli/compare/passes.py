@@ -12,7 +12,9 @@ import typer
 
 from ..errors import fail, guarded
 from ..fmt import fmt_bytes, time_unit
+from ..outputs import write
 from .common import common_checks, to_csv
+from .. import console
 
 PASSES_COLUMNS = (
     "run_id", "host", "cpu", "backend", "model", "dtype", "tokens", "mode", "forward_passes", "median_s", "min_s",
@@ -38,7 +40,6 @@ def prefill_decode(
 
     from engines import check_backend, default_backend, engine_class
     from engines.checkpoint import open_model
-    from engines.files import atomic_write
     from profilers.export import machine_fields
     from profilers.harness import new_run_id
     from profilers.passes import prefill_vs_decode
@@ -93,9 +94,9 @@ def prefill_decode(
     elif format == "md":
         sys.stdout.write(_passes_md(rows))
     else:
-        _passes_table(Console(highlight=False), rows, backend, ckpt.name, engine.dtype)
+        _passes_table(console.stdout(), rows, backend, ckpt.name, engine.dtype)
     if csv_file is not None:
-        atomic_write(csv_file, to_csv(rows, PASSES_COLUMNS))
+        write("--csv", csv_file, to_csv(rows, PASSES_COLUMNS))
 
 
 def _passes_cells(d) -> list[str]:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import fail, guarded
+from .. import console
 
 
 @guarded
@@ -31,7 +32,7 @@ def peak(
 
         print(json.dumps(pk.to_dict(), indent=2))
         return
-    print_peaks(Console(highlight=False), pk)
+    print_peaks(console.stdout(), pk)
 
 
 def peak_rows(pk) -> list[tuple[str, str, str]]:

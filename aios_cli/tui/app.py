@@ -21,7 +21,7 @@ from textual.widget import Widget
 from textual.widgets import Footer, Input, Label, Static, TabbedContent, TabPane
 
 from engines.errors import UserError
-from engines.files import atomic_write
+from engines.files import write_output
 from profilers.export import events_csv_chunks
 
 from . import panels
@@ -370,7 +370,7 @@ class TopApp(App):
                     lines += chunk.count("\n")
                     yield chunk
 
-            atomic_write(path, counted())  # streamed: a long session is never held whole
+            write_output(path, counted())  # streamed: a long session is never held whole
             rows = lines - 1
             self.last_export, self.last_export_rows = path, rows
             self.call_from_thread(self.notify, f"wrote {path}: {rows:,} op events from {len(records)} generations",
@@ -395,7 +395,7 @@ class TopApp(App):
 
         walls = [s.wall_s for r in self.session.records() for s in r.steps if s.phase == "decode"]
         hz = self._hz_log
-        atomic_write(path, json.dumps({
+        write_output(path, json.dumps({
             "backend": self.view.backend, "model": self.view.model, "profile": self.view.profile,
             "decode_tokens": len(walls),
             "decode_tokens_per_s": len(walls) / sum(walls) if walls else None,

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from . import panels
 from .engines import engine_gpu
+from .. import console
 
 
 def report(v, cpus, gpu, width: int) -> Group:
@@ -47,17 +48,18 @@ def report(v, cpus, gpu, width: int) -> Group:
 def run_once(session, err: Console, csv_file: Path | None) -> None:
     import psutil
 
-    from engines.files import atomic_write
     from profilers.export import events_csv_chunks
+
+    from ..outputs import write
 
     psutil.cpu_percent(percpu=True)
     with err.status("starting", spinner="dots") as status:
         session.run_once(on_phase=status.update)
     cpus = psutil.cpu_percent(percpu=True)  # averaged over the run
     gpu = engine_gpu(session.engine)
-    out = Console(highlight=False)
+    out = console.stdout()
     out.print(report(session.view(), cpus, gpu, out.width))
     if csv_file is not None:
-        atomic_write(csv_file, events_csv_chunks(session.records()))
+        write("--csv", csv_file, events_csv_chunks(session.records()))
         err.print(f"[dim]wrote {csv_file} (one row per op event)[/]")
     sys.stdout.flush()

@@ -1,0 +1,45 @@
+"""The files a command writes (`--csv`, `--trace`, `--stats`): checked before anything runs,
+written at the end, every failure one line."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+from .errors import fail
+
+FORMATS = ("table", "csv", "json", "md")  # what --format takes, wherever it is taken
+
+
+def check_outputs(outputs: dict[str, Path | None]) -> None:
+    """Each target writable, and no two flags writing one file (one export would be lost)."""
+    from engines.files import check_writable
+
+    seen: dict[str, str] = {}
+    for flag, path in outputs.items():
+        if path is None:
+            continue
+        why = check_writable(path)
+        if why:
+            fail(f"{flag} {path}: {why} — pick a writable path")
+        key = "-" if str(path) == "-" else os.path.realpath(path)
+        if key == os.devnull:
+            continue  # nothing written there is lost
+        if key in seen:
+            fail(f"{seen[key]} and {flag} both write {path} — give each its own file")
+        seen[key] = flag
+
+
+def write(flag: str, path: Path, data: str | Iterable[str]) -> None:
+    """Write one output; a full disk or a directory removed during the run is one line naming
+    the file (what was printed before stays printed)."""
+    from engines.files import write_output
+
+    try:
+        write_output(path, data)
+    except BrokenPipeError:
+        raise  # `--csv -` read by `head`: the guard ends it quietly
+    except OSError as e:
+        fail(f"{flag} {path}: could not write it ({e.strerror or e}) — free space or pick another path; "
+             "the results above are complete")

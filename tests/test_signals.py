@@ -1,0 +1,69 @@
+"""Signals and pipes as a user's shell sends them, to a real `aios` process: SIGTERM, SIGHUP
+and a double Ctrl-C mid-run end in one line with 128 + the signal's number, no traceback and
+no temporary file; a reader that goes away (`| head -1`) ends it quietly with 141."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+AIOS = [sys.executable, "-c", "from aios_cli.main import main; main()"]
+RUN = ["run", "-b", "simd", "-m", "tiny", "-n", "400", "--ignore-eos", "-q", "-f", "json"]
+
+
+def start(tmp_path, *args):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([*AIOS, *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+
+
+def leftovers(d):
+    return sorted(p.name for p in d.iterdir() if p.name.endswith(".tmp") or p.name.startswith("."))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+@pytest.mark.parametrize("after_s", [1.0, 2.5, 4.0])
+def test_terminate_mid_run(tmp_path, sig, code, after_s):
+    out = tmp_path / "out"
+    out.mkdir()
+    p = start(tmp_path, *RUN, "--csv", str(out / "ops.csv"), "--trace", str(out / "trace.json"))
+    time.sleep(after_s)
+    p.send_signal(sig)
+    stdout, stderr = p.communicate(timeout=60)
+    err = stderr.decode()
+    assert "Traceback" not in err, err
+    if p.returncode == 0:  # it finished first: both files whole
+        assert {f.name for f in out.iterdir()} == {"ops.csv", "trace.json"}
+        return
+    assert p.returncode == code, err
+    assert err.strip().splitlines() == [f"aios: error: terminated by {sig.name}"]
+    assert leftovers(out) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("gap_s", [0.01, 0.03, 0.05])
+def test_double_ctrl_c(tmp_path, gap_s):
+    p = start(tmp_path, *RUN)
+    time.sleep(2.0)
+    p.send_signal(signal.SIGINT)
+    time.sleep(gap_s)
+    p.send_signal(signal.SIGINT)
+    _, stderr = p.communicate(timeout=60)
+    err = stderr.decode()
+    assert "Traceback" not in err and p.returncode in (130, 0), err
+    if p.returncode == 130:
+        assert err.strip().splitlines() == ["aios: error: interrupted"]
+
+
+def test_reader_goes_away(tmp_path):
+    p = start(tmp_path, "run", "-b", "simd", "-m", "tiny", "-n", "64", "--ignore-eos")
+    p.stdout.readline()
+    p.stdout.close()  # as `| head -1` does
+    _, stderr = p.communicate(timeout=60)
+    assert p.returncode == 141, stderr.decode()
+    assert "Traceback" not in stderr.decode() and "error" not in stderr.decode()
