@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import platform
-from typing import Annotated
 
-import typer
-
-from .errors import fail, guarded
 from . import console
+from .errors import guarded
+from .outputs import TableOrJson, check_format
 
 
 def gather() -> dict:
@@ -45,12 +43,9 @@ def _cached_peaks() -> dict | None:
 
 
 @guarded
-def info(
-    format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
-) -> None:
+def info(format: TableOrJson = "table") -> None:
     """Show Python/torch/numba versions, the CPU, RAM, NVIDIA GPUs, and which engines run here."""
-    if format not in ("table", "json"):
-        fail(f"unknown --format {format!r} — choose table or json")
+    check_format(format, ("table", "json"))
     d = gather()
     if format == "json":
         import json

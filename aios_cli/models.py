@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-import typer
-
-from .errors import fail, guarded
 from . import console
+from .errors import guarded
+from .outputs import TableOrJson, check_format
 
 
 @guarded
-def models(
-    format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
-) -> None:
+def models(format: TableOrJson = "table") -> None:
     """List presets and cached HF models with parameter count and weight bytes per dtype."""
     from engines.checkpoint import cached_repos, read_config
     from engines.config import PRESETS
     from engines.errors import ModelError
 
-    if format not in ("table", "json"):
-        fail(f"unknown --format {format!r} — choose table or json")
+    check_format(format, ("table", "json"))
     rows = []
     for name, cfg in PRESETS.items():
         rows.append({"model": name, "source": "preset", "path": None, "config": cfg})

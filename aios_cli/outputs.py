@@ -7,9 +7,19 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+from typing import Annotated
+
+import typer
+
 from .errors import fail
 
 FORMATS = ("table", "csv", "json", "md")  # what --format takes, wherever it is taken
+TableOrJson = Annotated[str, typer.Option("--format", "-f", help="table or json.")]
+
+
+def check_format(format: str, choices: tuple[str, ...] = FORMATS) -> None:
+    if format not in choices:
+        fail(f"unknown --format {format!r} — choose {' or '.join(choices) if len(choices) < 3 else 'from: ' + ', '.join(choices)}")
 
 
 def check_outputs(outputs: dict[str, Path | None]) -> None:

@@ -10,8 +10,8 @@ import typer
 
 from profilers.threads import quiet_blas_pool
 
-from .errors import fail, guarded
-from .outputs import FORMATS
+from .errors import guarded
+from .outputs import check_format
 from .request import DEFAULT_PROMPT, MODEL_PANEL, BackendOpt, GenerateRequest, ModelOpt, PromptIdsOpt
 from . import console
 
@@ -55,8 +55,7 @@ def _run(req: GenerateRequest, format: str, csv_file: Path | None, trace_file: P
     from . import render
 
     err = Console(stderr=True, highlight=False)
-    if format not in FORMATS:
-        fail(f"unknown --format {format!r} — choose from: {', '.join(FORMATS)}")
+    check_format(format)
     backends, chosen_why = req.check()
     status = (lambda msg: err.status(msg, spinner="dots")) if not quiet else None
     ckpt, [(_, ids)] = req.open(backends, status)

@@ -5,13 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from ..errors import fail
-from ..outputs import FORMATS, check_outputs
+from ..outputs import check_format, check_outputs
 
 
 def common_checks(format: str, csv_file: Optional[Path]) -> None:
-    if format not in FORMATS:
-        fail(f"unknown --format {format!r} — choose from: {', '.join(FORMATS)}")
+    check_format(format)
     check_outputs({"--csv": csv_file})
 
 

@@ -7,14 +7,15 @@ from typing import Annotated
 
 import typer
 
-from ..errors import fail, guarded
+from ..errors import guarded
+from ..outputs import TableOrJson, check_format
 from .. import console
 
 
 @guarded
 def peak(
     refresh: Annotated[bool, typer.Option("--refresh", help="Measure again instead of showing the cached figures.")] = False,
-    format: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+    format: TableOrJson = "table",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """This machine's measured peaks: copy bandwidth and matmul FLOP/s (CPU, and GPU if any)."""
@@ -22,8 +23,7 @@ def peak(
 
     from profilers import peaks as P
 
-    if format not in ("table", "json"):
-        fail(f"unknown --format {format!r} — choose table or json")
+    check_format(format, ("table", "json"))
     err = Console(stderr=True)
     with err.status("measuring this machine's peaks", spinner="dots") if not quiet else nullcontext():
         pk = P.get(refresh=refresh)
