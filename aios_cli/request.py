@@ -70,6 +70,8 @@ class GenerateRequest:
             fail(f"sampling needs a finite --temperature >= 0, got {self.temperature} — e.g. -t 0.8")
         if not 0 < self.top_p <= 1:
             fail(f"sampling needs 0 < --top-p <= 1, got {self.top_p} — e.g. --top-p 0.95")
+        if self.seed < 0:
+            fail(f"--seed must be 0 or more, got {self.seed} — e.g. --seed 1")
         if self.top_k < 0:
             fail(f"sampling needs --top-k >= 0, got {self.top_k} — e.g. --top-k 40 (0: off)")
         for flag in self.op_outputs:

@@ -182,6 +182,7 @@ def test_scalar_refuses_a_model_too_big_before_others_run():
     (("--top-p", "0"), "0 < --top-p <= 1"),
     (("--prompt-ids", "1,,2"), "--prompt-ids must be comma-separated integers"),
     (("--profile", "token"), "--csv writes one row per op event"),
+    (("--seed", "-1"), "--seed must be 0 or more"),  # refused before the model loads, not after
 ])
 def test_more_bad_inputs(out_files, args, needle):
     assert_bad_input(run_bad(out_files, *args), needle)

@@ -177,3 +177,16 @@ def test_bad_input(args, needle):
     assert res.exit_code == 2, res.output
     lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("aios: error:") and needle in lines[0], res.output
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("compare", "dot", "--sizes", "inf"), "--sizes: inf is not a whole number"),
+    (("compare", "dot", "--sizes", "nan"), "--sizes: nan is not a whole number"),
+    (("compare", "dot", "--sizes", "1e400"), "--sizes: 1e400 is not a whole number"),
+    (("compare", "dot", "--scalar-budget", "nan"), "--scalar-budget must be positive"),
+])
+def test_non_finite_numbers(args, needle):
+    res = invoke(*args)
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("aios: error:") and needle in lines[0], res.output

@@ -2,6 +2,7 @@
 # No `from __future__ import annotations` here: the option annotations of `make_command` read
 # its closure variable `op`, which a postponed (string) annotation could not see.
 
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -37,7 +38,7 @@ def parse_sizes(s: str, op: str) -> list[int]:
             v = float(part)
         except ValueError:
             fail(f"--sizes must be numbers like 1e4,512, got {part!r}")
-        if v != int(v) or v < 1 or v > MAX_SIZE[op]:
+        if not math.isfinite(v) or v != int(v) or v < 1 or v > MAX_SIZE[op]:
             fail(f"--sizes: {part} is not a whole number in 1..{MAX_SIZE[op]:,} — pick sizes in that range")
         out.append(int(v))
     if not out:
@@ -57,7 +58,7 @@ def _kernels(op: str, sizes: Optional[str], backends: Optional[str], repeat: int
     common_checks(format, csv_file)
     if repeat < 1:
         fail(f"--repeat must be positive, got {repeat}")
-    if scalar_budget <= 0:
+    if not (math.isfinite(scalar_budget) and scalar_budget > 0):
         fail(f"--scalar-budget must be positive seconds, got {scalar_budget}")
     chosen = C.ALL_BACKENDS
     if backends:
