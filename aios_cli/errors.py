@@ -44,11 +44,18 @@ def _no_more_signals() -> None:
         pass
 
 
+def printable(text: str) -> str:
+    """`text` with every control character (a newline, an ESC that would drive the terminal, a
+    byte that was not UTF-8) written as its escape, so user input echoed in a message stays on
+    one line and inert."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def fail(message: str, code: int = BAD_INPUT):
     """Print `error: message` as one line on stderr and exit. Never a traceback."""
     import typer
 
-    print(f"aios: error: {message}", file=sys.stderr)
+    print(f"aios: error: {printable(message)}", file=sys.stderr)
     raise typer.Exit(code)
 
 
@@ -82,9 +89,12 @@ def guarded(fn):
             fail("out of host memory — try a smaller --model or fewer tokens", BAD_INPUT)
         except typer.Exit:
             raise
-        except Exception as e:
-            if os.environ.get("AIOS_DEBUG"):
-                raise
+        except BaseException as e:
+            if type(e).__name__ == "PanicException":  # `tokenizers`' Rust side panics with a BaseException
+                why = str(e).strip().splitlines()[0] if str(e).strip() else "a panic"
+                fail(f"the tokenizer failed ({why}) — fix or remove tokenizer.json, or pass --prompt-ids", BAD_INPUT)
+            if not isinstance(e, Exception) or os.environ.get("AIOS_DEBUG"):
+                raise  # SystemExit and the like; or the traceback, asked for
             fail(f"internal error: {type(e).__name__}: {e} — please report it (rerun with AIOS_DEBUG=1 for the "
                  "traceback)", INTERNAL)
     wrapper.guarded = True  # tests/test_cli.py checks that every command has it

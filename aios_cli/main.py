@@ -3,7 +3,10 @@ dependencies (torch, numba, textual, transformers) only when it runs, so `aios -
 
 from __future__ import annotations
 
+import sys
+
 import typer
+from typer.core import TyperGroup
 
 from . import compare as compare_cmd
 from . import info as info_cmd
@@ -11,8 +14,34 @@ from . import models as models_cmd
 from . import run as run_cmd
 from . import top as top_cmd
 
+class OneLineUsageErrors(TyperGroup):
+    """A usage error (an unknown option, a value of the wrong type) is one `aios: error:` line
+    like every other bad input, not Click's boxed panel."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        from .errors import BAD_INPUT, printable
+
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
+        except Exception as e:
+            if not standalone_mode:
+                raise
+            if type(e).__name__ == "NoArgsIsHelpError":  # `aios` alone: the help, as Typer shows it
+                return super().main(args=args, prog_name=prog_name, complete_var=complete_var, **extra)
+            if not hasattr(e, "format_message"):
+                raise
+            ctx = getattr(e, "ctx", None)
+            where = f" — see `{ctx.command_path} --help`" if ctx is not None else ""
+            print(f"aios: error: {printable(' '.join(e.format_message().split()))}{where}", file=sys.stderr)
+            sys.exit(getattr(e, "exit_code", BAD_INPUT))
+        if standalone_mode:
+            sys.exit(rv if isinstance(rv, int) else 0)
+        return rv
+
+
 app = typer.Typer(
     name="aios",
+    cls=OneLineUsageErrors,
     help="Make LLM inference measurable: one Qwen forward pass on scalar, SIMD and CUDA engines, profiled op by op.",
     no_args_is_help=True,
     add_completion=False,

@@ -101,6 +101,11 @@ class GenerateRequest:
         from engines.checkpoint import open_model
         from engines.generate import check_request
 
+        for text in self.prompts:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:  # argv bytes that were not UTF-8 arrive as lone surrogates
+                fail(f"--prompt is not valid UTF-8 text: {text!r:.80} — pass UTF-8, or the ids with --prompt-ids")
         with status(f"opening {self.model}") if status else nullcontext():
             ckpt = open_model(self.model)
         if self.prompt_ids is not None:

@@ -249,8 +249,15 @@ def open_model(source: str) -> Checkpoint:
     """Preset name, directory, or cached repo id -> Checkpoint. Raises ModelError."""
     if source in PRESETS:
         return open_preset(source)
-    p = Path(source).expanduser()
-    if p.exists():
+    try:
+        p = Path(source).expanduser()
+        exists = p.exists()
+    except RuntimeError:  # ~user that does not exist
+        raise ModelError(f"cannot expand {source.split('/')[0]!r}: no such user", "pass a path without ~user") from None
+    except OSError as e:  # a name too long for the file system, say
+        raise ModelError(f"cannot look up {source[:60]!r}{'…' if len(source) > 60 else ''}: {e.strerror}",
+                         "pass a model directory, a cached repo id or a preset") from None
+    if exists:
         if not p.is_dir():
             raise ModelError(f"{source} is a file, not a model directory", "pass the directory that holds config.json")
         return open_directory(p, source)

@@ -258,12 +258,14 @@ def load_tokenizer_json(path: PathLike) -> Tokenizer:
         raise ValueError(f"{p}: not a tokenizer.json (not UTF-8 text: {exc})") from exc
     try:
         return Tokenizer.from_str(text)
-    except Exception as exc:  # tokenizers raises a bare Exception on bad input
+    except BaseException as exc:  # a bare Exception on bad input, or a Rust panic (a BaseException)
+        if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+            raise
         try:
             json.loads(text)
-        except ValueError as jexc:
-            raise ValueError(f"{p}: not a tokenizer.json (invalid JSON: {jexc})") from exc
-        raise ValueError(f"{p}: JSON is not a valid 'tokenizers' tokenizer: {exc}") from exc
+        except (ValueError, RecursionError) as jexc:
+            raise ValueError(f"{p}: not a tokenizer.json (invalid JSON: {jexc})") from None
+        raise ValueError(f"{p}: JSON is not a valid 'tokenizers' tokenizer: {exc}") from None
 
 
 def qwen25_tokenizer(cache_dir: Optional[PathLike] = None, *, ranks_path: Optional[PathLike] = None) -> Tokenizer:

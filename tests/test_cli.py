@@ -476,3 +476,42 @@ def test_deeply_nested_json(out_files, hf_model_dirs, tmp_path, name):
     d = copy_model(hf_model_dirs, tmp_path)
     (d / name).write_text("[" * 100_000 + "]" * 100_000)
     assert_bad_input(run_bad(out_files, "--model", str(d), "--prompt-ids", "1,2"), name)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("run", "--bogus"), "No such option: --bogus — see `aios run --help`"),
+    (("run", "-n", "abc"), "Invalid value for '--max-new-tokens'"),
+    (("compare", "dot", "--repeat", "x"), "see `aios compare dot --help`"),
+])
+def test_usage_errors_are_one_line(args, needle):
+    """Click's usage errors too: one `aios: error:` line, not a boxed panel."""
+    assert_bad_input(invoke(*args), needle)
+
+
+@pytest.mark.parametrize("model,needle", [
+    ("bad\nname\x1b[31m", r"bad\nname\x1b[31m"),  # escaped: stays one line, drives no terminal
+    ("~nouser-aios/x", "cannot expand '~nouser-aios': no such user"),
+    ("x" * 5000, "File name too long"),
+])
+def test_hostile_model_names(out_files, model, needle):
+    assert_bad_input(run_bad(out_files, "--model", model), needle)
+
+
+def test_prompt_not_utf8(out_files):
+    # argv bytes that are not UTF-8 reach Python as lone surrogates
+    assert_bad_input(run_bad(out_files, "--prompt", b"\xff\xfe abc".decode("utf-8", "surrogateescape")),
+                     "--prompt is not valid UTF-8 text")
+
+
+def test_a_tokenizer_panic_is_one_line(out_files, monkeypatch):
+    """`tokenizers` panics in Rust with pyo3's PanicException, a BaseException: `except
+    Exception` misses it, the guard does not."""
+    import engines.checkpoint
+
+    PanicException = type("PanicException", (BaseException,), {})
+
+    def panics(source):
+        raise PanicException("called `Option::unwrap()` on a `None` value\nmore")
+
+    monkeypatch.setattr(engines.checkpoint, "open_model", panics)
+    assert_bad_input(run_bad(out_files), "the tokenizer failed (called `Option::unwrap()` on a `None` value)")

@@ -378,3 +378,29 @@ def test_build_rejects_foreign_ranks(tmp_path):
     garbage.write_text("YQ== 0\nthis is not a ranks line\n")
     with pytest.raises(ValueError, match="garbage.tiktoken:2"):
         qtok.build_qwen25_tokenizer(garbage)
+
+
+@pytest.mark.parametrize("poison", ["[" * 100_000 + "]" * 100_000, "panic"])
+def test_poisoned_cache_is_rebuilt(tok, tmp_path, monkeypatch, poison):
+    """A cache that makes `tokenizers` recurse without end or panic (a BaseException from Rust)
+    is rebuilt, not left to break every preset run."""
+    monkeypatch.setattr(qtok, "build_qwen25_tokenizer", lambda ranks_path=None: tok)
+    qtok.qwen25_tokenizer(cache_dir=tmp_path)
+    (path,) = tmp_path.glob("*.json")
+    if poison == "panic":
+        PanicException = type("PanicException", (BaseException,), {})
+        real = qtok.Tokenizer.from_str
+        calls = []
+
+        def from_str(text):
+            if not calls:
+                calls.append(1)
+                raise PanicException("rust panicked")
+            return real(text)
+
+        monkeypatch.setattr(qtok.Tokenizer, "from_str", staticmethod(from_str))
+    else:
+        path.write_text(poison)
+    again = qtok.qwen25_tokenizer(cache_dir=tmp_path)
+    assert again.encode("hello").ids == tok.encode("hello").ids
+    assert json.loads(path.read_text())["model"]["type"] == "BPE"  # rewritten whole
