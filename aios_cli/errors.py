@@ -44,11 +44,11 @@ def _no_more_signals() -> None:
         pass
 
 
-def printable(text: str) -> str:
+def printable(text: str, keep: str = "") -> str:
     """`text` with every control character (a newline, an ESC that would drive the terminal, a
     byte that was not UTF-8) written as its escape, so user input echoed in a message stays on
-    one line and inert."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    one line and inert. Characters in `keep` (say newline and tab, for generated text) stay."""
+    return "".join(c if c.isprintable() or c in keep else repr(c)[1:-1] for c in text)
 
 
 def fail(message: str, code: int = BAD_INPUT):

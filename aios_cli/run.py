@@ -10,7 +10,7 @@ import typer
 
 from profilers.threads import quiet_blas_pool
 
-from .errors import guarded
+from .errors import guarded, printable
 from .outputs import check_format
 from .request import DEFAULT_PROMPT, MODEL_PANEL, BackendOpt, GenerateRequest, ModelOpt, PromptIdsOpt
 from . import console
@@ -103,6 +103,8 @@ def _one_backend(ckpt, backend, ids, opts, err, quiet, stream):
         return rec
     decoder = StreamDecoder(ckpt.tokenizer) if ckpt.tokenizer is not None else None
     text_out = sys.stdout if stream else sys.stderr
+    # a vocabulary may hold escape sequences: on a terminal, generated text is shown, not obeyed
+    shown = (lambda s: printable(s, keep="\n\t")) if text_out.isatty() else (lambda s: s)
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=err, transient=True)
     state = {"task": None}
@@ -126,10 +128,10 @@ def _one_backend(ckpt, backend, ids, opts, err, quiet, stream):
     for i, (_, token) in enumerate(run):
         if i == 0:
             text_out.write(f"[{backend}] ")
-        text_out.write(decoder.push(token) if decoder else f"{token} ")
+        text_out.write(shown(decoder.push(token)) if decoder else f"{token} ")
         text_out.flush()
     if decoder:
-        text_out.write(decoder.flush())
+        text_out.write(shown(decoder.flush()))
     text_out.write("\n")
     text_out.flush()
     rec = run.record()

@@ -12,7 +12,7 @@ from .checkpoint import Checkpoint
 from .errors import UserError
 from .ops import noop_lap
 from .sampling import Sampler, SamplingParams
-from .weights import op_weight_bytes, resident_bytes
+from .weights import LayerWeights, op_weight_bytes, resident_bytes
 
 Lap = Callable[[int, int], None]  # lap(layer, op_id): layer -1 for the ops outside the layers
 
@@ -85,6 +85,28 @@ class Engine:
     def to_host(self, logits) -> np.ndarray:
         """Logits as a NumPy array on the host (for tests and checks, not the hot path)."""
         return np.asarray(logits)
+
+    def read_token(self, token, logits) -> tuple[int, bool]:
+        """(the sampled id, whether its logit is finite), on the host."""
+        t = int(token)
+        return t, bool(np.isfinite(logits[t]))
+
+    @staticmethod
+    def all_finite(tensor) -> bool:
+        return bool(np.isfinite(np.asarray(tensor, dtype=np.float64)).all())
+
+    def nonfinite_weight(self) -> str | None:
+        """Where the first NaN or Inf weight is ("layer 3 gate_up"), or None. A scan of every
+        weight: for an error message, never on the hot path."""
+        for i, lw in enumerate(self.layers):
+            for name in LayerWeights.__dataclass_fields__:
+                t = getattr(lw, name)
+                if t is not None and not self.all_finite(t):
+                    return f"layer {i} {name}"
+        for name in ("embed", "final_norm", "lm_head"):
+            if not self.all_finite(getattr(self, name)):
+                return name
+        return None
 
     # --- shared ------------------------------------------------------------------------
     def load_weights(self, convert: Callable, progress: Callable[[int, int], None] | None = None) -> None:

@@ -18,3 +18,7 @@ class ModelError(UserError):
 
 class BackendError(UserError):
     """The requested engine cannot run on this machine."""
+
+
+class NonFiniteError(UserError):
+    """A forward pass produced NaN or Inf logits."""

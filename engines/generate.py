@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from .errors import UserError
+from .errors import NonFiniteError, UserError
 from .ops import SAMPLE
 from .sampling import Sampler
 
@@ -40,11 +40,20 @@ def check_prompt(ids: list[int], vocab_size: int) -> None:
 
 
 def sample_next(engine, sampler: Sampler, logits) -> int:
-    """Pick the next token where the logits are, lapped as the `sample` op; only the id
-    crosses to the host."""
+    """Pick the next token where the logits are, lapped as the `sample` op; only the id (and
+    its logit, to see that it is finite) crosses to the host. A NaN or Inf logit is always the
+    one picked (greedy's argmax and the sampler point at it), so checking that one value is
+    enough: no pass over the vocabulary on the hot path."""
     token = sampler(logits)
     engine.lap(-1, SAMPLE)
-    return int(token)
+    token, finite = engine.read_token(token, logits)
+    if not finite:
+        where = engine.nonfinite_weight()
+        raise NonFiniteError(
+            f"the model produced NaN or Inf logits at position {engine.pos}"
+            + (f": {where} holds NaN or Inf" if where else " (every weight is finite: the activations overflowed)"),
+            "fix or re-download the checkpoint" if where else "try --dtype float32")
+    return token
 
 
 class Generation:

@@ -66,13 +66,16 @@ class Sampler:
     def pick(self, logits, r: float) -> int:
         p = self.params
         x = np.asarray(logits, dtype=np.float64) / p.temperature
+        top = x.max()
+        if not np.isfinite(top):
+            return int(np.argmax(x))  # a NaN or Inf logit: hand it on, so the caller sees it
         V = x.shape[0]
         keep = np.ones(V, bool)
         if 0 < p.top_k < V:
             kth = np.partition(x, V - p.top_k)[V - p.top_k]  # the k-th largest value
             ties = x == kth
             keep = (x > kth) | (ties & (np.cumsum(ties) <= p.top_k - np.count_nonzero(x > kth)))
-        e = np.where(keep, np.exp(x - x[keep].max()), 0.0)
+        e = np.where(keep, np.exp(x - top), 0.0)  # the top-k always hold the maximum
         probs = e / e.sum()
         order = np.arange(V)
         if p.top_p < 1.0:

@@ -9,6 +9,7 @@ crosses to the host. Shapes use the legend in `engines.config`.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -77,6 +78,16 @@ class TorchEngine(Engine):
 
     def to_host(self, logits) -> np.ndarray:
         return logits.float().cpu().numpy()
+
+    def read_token(self, token, logits) -> tuple[int, bool]:
+        # the id and its logit in one transfer: one sync per token, as before
+        pair = torch.stack((token.to(torch.float64), logits.index_select(0, token.reshape(1))[0].to(torch.float64)))
+        t, logit = pair.tolist()
+        return int(t), math.isfinite(logit)
+
+    @staticmethod
+    def all_finite(tensor) -> bool:
+        return bool(torch.isfinite(tensor).all())
 
     def reset(self, capacity: int) -> None:
         cfg = self.cfg

@@ -41,4 +41,6 @@ class TorchSampler(Sampler):
         j = torch.searchsorted(cdf, (cdf[-1] * r).reshape(1), right=True)
         last = torch.where(in_order > 0, ids, -1).max().reshape(1)
         # index_select, not order[tensor]: indexing with a 0-d tensor reads it on the host (a sync)
-        return order.index_select(0, torch.minimum(j, last)).squeeze(0)
+        token = order.index_select(0, torch.minimum(j, last).clamp(min=0)).squeeze(0)
+        # a NaN or Inf logit: hand it on (argmax points at it), so the caller sees it
+        return torch.where(torch.isfinite(x.max()), token, torch.argmax(x))

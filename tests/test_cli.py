@@ -8,6 +8,7 @@ import io
 import json
 import shutil
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -515,3 +516,26 @@ def test_a_tokenizer_panic_is_one_line(out_files, monkeypatch):
 
     monkeypatch.setattr(engines.checkpoint, "open_model", panics)
     assert_bad_input(run_bad(out_files), "the tokenizer failed (called `Option::unwrap()` on a `None` value)")
+
+
+@pytest.mark.parametrize("backend", ["scalar", "simd", "torch"])
+@pytest.mark.parametrize("sampling", [(), ("--temperature", "0.8", "--top-k", "5")], ids=["greedy", "sampled"])
+def test_nan_weights_stop_with_the_layer(out_files, hf_model_dirs, tmp_path, backend, sampling):
+    """A NaN in one weight: not `!!!!` printed as text, but one line naming the layer, found
+    after the fact (the hot path checks only the sampled token's logit)."""
+    from safetensors.numpy import load_file, save_file
+
+    d = copy_model(hf_model_dirs, tmp_path)
+    tensors = load_file(str(d / "model.safetensors"))
+    tensors["model.layers.1.mlp.down_proj.weight"][3, 5] = np.nan
+    save_file(tensors, str(d / "model.safetensors"))
+    res = run_bad(out_files, "-b", backend, "--model", str(d), "--prompt-ids", "1,2,3", *sampling)
+    assert_bad_input(res, "the model produced NaN or Inf logits", "layer 1 down holds NaN or Inf")
+
+
+def test_printable_keeps_text_inert():
+    from aios_cli.errors import printable
+
+    assert printable("a\x1b[31mb\nc\td\udcff") == r"a\x1b[31mb\nc\td\udcff"
+    assert printable("tok\x1b]0;title\x07 x\ny", keep="\n\t") == "tok\\x1b]0;title\\x07 x\ny"
+    assert printable("µs — ✓ 中文") == "µs — ✓ 中文"  # printable text stays as it is
