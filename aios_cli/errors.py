@@ -28,10 +28,27 @@ def _raise_terminated(signum, frame):
     raise Terminated(signum)
 
 
+def _redeliver_swallowed(unraisable) -> None:
+    """A signal that lands while C code calls back into Python (Numba's JIT compiling, say)
+    raises where nobody can catch it: Python would print it and go on. Send it again a moment
+    later instead, when it can end the command."""
+    exc = unraisable.exc_value
+    if isinstance(exc, (Terminated, KeyboardInterrupt)):
+        import threading
+
+        signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
+        timer = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+        timer.daemon = True
+        timer.start()
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def install_signal_handlers() -> None:
     """SIGTERM and SIGHUP end a command the way Ctrl-C does (called once by `aios`'s main)."""
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_terminated)
+    sys.unraisablehook = _redeliver_swallowed
 
 
 def _no_more_signals() -> None:

@@ -67,3 +67,28 @@ def test_reader_goes_away(tmp_path):
     _, stderr = p.communicate(timeout=60)
     assert p.returncode == 141, stderr.decode()
     assert "Traceback" not in stderr.decode() and "error" not in stderr.decode()
+
+
+def test_a_signal_swallowed_by_a_callback_is_sent_again(monkeypatch):
+    """A signal that lands inside a C callback into Python (Numba's JIT compiling) cannot
+    unwind the command: Python reports it as unraisable and goes on. aios sends it again."""
+    import threading
+    from types import SimpleNamespace
+
+    from aios_cli import errors
+
+    sent, started = [], []
+    monkeypatch.setattr(errors.os, "kill", lambda pid, sig: sent.append((pid, sig)))
+
+    class Now:
+        def __init__(self, delay, fn, args):
+            self.fn, self.args, self.daemon = fn, args, False
+
+        def start(self):
+            started.append(self.daemon)
+            self.fn(*self.args)
+
+    monkeypatch.setattr(threading, "Timer", Now)
+    errors._redeliver_swallowed(SimpleNamespace(exc_value=errors.Terminated(signal.SIGTERM)))
+    errors._redeliver_swallowed(SimpleNamespace(exc_value=KeyboardInterrupt()))
+    assert sent == [(os.getpid(), signal.SIGTERM), (os.getpid(), signal.SIGINT)] and started == [True, True]
