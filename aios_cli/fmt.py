@@ -57,6 +57,18 @@ def fmt_rate(x: float | None, unit: str = "tok/s") -> str:
     return f"{x:{spec}} {unit}".rstrip()
 
 
+def fmt_sig(x: float) -> str:
+    """Three significant digits, never scientific notation: 0.0123, 4.56, 789, 24,000."""
+    if x >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.3g}" if x >= 1e-3 or x == 0 else f"{x:.2e}"
+
+
+def fmt_ratio(x: float) -> str:
+    """A speedup: `1,234×`, `12×`, `0.45×` (below 1, its digits, never `0×`)."""
+    return f"{x:,.0f}×" if x >= 10 else f"{x:.2g}×"
+
+
 def fmt_n(n: int) -> str:
     """A size: `10M`, `512k`, `4,097`."""
     if n >= 1_000_000 and n % 1_000_000 == 0:

@@ -48,6 +48,39 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+def version_line() -> str:
+    """`aios 0.1.0`, with the commit when run from a git checkout."""
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+    from pathlib import Path
+
+    try:
+        v = version("aios")
+    except PackageNotFoundError:
+        v = "unknown"
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=5).stdout.strip() if (root / ".git").exists() else ""
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"aios {v}" + (f" (git {commit})" if commit else "")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(version_line())
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the aios version (and git commit) and exit."),
+) -> None:
+    """Make LLM inference measurable: one Qwen forward pass on scalar, SIMD and CUDA engines, profiled op by op."""
+
+
 app.command("run")(run_cmd.run)
 app.command("top")(top_cmd.top)
 app.command("info")(info_cmd.info)

@@ -112,7 +112,8 @@ class GenerateRequest:
             prompts = [(self.prompt_ids, self._ids)]
         else:
             if ckpt.tokenizer is None:
-                fail(f"{self.model} has no tokenizer.json — pass --prompt-ids 1,2,3 instead of --prompt")
+                fail(f"{self.model} has no tokenizer.json, so no text prompt can be encoded — pass token ids with "
+                     "--prompt-ids 1,2,3")
             prompts = [(p, ckpt.tokenizer.encode(p).ids) for p in self.prompts]
         for _, ids in prompts:
             check_request(ckpt.config, ids, self.max_new_tokens)

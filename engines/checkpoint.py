@@ -137,7 +137,7 @@ def resolve_repo_id(repo_id: str) -> Path:
             return snap
     raise ModelError(
         f"{repo_id} is not in the local Hugging Face cache (looked in {', '.join(looked)})",
-        "aios never downloads: fetch it yourself (e.g. `huggingface-cli download " + repo_id + "`) or pass a directory",
+        "aios never downloads: fetch it yourself (e.g. `hf download " + repo_id + "`) or pass a directory",
     )
 
 

@@ -539,3 +539,23 @@ def test_printable_keeps_text_inert():
     assert printable("a\x1b[31mb\nc\td\udcff") == r"a\x1b[31mb\nc\td\udcff"
     assert printable("tok\x1b]0;title\x07 x\ny", keep="\n\t") == "tok\\x1b]0;title\\x07 x\ny"
     assert printable("µs — ✓ 中文") == "µs — ✓ 中文"  # printable text stays as it is
+
+
+def test_version():
+    import subprocess
+    import sys
+    from importlib.metadata import version
+
+    res = invoke("--version")
+    assert res.exit_code == 0 and res.output.startswith(f"aios {version('aios')}")
+    # the same through the installed entry point, and without importing torch or numba
+    out = subprocess.run([sys.executable, "-c", "from aios_cli.main import main; main()", "--version"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("aios ")
+
+
+def test_number_formats_of_the_compare_tables():
+    from aios_cli.fmt import fmt_ratio, fmt_sig
+
+    assert [fmt_sig(x) for x in (22.6, 24_000.0, 0.5, 1234.5)] == ["22.6", "24,000", "0.5", "1,234"]
+    assert [fmt_ratio(x) for x in (0.45, 3.2, 12.5, 4500)] == ["0.45×", "3.2×", "12×", "4,500×"]  # never 0×

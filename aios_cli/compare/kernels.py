@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import fail, guarded
-from ..fmt import fmt_n, fmt_t, time_unit
+from ..fmt import fmt_n, fmt_ratio, fmt_sig, fmt_t, time_unit
 from ..outputs import write
 from .common import common_checks, to_csv
 from .. import console
@@ -122,11 +122,12 @@ def _cells(r, with_transfer: bool) -> list[str]:
     if r.status != "ok":
         return [r.status] + [""] * (n - 1)
     k, u = time_unit(r.median_s)
-    cells = [f"{r.median_s * k:.3g} {u}" + ("*" if r.scaled else ""), f"{r.min_s * k:.3g}–{r.max_s * k:.3g}"]
+    cells = [f"{fmt_sig(r.median_s * k)} {u}" + ("*" if r.scaled else ""),
+             f"{fmt_sig(r.min_s * k)}–{fmt_sig(r.max_s * k)}"]
     if with_transfer:
         cells.append(f"{r.with_transfer_median_s * k:.3g} {u}" if r.with_transfer_median_s else "—")
     cells += [f"{r.gflops_per_s:.3g}", f"{r.gbytes_per_s:.3g}",
-              f"{r.speedup_vs_scalar:,.0f}×" if r.speedup_vs_scalar else "",
+              fmt_ratio(r.speedup_vs_scalar) if r.speedup_vs_scalar else "",
               f"{r.pct_of_peak:.0f}%" if r.pct_of_peak is not None else ""]
     return cells
 
@@ -168,13 +169,6 @@ def _summary_lines(op, win, cross, why, peaks, results=()) -> list[str]:
                  + (" (the GPU's own measured peak for cuda)" if peaks.gpu_bandwidth else "")
                  + f", measured {peaks.measured_at} (`aios compare peak`)"
                  + ("; over 100% means the data sat in cache, which is faster than DRAM" if op == "dot" else ""))
-    by = {(r.size, r.backend): r for r in results if r.status == "ok"}
-    simd, blas = by.get((10_000_000, "simd")), by.get((512, "blas"))
-    if op == "dot" and simd and simd.pct_of_peak is not None:
-        lines.append(f"target: simd dot at n = 10M reaches {simd.pct_of_peak:.0f}% of the measured bandwidth (goal ≥ 50%)")
-    if op == "matmul" and blas and by.get((512, "simd")):
-        share = 100 * by[(512, "simd")].gflops_per_s / blas.gflops_per_s
-        lines.append(f"target: simd matmul at n = 512 reaches {share:.0f}% of BLAS's rate in this run (goal ≥ 25%)")
     if any(r.scaled for r in results):
         lines.append("* scaled: a scalar time past --scalar-budget, measured on a subset and scaled up — an estimate, "
                      "not a measurement")

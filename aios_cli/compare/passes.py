@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import fail, guarded
-from ..fmt import fmt_bytes, time_unit
+from ..fmt import fmt_bytes, fmt_sig, time_unit
 from ..outputs import write
 from .common import common_checks, to_csv
 from .. import console
@@ -102,7 +102,7 @@ def prefill_decode(
 def _passes_cells(d) -> list[str]:
     k, u = time_unit(d["median_s"])
     return [f"{d['tokens']:,}", d["mode"], f"{d['forward_passes']:,}", f"{d['median_s'] * k:.3g} {u}",
-            f"{d['min_s'] * k:.3g}–{d['max_s'] * k:.3g}", f"{d['tokens_per_s']:,.1f}",
+            f"{fmt_sig(d['min_s'] * k)}–{fmt_sig(d['max_s'] * k)}", f"{d['tokens_per_s']:,.1f}",
             f"{d['reduction_barriers']:,} ({d['forward_passes']:,}×{d['barriers_per_pass']})",
             fmt_bytes(d["weight_bytes_read"]), f"{d['slowdown_vs_parallel']:.1f}×"]
 
