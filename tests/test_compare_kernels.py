@@ -8,7 +8,7 @@ import pytest
 
 from profilers.bench import simd_kernels as ck
 
-from .test_simd_kernels import EPS32, F32, _assert_dot_close, _dot_tol, _randn, _rng  # noqa: F401
+from .test_simd_kernels import F32, _assert_dot_close, _dot_tol, _randn, _rng
 
 
 @pytest.fixture(scope="module", autouse=True)
