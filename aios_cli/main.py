@@ -8,6 +8,7 @@ import sys
 import typer
 from typer.core import TyperGroup
 
+from . import bench as bench_cmd
 from . import compare as compare_cmd
 from . import info as info_cmd
 from . import models as models_cmd
@@ -44,31 +45,16 @@ app = typer.Typer(
     cls=OneLineUsageErrors,
     help="Make LLM inference measurable: one Qwen forward pass on scalar, SIMD and CUDA engines, profiled op by op.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion and --show-completion, as Typer users expect
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-def version_line() -> str:
-    """`aios 0.1.0`, with the commit when run from a git checkout."""
-    import subprocess
-    from importlib.metadata import PackageNotFoundError, version
-    from pathlib import Path
-
-    try:
-        v = version("aios")
-    except PackageNotFoundError:
-        v = "unknown"
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, timeout=5).stdout.strip() if (root / ".git").exists() else ""
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return f"aios {v}" + (f" (git {commit})" if commit else "")
 
 
 def _print_version(value: bool) -> None:
     if value:
+        from profilers.provenance import version_line
+
         print(version_line())
         raise typer.Exit(0)
 
@@ -86,6 +72,7 @@ app.command("top")(top_cmd.top)
 app.command("info")(info_cmd.info)
 app.command("models")(models_cmd.models)
 app.add_typer(compare_cmd.app, name="compare")
+app.add_typer(bench_cmd.app, name="bench")
 
 
 def main() -> None:

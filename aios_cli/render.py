@@ -10,9 +10,14 @@ from .fmt import fmt_bytes, fmt_ms, fmt_num, fmt_pct, fmt_t
 
 def summary_lines(r: RunRecord) -> list[tuple[str, str]]:
     s = r.summary()
-    spread = "n/a"
+    # decode: one statistic per line, said which — the rate and its ms/token are both the mean
+    # (decode tokens over decode time); the per-token spread is its own line
+    decode, spread = "n/a", "n/a"
+    if s["decode_tokens_per_s"]:
+        decode = (f"{fmt_num(s['decode_tokens_per_s'])} tok/s = {1e3 / s['decode_tokens_per_s']:.2f} ms/token "
+                  f"(mean of {s['decode_tokens']} tokens)")
     if s["decode_ms_median"] is not None:
-        spread = f"{s['decode_ms_median']:.2f} ms (min {s['decode_ms_min']:.2f}, max {s['decode_ms_max']:.2f})"
+        spread = f"median {s['decode_ms_median']:.2f} ms (min {s['decode_ms_min']:.2f}, max {s['decode_ms_max']:.2f})"
     bw = "n/a (needs --profile op or token)"
     if s["achieved_bandwidth_bytes_per_s"] is not None:
         bw = f"{s['achieved_bandwidth_bytes_per_s'] / 1e9:.1f} GB/s"
@@ -30,16 +35,19 @@ def summary_lines(r: RunRecord) -> list[tuple[str, str]]:
         ("backend", f"{r.backend} · {r.dtype} · {r.device}"),
         ("model", f"{r.model} ({r.config.arch}, {r.config.num_params() / 1e6:.1f}M params, {r.config.num_layers} layers)"),
         ("prompt / new tokens", f"{s['prompt_tokens']} / {s['new_tokens']}"),
-        ("load · JIT", f"{fmt_t(s['load_s'])} · {fmt_t(s['jit_s'])}"),
+        ("load · JIT", f"{fmt_t(s['load_s'])} · " + (fmt_t(s["jit_s"]) if s["jit_s"] is not None else
+                                                      "n/a (no JIT, or --no-warmup)")),
         ("TTFT", fmt_t(s["ttft_s"])),
         ("prefill", f"{fmt_num(s['prefill_tokens_per_s'])} tok/s"),
-        ("decode", f"{fmt_num(s['decode_tokens_per_s'])} tok/s over {s['decode_tokens']} tokens"),
-        ("decode ms/token", spread),
+        ("decode", decode),
+        ("decode token time", spread),
         ("reduction barriers/token", barriers),
         ("bytes/decode token", fmt_bytes(s["decode_bytes_per_token"])),
         ("achieved bandwidth", bw),
         ("peak host RSS", fmt_bytes(s["peak_rss_bytes"])),
         ("engine memory", dev_mem),
+        ("threads", f"{s['threads']} · {s['threading_layer']}" + (f" · load {s['load_avg_1m']:.2f}"
+                                                                  if s["load_avg_1m"] is not None else "")),
         ("ops cover", f"{fmt_pct(s['op_time_share'])} of token time (rest: other)" if s["op_time_share"] is not None
          else "n/a (needs --profile op)"),
     ]

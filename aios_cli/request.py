@@ -20,6 +20,7 @@ MODEL_PANEL = "Model"
 BackendOpt = Annotated[Optional[str], typer.Option("--backend", "-b", help="scalar, simd, cuda or torch; a comma list runs each in turn. Default: cuda with a usable GPU, else simd.", rich_help_panel=MODEL_PANEL)]
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="A preset (tiny, qwen2.5-0.5b, ...), an HF-format directory, or a repo id in the local HF cache.", rich_help_panel=MODEL_PANEL)]
 PromptIdsOpt = Annotated[Optional[str], typer.Option("--prompt-ids", help="Token ids, e.g. 1,2,3 (bypasses the tokenizer).", rich_help_panel=MODEL_PANEL)]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="Threads for every pool (Numba, BLAS, torch). Default: the usable CPUs less those other processes keep busy.", rich_help_panel=MODEL_PANEL, show_default=False)]
 
 
 def parse_ids(s: str) -> list[int]:
@@ -53,6 +54,7 @@ class GenerateRequest:
     top_k: int = 0
     top_p: float = 1.0
     seed: int = 0
+    threads: int | None = None
     outputs: dict[str, Path | None] = field(default_factory=dict)  # flag -> file
     op_outputs: tuple[str, ...] = ()  # flags whose file needs --profile op
 
@@ -78,6 +80,9 @@ class GenerateRequest:
             if self.outputs.get(flag) is not None and self.profile != "op":
                 fail(f"{flag} writes one row per op event, which --profile {self.profile} does not record — use --profile op")
         check_outputs(self.outputs)
+        from profilers.threads import check_threads
+
+        check_threads(self.threads)
         note = None
         if self.backend is None:
             chosen, why = default_backend()
@@ -89,7 +94,16 @@ class GenerateRequest:
         for b in backends:
             check_backend(b, self.dtype)
         self._ids = parse_ids(self.prompt_ids) if self.prompt_ids is not None else None
+        from profilers.threads import setup
+
+        self.thread_plan = setup(self.threads)  # before NumPy, Numba or torch start a pool
         return backends, note
+
+    def notes(self, ckpt) -> list[str]:
+        """What the user should know once the input is known good: the model's notes, and a
+        busy machine (timings will be noisy)."""
+        busy = self.thread_plan.busy_warning()
+        return [*(f"note: {n}" for n in ckpt.notes), *([busy] if busy else [])]
 
     def open(self, backends: list[str], status=None):
         """Open the model and tokenize the prompts: (checkpoint, [(text, ids)]). Refuses a
@@ -128,4 +142,5 @@ class GenerateRequest:
         sampling = SamplingParams(greedy=self.greedy or self.temperature == 0, temperature=self.temperature,
                                   top_k=self.top_k, top_p=self.top_p, seed=self.seed)
         return RunOptions(max_new_tokens=self.max_new_tokens, sampling=sampling, dtype=self.dtype,
-                          profile=self.profile, warmup=self.warmup, ignore_eos=self.ignore_eos)
+                          profile=self.profile, warmup=self.warmup, ignore_eos=self.ignore_eos,
+                          threads=self.thread_plan)

@@ -12,7 +12,7 @@ from profilers.threads import quiet_blas_pool
 
 from .errors import guarded, printable
 from .outputs import check_format
-from .request import DEFAULT_PROMPT, MODEL_PANEL, BackendOpt, GenerateRequest, ModelOpt, PromptIdsOpt
+from .request import DEFAULT_PROMPT, MODEL_PANEL, BackendOpt, GenerateRequest, ModelOpt, PromptIdsOpt, ThreadsOpt
 from . import console
 
 _SAMPLING = "Sampling"
@@ -26,6 +26,7 @@ def run(
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="Engine dtype: scalar float64, simd float32, cuda bfloat16|float16|float32 (default bfloat16), torch float32|bfloat16.", rich_help_panel=MODEL_PANEL)] = None,
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="Prompt text.", rich_help_panel=MODEL_PANEL)] = DEFAULT_PROMPT,
     prompt_ids: PromptIdsOpt = None,
+    threads: ThreadsOpt = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", help="Tokens to generate.", rich_help_panel=MODEL_PANEL)] = 16,
     ignore_eos: Annotated[bool, typer.Option("--ignore-eos", help="Keep generating past an end-of-sequence token.", rich_help_panel=MODEL_PANEL)] = False,
     greedy: Annotated[bool, typer.Option("--greedy", help="Always take the most likely token (the default unless --temperature > 0).", rich_help_panel=_SAMPLING)] = False,
@@ -45,7 +46,7 @@ def run(
     req = GenerateRequest(backend=backend, model=model, dtype=dtype, prompts=[prompt], prompt_ids=prompt_ids,
                           max_new_tokens=max_new_tokens, profile=profile, ignore_eos=ignore_eos, warmup=warmup,
                           greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                          outputs={"--csv": csv_file, "--trace": trace_file}, op_outputs=("--csv",))
+                          threads=threads, outputs={"--csv": csv_file, "--trace": trace_file}, op_outputs=("--csv",))
     _run(req, format, csv_file, trace_file, quiet)
 
 
@@ -59,11 +60,14 @@ def _run(req: GenerateRequest, format: str, csv_file: Path | None, trace_file: P
     backends, chosen_why = req.check()
     status = (lambda msg: err.status(msg, spinner="dots")) if not quiet else None
     ckpt, [(_, ids)] = req.open(backends, status)
-    if not quiet:
-        if chosen_why:  # only once the input is known to be good: a bad input gets one line
-            err.print(f"[dim]backend:[/] {backends[0]} [dim]({chosen_why}; pick one with --backend)[/]")
-        for note in ckpt.notes:
-            err.print(f"[dim]note: {note}[/]")
+    # only once the input is known to be good: a bad input gets one line
+    if chosen_why and not quiet:
+        err.print(f"[dim]backend:[/] {backends[0]} [dim]({chosen_why}; pick one with --backend)[/]")
+    for note in req.notes(ckpt):  # a busy machine is said even with --quiet: never silently
+        if not note.startswith("note:"):
+            err.print(f"[yellow]{note}[/]", soft_wrap=True)
+        elif not quiet:
+            err.print(f"[dim]{note}[/]")
     opts = req.run_options()
     records = [_one_backend(ckpt, b, ids, opts, err, quiet, stream=format == "table") for b in backends]
 

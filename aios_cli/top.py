@@ -13,7 +13,7 @@ import typer
 from profilers.threads import quiet_blas_pool
 
 from .errors import Terminated, fail, guarded
-from .request import DEFAULT_PROMPT, MODEL_PANEL, GenerateRequest, ModelOpt, PromptIdsOpt
+from .request import DEFAULT_PROMPT, MODEL_PANEL, GenerateRequest, ModelOpt, PromptIdsOpt, ThreadsOpt
 
 _VIEW = "View"
 
@@ -25,6 +25,7 @@ def top(
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="Engine dtype for the first backend (see `aios run --help`).", rich_help_panel=MODEL_PANEL)] = None,
     prompt: Annotated[Optional[list[str]], typer.Option("--prompt", "-p", help="Prompt text; repeat to cycle through several.", rich_help_panel=MODEL_PANEL)] = None,
     prompt_ids: PromptIdsOpt = None,
+    threads: ThreadsOpt = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", help="Tokens per generation; then it starts again.", rich_help_panel=MODEL_PANEL)] = 64,
     ignore_eos: Annotated[bool, typer.Option("--ignore-eos/--stop-at-eos", help="Generate all --max-new-tokens even past an end-of-sequence token (default: ignore it, so every generation is full length).", rich_help_panel=MODEL_PANEL)] = True,
     temperature: Annotated[float, typer.Option("--temperature", "-t", help="Sampling temperature; 0 means greedy.", rich_help_panel=MODEL_PANEL)] = 0.0,
@@ -39,7 +40,7 @@ def top(
     quiet_blas_pool()
     req = GenerateRequest(backend=backend, model=model, dtype=dtype, prompts=prompt or [DEFAULT_PROMPT],
                           prompt_ids=prompt_ids, max_new_tokens=max_new_tokens, profile=profile,
-                          ignore_eos=ignore_eos, temperature=temperature, seed=seed,
+                          ignore_eos=ignore_eos, temperature=temperature, seed=seed, threads=threads,
                           outputs={"--csv": csv_file, "--stats": stats_file}, op_outputs=("--csv",))
     _top(req, once, csv_file, exit_after, stats_file)
 
@@ -57,6 +58,9 @@ def _top(req: GenerateRequest, once: bool, csv_file: Path | None, exit_after: fl
     if not once and not (sys.stdout.isatty() and sys.stdin.isatty()):
         fail("aios top needs a terminal — use aios top --once for a one-shot text report")
     ckpt, prompts = req.open(backends, lambda msg: err.status(msg, spinner="dots"))
+    busy = req.thread_plan.busy_warning()
+    if busy:  # said before the screen clears, and again in the status bar
+        err.print(f"[yellow]{busy}[/]", soft_wrap=True)
 
     from .tui.session import TopSession
 

@@ -35,6 +35,7 @@ class Engine:
     device = "cpu"
     dtype = "float32"
     act_itemsize = 4  # bytes per activation
+    has_jit = False  # compiles kernels on first use (its warm-up time is JIT time)
 
     def __init__(self, ckpt: Checkpoint):
         self.ckpt = ckpt

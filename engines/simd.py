@@ -53,6 +53,8 @@ class SimdEngine(Engine):
     def nbytes(tensor: np.ndarray) -> int:
         return int(tensor.nbytes)
 
+    has_jit = True
+
     def warmup(self) -> float:
         t0 = time.perf_counter()
         K.warmup()

@@ -16,11 +16,14 @@ from typing import Iterable
 
 from engines.ops import OPS
 
-from .record import RunRecord
+from .record import PROVENANCE_FIELDS, RunRecord
 from .sysinfo import cpu_model
 
 # One source of truth for the tidy per-op CSV (`aios run --csv FILE`, `aios top` export).
-EVENT_COLUMNS = ("run_id", "backend", "model", "phase", "token_index", "layer", "op", "kind", "seconds", "flops", "bytes")
+# Every row also says what made it (versions, threads, machine load), so files from several
+# machines or versions can be concatenated.
+EVENT_COLUMNS = ("run_id", "backend", "model", "phase", "token_index", "layer", "op", "kind", "seconds", "flops",
+                 "bytes", *PROVENANCE_FIELDS)
 
 # `--format csv`: one row per backend, carrying the whole configuration (as llama-bench does)
 # so rows from different machines can be concatenated.
@@ -30,7 +33,7 @@ SUMMARY_COLUMNS = (
     "decode_tokens", "decode_tokens_per_s", "decode_ms_median", "decode_ms_min", "decode_ms_max",
     "reduction_barriers_per_token", "barrier_time_share", "op_time_share", "decode_bytes_per_token",
     "achieved_bandwidth_bytes_per_s", "bandwidth_share_of_peak", "peak_rss_bytes", "weight_bytes",
-    "kv_cache_bytes", "device_peak_bytes",
+    "kv_cache_bytes", "device_peak_bytes", *PROVENANCE_FIELDS,
 )
 
 

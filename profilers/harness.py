@@ -22,8 +22,10 @@ from engines.sampling import SamplingParams
 from . import nvml
 from .memory import MemorySampler, peak_rss_bytes, reset_peak_rss
 from .probe import Step, make_probe
+from .provenance import versions
 from .record import RunRecord
 from .sysinfo import cpu_model
+from .threads import ThreadPlan, pool_threads
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class RunOptions:
     profile: str = "op"
     warmup: bool = True
     ignore_eos: bool = False
+    threads: ThreadPlan | None = None  # the plan the command applied (None: pools as they were)
 
 
 def new_run_id(backend: str) -> str:
@@ -91,7 +94,7 @@ class ProfiledRun:
     `record()` is its RunRecord at any point (a run stopped early is marked partial)."""
 
     def __init__(self, ckpt: Checkpoint, backend: str, engine, prompt_ids: list[int], opts: RunOptions,
-                 load_s: float = 0.0, jit_s: float = 0.0, run_id: str | None = None):
+                 load_s: float = 0.0, jit_s: float | None = 0.0, run_id: str | None = None):
         self.ckpt, self.backend, self.engine, self.opts = ckpt, backend, engine, opts
         self.load_s, self.jit_s = load_s, jit_s
         self.run_id = run_id or new_run_id(backend)
@@ -143,7 +146,7 @@ def start_run(ckpt: Checkpoint, backend: str, prompt_ids: list[int], opts: RunOp
     if engine is None:
         phase(f"loading weights into the {backend} engine")
         engine, load_s = build_engine(ckpt, backend, opts.dtype, progress)
-    jit_s = 0.0
+    jit_s = None  # not measured: --no-warmup
     if opts.warmup:
         phase("warming up (JIT compile, caches)")
         jit_s = warm_up(engine, prompt_ids, opts)
@@ -161,7 +164,7 @@ def profile_run(ckpt: Checkpoint, backend: str, prompt_ids: list[int], opts: Run
 
 
 def make_record(ckpt: Checkpoint, backend: str, engine, opts: RunOptions, prompt_ids: list[int],
-                generated_ids: list[int], steps: list, memory: list, load_s: float = 0.0, jit_s: float = 0.0,
+                generated_ids: list[int], steps: list, memory: list, load_s: float = 0.0, jit_s: float | None = 0.0,
                 run_id: str | None = None, meta: dict | None = None) -> RunRecord:
     text = None
     if ckpt.tokenizer is not None:
@@ -176,9 +179,19 @@ def make_record(ckpt: Checkpoint, backend: str, engine, opts: RunOptions, prompt
         dtype=engine.dtype, device=device_label(engine), profile=opts.profile,
         op_weight_bytes=engine.op_weight_bytes, act_itemsize=engine.act_itemsize,
         prompt_ids=list(prompt_ids), generated_ids=list(generated_ids), text=text, steps=list(steps),
-        memory=list(memory), load_s=load_s, jit_s=jit_s,
+        memory=list(memory), load_s=load_s, jit_s=jit_s if engine.has_jit else None,
         weight_bytes=engine.resident_weight_bytes, stored_weight_bytes=ckpt.stored_bytes,
         kv_cache_bytes=engine.kv_cache_bytes(), peak_rss_bytes=peak_rss_bytes(),
         sampling=opts.sampling.describe(), device_peak_bandwidth=peak_bw,
+        provenance=provenance(backend, opts.threads),
         meta={"model_source": ckpt.source, "model_kind": ckpt.kind, "notes": ckpt.notes, **(meta or {})},
     )
+
+
+def provenance(backend: str, plan: ThreadPlan | None) -> dict:
+    """What made a record: software versions, the threads the backend's pools really ran
+    with, and how busy the machine was when the run started."""
+    return {**versions(), **pool_threads(backend),
+            "threads_source": plan.source if plan else None,
+            "load_avg_1m": plan.load_avg_1m if plan else None,
+            "busy_cpus": round(plan.busy_cpus, 2) if plan else None}

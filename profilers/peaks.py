@@ -27,6 +27,8 @@ from engines.files import atomic_write, cache_dir
 
 from . import nvml
 from .sysinfo import cpu_model
+from . import threads
+from .threads import BUSY_CPUS
 
 PEAKS_VERSION = 1
 
@@ -54,6 +56,12 @@ class Peaks:
     gpu_flops_fp32: Peak | None = None
     gpu_flops_bf16: Peak | None = None
     notes: list[str] = field(default_factory=list)
+    busy_cpus: float | None = None  # CPU other processes used just before measuring, in cores
+    load_avg_1m: float | None = None
+
+    @property
+    def measured_busy(self) -> bool:
+        return self.busy_cpus is not None and self.busy_cpus >= BUSY_CPUS
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,7 +74,7 @@ class Peaks:
         return cls(machine=d["machine"], measured_at=d["measured_at"], cpu_bandwidth=pk(d["cpu_bandwidth"]),
                    cpu_flops=pk(d["cpu_flops"]), gpu_bandwidth=pk(d.get("gpu_bandwidth")),
                    gpu_flops_fp32=pk(d.get("gpu_flops_fp32")), gpu_flops_bf16=pk(d.get("gpu_flops_bf16")),
-                   notes=d.get("notes", []))
+                   notes=d.get("notes", []), busy_cpus=d.get("busy_cpus"), load_avg_1m=d.get("load_avg_1m"))
 
 
 def _parallel_copy_kernel():
@@ -163,11 +171,16 @@ def load_cached() -> Peaks | None:
 
 def measure(with_gpu: bool | None = None, progress=None) -> Peaks:
     step = progress or (lambda msg: None)
+    busy, load = threads.busy_cpus(), threads.load_avg()
     step("CPU copy bandwidth")
     bw = cpu_copy_bandwidth()
     step("CPU matmul FLOP/s")
     flops = cpu_matmul_flops()
-    peaks = Peaks(machine=machine_key(), measured_at=time.strftime("%Y-%m-%dT%H:%M:%S"), cpu_bandwidth=bw, cpu_flops=flops)
+    peaks = Peaks(machine=machine_key(), measured_at=time.strftime("%Y-%m-%dT%H:%M:%S"), cpu_bandwidth=bw, cpu_flops=flops,
+                  busy_cpus=round(busy, 2), load_avg_1m=load)
+    if peaks.measured_busy:
+        peaks.notes.append(f"measured while other processes used {busy:.1f} CPUs: the CPU peaks may read low, "
+                           "and are measured again once the machine is idle")
     if with_gpu is None:
         with_gpu = backend_status("cuda")[0]
     if with_gpu:
@@ -177,10 +190,11 @@ def measure(with_gpu: bool | None = None, progress=None) -> Peaks:
 
 
 def get(refresh: bool = False, progress=None) -> Peaks:
-    """Cached peaks for this machine, measured (and cached) if missing or `refresh`."""
+    """Cached peaks for this machine, measured (and cached) if missing or `refresh`. Peaks
+    cached while the machine was busy are measured again once it is idle."""
     if not refresh:
         cached = load_cached()
-        if cached is not None:
+        if cached is not None and not (cached.measured_busy and threads.busy_cpus() < BUSY_CPUS):
             return cached
     peaks = measure(progress=progress)
     try:

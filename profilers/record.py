@@ -19,6 +19,11 @@ from .memory import MemorySample
 from .probe import Step
 
 
+# What made a record, in every JSON object and CSV row (see profilers.harness.provenance).
+PROVENANCE_FIELDS = ("aios_version", "git_commit", "python_version", "numpy_version", "numba_version",
+                     "torch_version", "threads", "threads_source", "threading_layer", "load_avg_1m", "busy_cpus")
+
+
 def _layer_rows(st: Step, num_layers: int) -> np.ndarray:
     """Row of each executed op in a layer table: 0 = `in` (embed), 1..L = layers, L+1 = `out`."""
     return np.where(st.layers >= 0, st.layers + 1, np.where(st.ops == OP_INDEX["embed"], 0, num_layers + 1))
@@ -64,13 +69,14 @@ class RunRecord:
     steps: list[Step]
     memory: list[MemorySample]
     load_s: float
-    jit_s: float
+    jit_s: float | None  # None: the engine has no JIT, or no warm-up ran
     weight_bytes: int  # resident, as the engine holds them
     stored_weight_bytes: int
     kv_cache_bytes: int
     peak_rss_bytes: int
     sampling: str
     device_peak_bandwidth: float | None = None  # bytes/s, GPU only (from NVML clocks)
+    provenance: dict = field(default_factory=dict)  # versions, threads, machine load (PROVENANCE_FIELDS)
     meta: dict = field(default_factory=dict)
 
     # --- steps -----------------------------------------------------------------------
@@ -134,6 +140,7 @@ class RunRecord:
             "stored_weight_bytes": self.stored_weight_bytes,
             "kv_cache_bytes": self.kv_cache_bytes,
             "device_peak_bytes": None,
+            **{k: self.provenance.get(k) for k in PROVENANCE_FIELDS},
         }
         if dec and dec[0].barriers is not None:
             counts = [s.barriers for s in dec]
@@ -222,6 +229,7 @@ class RunRecord:
         """Yield one tidy dict per op event, plus one `other` row per step (so each step's
         rows add up to its wall time)."""
         base = {"run_id": self.run_id, "backend": self.backend, "model": self.model}
+        made_by = {k: self.provenance.get(k) for k in PROVENANCE_FIELDS}
         for s in self.steps:
             if s.durs_ns is None:
                 continue
@@ -230,9 +238,9 @@ class RunRecord:
             for layer, op, dur, b in zip(s.layers.tolist(), s.ops.tolist(), s.durs_ns.tolist(), nbytes):
                 o = OPS[op]
                 yield {**base, "phase": s.phase, "token_index": s.token_index, "layer": layer, "op": o.name,
-                       "kind": o.kind, "seconds": dur * 1e-9, "flops": int(c.flops[op]), "bytes": int(b)}
+                       "kind": o.kind, "seconds": dur * 1e-9, "flops": int(c.flops[op]), "bytes": int(b), **made_by}
             yield {**base, "phase": s.phase, "token_index": s.token_index, "layer": -1, "op": OTHER,
-                   "kind": OTHER, "seconds": max(0.0, s.wall_s - s.op_seconds), "flops": 0, "bytes": 0}
+                   "kind": OTHER, "seconds": max(0.0, s.wall_s - s.op_seconds), "flops": 0, "bytes": 0, **made_by}
 
     def layers_json(self) -> list[dict]:
         out = []
@@ -241,7 +249,10 @@ class RunRecord:
             if tab is None:
                 continue
             for name, row in zip(self.layer_rows(), tab):
-                out.append({"phase": phase, "layer": name, "seconds": float(row.sum()),
+                # `layer` is an int in every export (-1 outside the transformer layers, as in the
+                # CSV); `row` tells the embedding (in) from the head (out)
+                out.append({"phase": phase, "row": name, "layer": int(name) if name.isdigit() else -1,
+                            "seconds": float(row.sum()),
                             "by_kind": {k: float(v) for k, v in zip(KINDS, row)}})
         return out
 

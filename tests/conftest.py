@@ -75,6 +75,19 @@ def build_hf_model(path, name: str, dtype=None, max_shard_size=None, seed: int =
     return model
 
 
+@pytest.fixture(autouse=True, scope="session")
+def idle_machine():
+    """Commands run in-process see an idle machine (no busy warning, every CPU's thread), so
+    what they print does not depend on what else the test machine is doing; the tests of the
+    busy path set their own load."""
+    from profilers import threads
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(threads, "busy_cpus", lambda sample_s=0.0: 0.0)
+        mp.setattr(threads, "load_avg", lambda: 0.25)
+        yield
+
+
 @pytest.fixture(scope="session")
 def hf_model_dirs(tmp_path_factory):
     """name -> (directory, fp32 HF model) for every config in HF_CONFIGS."""

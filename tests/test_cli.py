@@ -249,7 +249,8 @@ def test_json_output(exported):
         assert o["ttft_s"] > 0 and o["decode_tokens_per_s"] > 0 and o["peak_rss_bytes"] > 0
         assert {r["op"] for r in o["ops"]} <= set(OP_NAMES) | {OTHER}
         decode_layers = [r for r in o["layers"] if r["phase"] == "decode"]
-        assert [r["layer"] for r in decode_layers] == ["in", *map(str, range(cfg.num_layers)), "out"]
+        assert [r["row"] for r in decode_layers] == ["in", *map(str, range(cfg.num_layers)), "out"]
+        assert [r["layer"] for r in decode_layers] == [-1, *range(cfg.num_layers), -1]  # ints, as in the CSV
         # the per-layer table adds up to the mean decode token time
         mean_wall = sum(t["wall_s"] for t in o["tokens"] if t["phase"] == "decode") / 4
         assert sum(r["seconds"] for r in decode_layers) == pytest.approx(mean_wall, rel=1e-6)

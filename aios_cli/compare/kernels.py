@@ -10,10 +10,12 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import fail, guarded
-from ..fmt import fmt_n, fmt_ratio, fmt_sig, fmt_t, time_unit
+from ..fmt import fmt_bytes, fmt_n, fmt_ratio, fmt_sig, fmt_t, time_unit
 from ..outputs import write
-from .common import common_checks, to_csv
+from .common import common_checks, record_fields, to_csv
+from ..request import ThreadsOpt
 from .. import console
+from profilers.record import PROVENANCE_FIELDS
 
 MAX_SIZE = {"dot": 200_000_000, "matmul": 8192}
 DEFAULT_SIZE = {"dot": "10000", "matmul": "512"}
@@ -24,7 +26,7 @@ RESULT_COLUMNS = (
     "repeats", "scaled", "measured_fraction", "with_transfer_median_s", "with_transfer_min_s",
     "with_transfer_max_s", "transfer_share", "jit_s", "flops", "bytes", "gflops_per_s", "gbytes_per_s",
     "speedup_vs_scalar", "pct_of_peak", "peak_kind", "max_rel_error", "winner", "crossover",
-    "repeat", "scalar_budget_s", "seed", "peak_cpu_bandwidth_bytes_per_s", "peak_cpu_flops",
+    "repeat", "scalar_budget_s", "seed", "peak_cpu_bandwidth_bytes_per_s", "peak_cpu_flops", *PROVENANCE_FIELDS,
 )
 
 
@@ -47,15 +49,14 @@ def parse_sizes(s: str, op: str) -> list[int]:
 
 
 def _kernels(op: str, sizes: Optional[str], backends: Optional[str], repeat: int, scalar_budget: float,
-             format: str, csv_file: Optional[Path], seed: int, quiet: bool) -> None:
+             format: str, csv_file: Optional[Path], seed: int, quiet: bool, threads: Optional[int]) -> None:
     from rich.console import Console
 
     from profilers import peaks as P
     from profilers.bench import kernels as C
-    from profilers.export import machine_fields
     from profilers.harness import new_run_id
 
-    common_checks(format, csv_file)
+    plan = common_checks(format, csv_file, threads)
     if repeat < 1:
         fail(f"--repeat must be positive, got {repeat}")
     if not (math.isfinite(scalar_budget) and scalar_budget > 0):
@@ -68,6 +69,8 @@ def _kernels(op: str, sizes: Optional[str], backends: Optional[str], repeat: int
             fail(f"unknown backend {bad[0] if bad else '(none)'!r} — choose from: {', '.join(C.ALL_BACKENDS)}")
     size_list = parse_sizes(sizes or DEFAULT_SIZE[op], op)
     err = Console(stderr=True, highlight=False)
+    if plan.busy_warning():
+        err.print(f"[yellow]{plan.busy_warning()}[/]", soft_wrap=True)
     cfg = C.CompareConfig(repeat=repeat, scalar_budget_s=scalar_budget, backends=chosen, seed=seed)
     status = err.status("", spinner="dots") if not quiet else None
     if status:
@@ -88,7 +91,7 @@ def _kernels(op: str, sizes: Optional[str], backends: Optional[str], repeat: int
     cross = C.crossover(results, reason) if "cuda" in chosen and "simd" in chosen else "n/a (compare with both cuda and simd)"
     why = why_line(results, None if "cuda" not in chosen else reason)
     run_id = new_run_id(f"compare-{op}")
-    m = machine_fields()
+    m = record_fields(plan)
     rows = []
     for r in results:
         d = r.to_dict()
@@ -167,8 +170,21 @@ def _summary_lines(op, win, cross, why, peaks, results=()) -> list[str]:
     unit = "GB/s (copy, read+write)" if op == "dot" else "GFLOP/s (BLAS sgemm)"
     lines.append(f"%peak: against this machine's measured {pk.median / 1e9:.1f} {unit}"
                  + (" (the GPU's own measured peak for cuda)" if peaks.gpu_bandwidth else "")
-                 + f", measured {peaks.measured_at} (`aios compare peak`)"
-                 + ("; over 100% means the data sat in cache, which is faster than DRAM" if op == "dot" else ""))
+                 + f", measured {peaks.measured_at} (`aios compare peak`)")
+    if peaks.measured_busy:
+        lines.append(f"%peak: the peaks were measured while other processes used {peaks.busy_cpus:.1f} CPUs, so "
+                     "they may read low — `aios compare peak --refresh` on an idle machine")
+    over = [r for r in results if r.pct_of_peak is not None and r.pct_of_peak > 100 and r.backend != "cuda"]
+    if over:
+        l3 = l3_cache_bytes()
+        cached = [r for r in over if l3 and r.bytes <= l3]
+        if cached:
+            lines.append(f"%peak over 100% at n={fmt_n(max(r.size for r in cached))} and below: the inputs "
+                         f"({fmt_bytes(max(r.bytes for r in cached))}) fit in the {fmt_bytes(l3)} L3 cache, which is "
+                         "faster than the DRAM the peak measures")
+        if len(cached) < len(over):
+            lines.append("%peak over 100% on inputs larger than the L3 cache: the peak itself read low (a busy "
+                         "machine when it was measured?) — `aios compare peak --refresh`")
     if any(r.scaled for r in results):
         lines.append("* scaled: a scalar time past --scalar-budget, measured on a subset and scaled up — an estimate, "
                      "not a measurement")
@@ -216,19 +232,34 @@ def make_command(op: str):
     @guarded
     def command(
         sizes: Annotated[Optional[str], typer.Option("--sizes", "-s", help=_SIZES_HELP[op])] = None,
-        backends: Annotated[Optional[str], typer.Option("--backends", "-b", help="Subset of scalar,simd,blas,torch,cuda.")] = None,
+        backends: Annotated[Optional[str], typer.Option("--backend", "--backends", "-b", help="Comma list, a subset of scalar,simd,blas,torch,cuda (default: all).")] = None,
         repeat: Annotated[int, typer.Option("--repeat", "-r", help="Timed repeats (median and min–max).")] = 7,
         scalar_budget: Annotated[float, typer.Option("--scalar-budget", help="Seconds the pure-Python loop may take; past it, a measured subset is scaled and labelled 'scaled'.")] = 2.0,
         format: Annotated[str, typer.Option("--format", "-f", help="table, csv, json or md.")] = "table",
         csv_file: Annotated[Optional[Path], typer.Option("--csv", help="Write one row per size × backend to FILE.")] = None,
         seed: Annotated[int, typer.Option("--seed", help="Seed of the random inputs.")] = 0,
+        threads: ThreadsOpt = None,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
     ) -> None:
-        _kernels(op, sizes, backends, repeat, scalar_budget, format, csv_file, seed, quiet)
+        _kernels(op, sizes, backends, repeat, scalar_budget, format, csv_file, seed, quiet, threads)
 
     command.__doc__ = (f"Time a float32 {'dot product' if op == 'dot' else 'matrix multiply'} on scalar, SIMD, BLAS, "
                        "torch and CUDA; find the winner and the GPU crossover.")
     return command
+
+
+def l3_cache_bytes() -> int | None:
+    """The largest CPU cache (L3 where there is one), from sysfs; None when it cannot be read."""
+    import glob
+
+    sizes = []
+    for path in glob.glob("/sys/devices/system/cpu/cpu0/cache/index*/size"):
+        try:
+            text = Path(path).read_text().strip().upper()
+            sizes.append(int(text[:-1]) * {"K": 1 << 10, "M": 1 << 20}[text[-1]] if text[-1] in "KM" else int(text))
+        except (OSError, ValueError, IndexError):
+            continue
+    return max(sizes) if sizes else None
 
 
 def why_line(results, cuda_reason: str | None) -> str:

@@ -13,13 +13,15 @@ import typer
 from ..errors import fail, guarded
 from ..fmt import fmt_bytes, fmt_sig, time_unit
 from ..outputs import write
-from .common import common_checks, to_csv
+from .common import common_checks, record_fields, to_csv
+from ..request import ThreadsOpt
+from profilers.record import PROVENANCE_FIELDS
 from .. import console
 
 PASSES_COLUMNS = (
     "run_id", "host", "cpu", "backend", "model", "dtype", "tokens", "mode", "forward_passes", "median_s", "min_s",
     "max_s", "repeats", "tokens_per_s", "reduction_barriers", "barriers_per_pass", "weight_bytes_read",
-    "slowdown_vs_parallel",
+    "slowdown_vs_parallel", *PROVENANCE_FIELDS,
 )
 
 
@@ -32,6 +34,7 @@ def prefill_decode(
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="Engine dtype (as in `aios run`).")] = None,
     format: Annotated[str, typer.Option("--format", "-f", help="table, csv, json or md.")] = "table",
     csv_file: Annotated[Optional[Path], typer.Option("--csv", help="Write one row per N × mode to FILE.")] = None,
+    threads: ThreadsOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """The same N tokens as one parallel pass (training, prefill) and as N one-token passes
@@ -40,11 +43,10 @@ def prefill_decode(
 
     from engines import check_backend, default_backend, engine_class
     from engines.checkpoint import open_model
-    from profilers.export import machine_fields
     from profilers.harness import new_run_id
     from profilers.passes import prefill_vs_decode
 
-    common_checks(format, csv_file)
+    plan = common_checks(format, csv_file, threads)
     if repeat < 1:
         fail(f"--repeat must be positive, got {repeat}")
     ns = []
@@ -65,6 +67,8 @@ def prefill_decode(
         ckpt = open_model(model)
     if note and not quiet:  # printed once the input is known to be good
         err.print(note)
+    if plan.busy_warning():
+        err.print(f"[yellow]{plan.busy_warning()}[/]", soft_wrap=True)
     limit = ckpt.config.max_position_embeddings
     if max(ns) > limit:
         fail(f"--tokens {max(ns)} exceeds the model's context of {limit} — use smaller N")
@@ -74,11 +78,11 @@ def prefill_decode(
         engine = cls(ckpt, dtype=dtype)
         engine.warmup()
     run_id = new_run_id(f"passes-{backend}")
-    m = machine_fields()
     rows = []
     for n in sorted(set(ns)):
         with err.status(f"N={n}: one parallel pass, then {n} sequential passes", spinner="dots") if not quiet else nullcontext():
             par, seq = prefill_vs_decode(engine, n, repeat)
+        m = record_fields(plan, backend)
         for r in (par, seq):
             d = r.to_dict()
             d.update(run_id=run_id, backend=backend, model=ckpt.name, dtype=engine.dtype,

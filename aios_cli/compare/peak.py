@@ -61,3 +61,5 @@ def print_peaks(console, pk) -> None:
 
         t.add_row("GPU", "unavailable", backend_status("cuda")[1])
     console.print(t)
+    for note in pk.notes:
+        console.print(f"note: {note}")

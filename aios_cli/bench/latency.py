@@ -1,0 +1,259 @@
+"""`aios bench latency`: batch-1 prefill and decode over a grid, repeated, one row each."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import fail, guarded
+from ..outputs import check_format
+from .. import console
+
+FORMATS = ("table", "md", "csv", "json", "jsonl")
+_GRID = "Grid (comma lists: every combination runs)"
+_OUT = "Output"
+
+# The configuration first, then the statistics, then what made the row (as llama-bench's rows
+# carry their build), so files from several machines can be concatenated.
+CONFIG_COLUMNS = ("model", "arch", "num_params", "backend", "dtype", "device", "threads", "n_prompt", "n_gen",
+                  "repetitions")
+STAT_COLUMNS = ("ttft_ms_mean", "ttft_ms_sd", "prefill_tokens_per_s_mean", "prefill_tokens_per_s_sd",
+                "decode_tokens_per_s_mean", "decode_tokens_per_s_sd", "load_s", "jit_s")
+SAMPLE_COLUMNS = ("samples_ttft_ms", "samples_prefill_tokens_per_s", "samples_decode_tokens_per_s")
+
+
+def latency_columns() -> tuple[str, ...]:
+    from profilers.record import PROVENANCE_FIELDS
+
+    rest = tuple(f for f in PROVENANCE_FIELDS if f != "threads")
+    return ("run_id", "started_at", "host", "cpu", *CONFIG_COLUMNS, *STAT_COLUMNS, *SAMPLE_COLUMNS, *rest)
+
+
+def parse_list(text: str, flag: str, kind=int, minimum: int = 1) -> list:
+    """`1,2,4` -> [1, 2, 4] in the order given, duplicates dropped; one line on bad input."""
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if kind is int:
+            try:
+                v = int(part)
+            except ValueError:
+                fail(f"{flag} takes whole numbers like 1,2,4, got {part!r}")
+            if v < minimum:
+                fail(f"{flag} values must be {minimum} or more, got {v}")
+        else:
+            v = part
+        if v not in out:
+            out.append(v)
+    if not out:
+        fail(f"{flag} is empty — e.g. {flag} {'1,2' if kind is int else 'a,b'}")
+    return out
+
+
+@guarded
+def latency(
+    model: Annotated[str, typer.Option("--model", "-m", help="Presets, HF-format directories or cached repo ids.", rich_help_panel=_GRID)] = "tiny",
+    backend: Annotated[Optional[str], typer.Option("--backend", "-b", help="scalar, simd, cuda, torch. Default: cuda with a usable GPU, else simd.", rich_help_panel=_GRID)] = None,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="Engine dtypes (default: each engine's own; see `aios run --help`).", rich_help_panel=_GRID)] = None,
+    n_prompt: Annotated[str, typer.Option("--n-prompt", "-p", help="Prompt lengths in tokens (random ids from a fixed seed).", rich_help_panel=_GRID)] = "32",
+    n_gen: Annotated[str, typer.Option("--n-gen", "-n", help="Decode passes timed after each prompt.", rich_help_panel=_GRID)] = "16",
+    threads: Annotated[Optional[str], typer.Option("--threads", "-t", help="Threads for every pool (Numba, BLAS, torch). Default: the usable CPUs less those other processes keep busy.", rich_help_panel=_GRID, show_default=False)] = None,
+    repetitions: Annotated[int, typer.Option("--repetitions", "-r", help="Timed repetitions of each combination (mean ± sd).", rich_help_panel=_OUT)] = 5,
+    format: Annotated[str, typer.Option("--format", "-f", help="table, md, csv, json or jsonl.", rich_help_panel=_OUT)] = "table",
+    warmup: Annotated[bool, typer.Option("--warmup/--no-warmup", help="An untimed generation of each combination first.", rich_help_panel=_OUT)] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.", rich_help_panel=_OUT)] = False,
+) -> None:
+    """Batch-1 latency: TTFT, prefill and decode tokens/s over every combination of the grid,
+    repeated, one row per combination (llama-bench's -r, -p, -n, -t; vLLM's bench latency)."""
+    from rich.console import Console
+
+    from engines import BACKENDS, check_backend, default_backend
+    from profilers.threads import MAX_THREADS
+
+    check_format(format, FORMATS)
+    if repetitions < 1:
+        fail(f"--repetitions must be 1 or more, got {repetitions}")
+    models = parse_list(model, "--model", str)
+    backends = parse_list(backend, "--backend", str) if backend is not None else None
+    dtypes = parse_list(dtype, "--dtype", str) if dtype is not None else [None]
+    prompts = parse_list(n_prompt, "--n-prompt")
+    gens = parse_list(n_gen, "--n-gen")
+    thread_list = parse_list(threads, "--threads") if threads is not None else None
+    if thread_list and max(thread_list) > MAX_THREADS:
+        fail(f"--threads must be between 1 and {MAX_THREADS}, got {max(thread_list)}")
+    note = None
+    if backends is None:
+        chosen, why = default_backend()
+        backends, note = [chosen], f"backend: {chosen} ({why}; pick with --backend)"
+    for b in backends:
+        if b not in BACKENDS:
+            fail(f"unknown backend {b!r} — choose from: {', '.join(BACKENDS)}")
+        for d in dtypes:
+            if d is not None and d not in BACKENDS[b].dtypes:
+                fail(f"the {b} engine does not run {d} — every --backend × --dtype pair runs, so pass "
+                     f"dtypes that all of {', '.join(backends)} run, or one backend at a time")
+        check_backend(b, None)
+
+    from profilers.threads import setup
+
+    # pools started at the largest count asked for; each case then sets its own
+    plan = setup(max(thread_list) if thread_list else None)
+    thread_list = thread_list or [plan.threads]
+    err = Console(stderr=True, highlight=False)
+    ckpts = _open_models(models, backends, max(prompts) + max(gens) + 1, err, quiet)
+    if note and not quiet:
+        err.print(f"[dim]{note}[/]")
+    if plan.busy_warning():
+        err.print(f"[yellow]{plan.busy_warning()}[/]", soft_wrap=True)
+
+    from profilers.latency import LatencyCase, describe, run_grid
+
+    cases = [LatencyCase(m, b, d, t, p, g) for m, b, d, t, p, g in
+             itertools.product(models, backends, dtypes, thread_list, prompts, gens)]
+    results = _run(ckpts, cases, repetitions, plan, warmup, err, quiet, describe, run_grid)
+    rows = _rows(results)
+    _print(rows, format)
+
+
+def _open_models(models, backends, tokens, err, quiet):
+    from contextlib import nullcontext
+
+    from engines import engine_class
+    from engines.checkpoint import open_model
+    from engines.generate import check_request
+
+    ckpts = {}
+    for m in models:
+        with err.status(f"opening {m}", spinner="dots") if not quiet else nullcontext():
+            ckpt = open_model(m)
+        check_request(ckpt.config, [0] * (tokens - 1), 1)  # the longest prompt + generation fits
+        for b in backends:
+            engine_class(b).preflight(ckpt.config, ckpt.name)
+        ckpts[m] = ckpt
+    return ckpts
+
+
+def _run(ckpts, cases, repetitions, plan, warmup, err, quiet, describe, run_grid):
+    if quiet:
+        return run_grid(ckpts, cases, repetitions, plan, warmup)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=err, transient=True)
+    with progress:
+        task = progress.add_task("preparing", total=len(cases) * repetitions)
+
+        def on_rep(case, rep):
+            progress.update(task, description=f"rep {rep + 1}/{repetitions}: {describe(case)}",
+                            completed=rep * len(cases) + cases.index(case))
+
+        results = run_grid(ckpts, cases, repetitions, plan, warmup,
+                           on_phase=lambda msg: progress.update(task, description=msg), on_rep=on_rep)
+        progress.update(task, completed=len(cases) * repetitions)
+    return results
+
+
+def _rows(results) -> list[dict]:
+    import time
+
+    from profilers.export import machine_fields
+    from profilers.harness import new_run_id
+
+    run_id, started = new_run_id("bench-latency"), time.strftime("%Y-%m-%dT%H:%M:%S")
+    return [{"run_id": run_id, "started_at": started, **machine_fields(), **r.row()} for r in results]
+
+
+def _csv_value(v):
+    if isinstance(v, list):
+        return " ".join(repr(x) for x in v)
+    if isinstance(v, float):
+        return "" if math.isnan(v) else repr(v)
+    return "" if v is None else v
+
+
+def _print(rows: list[dict], format: str) -> None:
+    cols = latency_columns()
+    if format == "json":
+        sys.stdout.write(json.dumps([{k: r.get(k) for k in cols} for r in rows], indent=2) + "\n")
+    elif format == "jsonl":
+        sys.stdout.write("".join(json.dumps({k: r.get(k) for k in cols}) + "\n" for r in rows))
+    elif format == "csv":
+        import csv
+        import io
+
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: _csv_value(r.get(k)) for k in cols})
+        sys.stdout.write(buf.getvalue())
+    elif format == "md":
+        sys.stdout.write(markdown(rows))
+    else:
+        _table(rows)
+
+
+def pm(mean: float, sd: float, digits: int = 2) -> str:
+    """`123.45 ± 6.78`: the mean and the sample standard deviation over the repetitions."""
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
+_HEAD = ("model", "backend", "dtype", "threads", "test", "TTFT ms", "prefill tok/s", "decode tok/s")
+_KEYS = ("model", "backend", "dtype", "threads", "test")
+
+
+def _cells(r: dict) -> dict[str, str]:
+    return {"model": r["model"], "backend": r["backend"], "dtype": r["dtype"], "threads": str(r["threads"]),
+            "test": f"pp{r['n_prompt']} tg{r['n_gen']}", "TTFT ms": pm(r["ttft_ms_mean"], r["ttft_ms_sd"]),
+            "prefill tok/s": pm(r["prefill_tokens_per_s_mean"], r["prefill_tokens_per_s_sd"], 1),
+            "decode tok/s": pm(r["decode_tokens_per_s_mean"], r["decode_tokens_per_s_sd"], 1)}
+
+
+def _split(rows: list[dict]) -> tuple[list[str], str]:
+    """The columns that vary over the grid, and the settings every row shares (for the title),
+    so the table fits a terminal."""
+    cells = [_cells(r) for r in rows]
+    same = [k for k in _KEYS if len({c[k] for c in cells}) == 1 and len(rows) > 1]
+    shared = " · ".join(f"{k} {cells[0][k]}" if k == "threads" else cells[0][k] for k in same)
+    return [h for h in _HEAD if h not in same], shared
+
+
+def _footer(rows: list[dict]) -> str:
+    r = rows[0]
+    load = f"; load average {r['load_avg_1m']:.2f} at the start" if r["load_avg_1m"] is not None else ""
+    return (f"mean ± sample sd over {r['repetitions']} repetitions, interleaved (each a mean over its decode passes); "
+            f"pp = prompt tokens, tg = decode passes timed; aios {r['aios_version']}"
+            f"{' (git ' + r['git_commit'] + ')' if r['git_commit'] else ''}, torch {r['torch_version']}, "
+            f"numba {r['numba_version']}, python {r['python_version']}; "
+            f"{'; '.join(dict.fromkeys(x['threading_layer'] for x in rows))}{load}")
+
+
+def markdown(rows: list[dict]) -> str:
+    head = list(_HEAD)
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * 5 + "---:|" * (len(head) - 5)]
+    out += ["| " + " | ".join(_cells(r)[h] for h in head) + " |" for r in rows]
+    return "\n".join(out) + "\n\n" + _footer(rows) + "\n"
+
+
+def _table(rows: list[dict]) -> None:
+    from rich import box
+    from rich.table import Table
+
+    head, shared = _split(rows)
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for h in head:
+        t.add_column(h, justify="left" if h in ("model", "backend", "dtype", "test") else "right", no_wrap=True)
+    for r in rows:
+        cells = _cells(r)
+        t.add_row(*(cells[h] for h in head))
+    c = console.stdout()
+    c.print("bench latency · batch 1" + (f" · {shared}" if shared else ""), soft_wrap=True)
+    c.print(t)
+    c.print(_footer(rows), soft_wrap=True)

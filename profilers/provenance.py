@@ -1,0 +1,56 @@
+"""What made a record: the aios version (and git commit from a checkout), the versions of
+Python and the numeric libraries, so rows from different machines and versions can be laid
+side by side (as llama-bench's rows carry their build). Cheap: package metadata only, no
+heavy import."""
+
+from __future__ import annotations
+
+import functools
+import platform
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The short commit of the checkout aios runs from (with `+dirty` when it has changes), or
+    None when it is not a git checkout (an installed wheel)."""
+    if not (_ROOT / ".git").exists():
+        return None
+    try:
+        head = subprocess.run(["git", "-C", str(_ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=5)
+        if head.returncode != 0 or not head.stdout.strip():
+            return None
+        dirty = subprocess.run(["git", "-C", str(_ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def aios_version() -> str:
+    return _version("aios") or "unknown"
+
+
+def version_line() -> str:
+    """`aios 0.1.0`, with the commit when run from a git checkout."""
+    commit = git_commit()
+    return f"aios {aios_version()}" + (f" (git {commit})" if commit else "")
+
+
+@functools.lru_cache(maxsize=1)
+def versions() -> dict:
+    """The software fields every record carries."""
+    return {"aios_version": aios_version(), "git_commit": git_commit(), "python_version": platform.python_version(),
+            "numpy_version": _version("numpy"), "numba_version": _version("numba"), "torch_version": _version("torch")}
