@@ -132,7 +132,7 @@ class GenerateRequest:
         for _, ids in prompts:
             check_request(ckpt.config, ids, self.max_new_tokens)
         for b in backends:  # refuse now, not after the first backend has run
-            engine_class(b).preflight(ckpt.config, ckpt.name)
+            engine_class(b).preflight(ckpt.config, ckpt.name, self.dtype)
         return ckpt, prompts
 
     def run_options(self):

@@ -16,6 +16,10 @@ from .weights import LayerWeights, op_weight_bytes, resident_bytes
 
 Lap = Callable[[int, int], None]  # lap(layer, op_id): layer -1 for the ops outside the layers
 
+# An engine plans on at most this share of the RAM available when it starts; the rest is left to
+# the OS, the checkpoint's page cache and the activations. The same rule for every CPU engine.
+HOST_RAM_SHARE = 0.7
+
 
 class Engine:
     """One forward pass over a KV cache.
@@ -44,9 +48,32 @@ class Engine:
         self.capacity = 0
         self.lap: Lap = noop_lap
 
-    @staticmethod
-    def preflight(cfg, model_name: str) -> None:
-        """Raise UserError if this engine cannot take the model (checked before any loading)."""
+    @classmethod
+    def host_bytes_per_param(cls, dtype: str | None) -> float | None:
+        """Host RAM one parameter takes in this engine at `dtype` (None: the weights live
+        elsewhere, on a GPU)."""
+        return None
+
+    too_big_fix = "use a smaller --model"
+
+    @classmethod
+    def preflight(cls, cfg, model_name: str, dtype: str | None = None) -> None:
+        """Raise UserError, before anything loads, if this engine cannot take the model: its
+        weights would not fit in the share of RAM it plans on (HOST_RAM_SHARE)."""
+        per = cls.host_bytes_per_param(dtype)
+        if per is None:
+            return
+        import psutil
+
+        from .errors import BackendError
+
+        need = cfg.num_params() * per
+        avail = psutil.virtual_memory().available
+        if need > HOST_RAM_SHARE * avail:
+            raise BackendError(
+                f"the {cls.name} engine would need ~{need / 2**30:.1f} GiB for {model_name}'s weights "
+                f"({cfg.num_params() / 1e6:.0f}M params × {per:g} bytes), over the {HOST_RAM_SHARE:.0%} of the "
+                f"{avail / 2**30:.1f} GiB of RAM available that it plans on", cls.too_big_fix)
 
     def set_lap(self, lap: Lap | None) -> None:
         self.lap = lap or noop_lap

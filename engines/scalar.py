@@ -14,7 +14,6 @@ import numpy as np
 
 from . import resolve_dtype
 from .base import Engine, attn_scale, rope_tables
-from .errors import BackendError
 from .ops import (
     ATTN_MIX, ATTN_NORM, ATTN_SCORES, ATTN_SOFTMAX, DOWN_PROJ, EMBED, FINAL_NORM, GATE_UP_PROJ,
     LM_HEAD, MLP_NORM, O_PROJ, QK_NORM, QKV_PROJ, ROPE, SILU_MUL,
@@ -96,19 +95,11 @@ class ScalarEngine(Engine):
         self.sin_table: list = []
         self.reset(64)
 
-    @staticmethod
-    def preflight(cfg, model_name: str) -> None:
-        """Refuse, before anything loads, a model whose Python floats would not fit in RAM."""
-        import psutil
+    too_big_fix = "use --backend simd, or a smaller model such as --model tiny"
 
-        need = cfg.num_params() * _BYTES_PER_PARAM
-        avail = psutil.virtual_memory().available
-        if need > 0.7 * avail:
-            raise BackendError(
-                f"the scalar engine would need ~{need / 2**30:.1f} GiB of Python floats for {model_name} "
-                f"({cfg.num_params() / 1e6:.0f}M params), {avail / 2**30:.1f} GiB is available",
-                "use --backend simd, or a smaller model such as --model tiny",
-            )
+    @classmethod
+    def host_bytes_per_param(cls, dtype):
+        return _BYTES_PER_PARAM  # a Python float object and its pointer in the list
 
     @staticmethod
     def nbytes(tensor: list) -> int:

@@ -54,6 +54,11 @@ class SimdEngine(Engine):
         return int(tensor.nbytes)
 
     has_jit = True
+    too_big_fix = "use --backend torch --dtype bfloat16 (2 bytes a parameter), or a smaller --model"
+
+    @classmethod
+    def host_bytes_per_param(cls, dtype):
+        return 4  # float32 copies of the weights
 
     def warmup(self) -> float:
         t0 = time.perf_counter()

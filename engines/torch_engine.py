@@ -195,6 +195,11 @@ class TorchEngine(Engine):
 
 class TorchCpuEngine(TorchEngine):
     name = "torch"
+    too_big_fix = "use --dtype bfloat16 (2 bytes a parameter), or a smaller --model"
+
+    @classmethod
+    def host_bytes_per_param(cls, dtype):
+        return TORCH_DTYPES[resolve_dtype(cls.name, dtype)].itemsize
 
     def __init__(self, ckpt, dtype=None, progress=None, fused_attention: bool = False):
         super().__init__(ckpt, dtype=dtype, device="cpu", progress=progress, fused_attention=fused_attention)

@@ -540,3 +540,66 @@ def test_switch_while_paused_waits_before_prefill(tiny):
         wait_for(lambda: any(r.backend == "torch" for r in s.records()), what="torch generating")
     finally:
         assert s.stop(timeout=10)
+
+
+def test_pilot_prompt_dialog_edits_the_current_prompt(tiny):
+    """Typing in the `p` dialog adds to the pre-filled prompt; it does not replace it."""
+    asyncio.run(_test_pilot_prompt_dialog_edits(tiny))
+
+
+async def _test_pilot_prompt_dialog_edits(tiny):
+    from aios_cli.tui.app import PromptScreen, TopApp
+
+    s = make_session(tiny)
+    app = TopApp(s)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("p")
+        assert isinstance(app.screen, PromptScreen)
+        await pilot.press("space", "a", "n", "d")
+        await pilot.press("enter")
+        assert s.view().prompt == "The quick brown fox and"
+        await pilot.press("q")
+
+
+def _frozen_view():
+    from aios_cli.tui.view import TopView
+    from profilers.memory import MemorySample
+
+    v = TopView(model="qwen2.5-0.5b", backend="simd", dtype="float32", device="cpu: AMD EPYC 7B13 64-Core Processor",
+                num_params=494_000_000, profile="op", state="generating", threads=2, generation=3, token_index=17,
+                total_tokens=12_345, kv_cache_bytes=1 << 20, kv_positions=(21, 35),
+                no_gpu_reason="torch 2.13.0+cpu is a CPU-only build")
+    v.memory = [MemorySample(t_s=0.0, rss_bytes=1 << 31)]
+    v.decode_rates = [15.85, 14.2, 16.1]
+    v.barriers_per_token, v.barrier_share, v.barrier_share_avg, v.barriers_total = 74, 0.038, 0.041, 1406
+    return v
+
+
+@pytest.mark.parametrize("width", range(24, 130, 7))
+def test_narrow_panels_drop_whole_values(width):
+    """At any width a line loses whole values from its end, never the tail of a number or its
+    unit (`15.85m` for 15.85 ms, `UI 5.…`)."""
+    from aios_cli.tui.panels import barriers_panel, memory_panel, status_line, system_panel, tokens_panel
+
+    v = _frozen_view()
+    full = status_line(v, 5.2).plain
+    cut = status_line(v, 5.2, width=width).plain
+    assert len(cut) <= width and full.startswith(cut)
+    assert cut == full or full[len(cut):].startswith(" · ") or full[len(cut):].startswith("  "), (cut, full)
+    for panel in (tokens_panel(v, width, 6), barriers_panel(v, width, 3), memory_panel(v, width, 5),
+                  system_panel([10.0, 20.0], None, width, 4, v.no_gpu_reason)):
+        for line in panel.plain.splitlines():
+            assert len(line.rstrip()) <= width, line
+            # a cut value shows as a missing segment or a trailing ellipsis, not a broken unit
+            assert not line.rstrip().endswith(("tok/", "m", "µ", "(")), line
+
+
+def test_prompt_ids_and_generated_ids_do_not_run_together():
+    from aios_cli.tui.panels import text_panel
+    from aios_cli.tui.view import TopView
+
+    v = TopView(model="m", backend="simd")
+    v.prompt, v.text = "1,2,3", "355 698 "
+    assert text_panel(v, 0, 0).plain == "1,2,3 355 698 "
+    v.prompt, v.text = "The quick brown fox", " jumps"
+    assert text_panel(v, 0, 0).plain == "The quick brown fox jumps"

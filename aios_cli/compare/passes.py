@@ -73,7 +73,7 @@ def prefill_decode(
     if max(ns) > limit:
         fail(f"--tokens {max(ns)} exceeds the model's context of {limit} — use smaller N")
     cls = engine_class(backend)
-    cls.preflight(ckpt.config, ckpt.name)
+    cls.preflight(ckpt.config, ckpt.name, dtype)
     with err.status(f"loading {model} into the {backend} engine", spinner="dots") if not quiet else nullcontext():
         engine = cls(ckpt, dtype=dtype)
         engine.warmup()

@@ -113,7 +113,7 @@ class StatusBar(Widget):
 
     def render(self):
         self.app.frame_drawn()
-        return panels.status_line(self.app.view, self.app.ui_hz)
+        return panels.status_line(self.app.view, self.app.ui_hz, width=self.size.width)
 
 
 class Banner(Static):
@@ -164,7 +164,8 @@ class PromptScreen(ModalScreen):
     def compose(self) -> ComposeResult:
         with Vertical(id="box"):
             yield Label("Prompt for the next generations (enter: use it, escape: cancel)")
-            yield Input(self.current, id="prompt")
+            # the cursor at the end, nothing selected: typing edits the prompt, not replaces it
+            yield Input(self.current, id="prompt", select_on_focus=False)
             yield Label("", id="why")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:

@@ -24,6 +24,29 @@ SPARK = "▁▂▃▄▅▆▇█"
 
 
 # --- small pieces ------------------------------------------------------------------------
+def fit(segments: list[tuple[str, str]], width: int) -> Text:
+    """One line of (text, style) segments that fits `width` cells: the segments that do not fit
+    are dropped whole, from the end, so no value is cut inside its unit. width 0: no limit."""
+    out = Text(no_wrap=True, overflow="crop")
+    for text, style in segments:
+        if width and out.cell_len + Text(text).cell_len > width:
+            break
+        out.append(text, style=style)
+    return out
+
+
+def fit_words(text: str, width: int, style: str = "") -> Text:
+    """`text` cut at the last whole word that fits `width` (with `…` when cut)."""
+    if not width or len(text) <= width:
+        return Text(text, style=style)
+    words, line = text.split(" "), ""
+    for w in words:
+        if len(line) + len(w) + (1 if line else 0) + 1 > width:
+            break
+        line = f"{line} {w}" if line else w
+    return Text(line + "…", style=style)
+
+
 def sparkline(values: list[float], width: int, lo: float | None = None, hi: float | None = None) -> str:
     """The last `width` values as block characters, scaled to [lo, hi] (default: their range)."""
     vals = [v for v in values[-width:] if v is not None and math.isfinite(v)]
@@ -48,14 +71,19 @@ def hbar(fraction: float, width: int, style: str) -> Text:
     return t
 
 
-def legend(shown: set[str] = frozenset()) -> Text:
-    """The colour of each kind; `fused` only when a composite op ran (it is rare on the CPU)."""
+SHORT_KIND = {"matmul": "mat", "reduction": "red", "elementwise": "elt", "memory": "mem", "fused": "fus",
+              "other": "oth"}
+
+
+def legend(shown: set[str] = frozenset(), width: int = 0) -> Text:
+    """The colour of each kind; `fused` only when a composite op ran (it is rare on the CPU).
+    Where the names do not fit `width`, three-letter ones."""
+    kinds = [k for k in KINDS if k != "fused" or k in shown]
+    full = sum(len(k) + 3 for k in kinds)
     t = Text()
-    for k in KINDS:
-        if k == "fused" and k not in shown:
-            continue
+    for k in kinds:
         t.append("█", style=KIND_STYLE[k])
-        t.append(f" {k} ", style="dim" if k == "other" else "")
+        t.append(f" {k if not width or full <= width else SHORT_KIND[k]} ", style="dim" if k == "other" else "")
     return t
 
 
@@ -154,8 +182,10 @@ def layer_panel(v: TopView, phase: str, metric: str, width: int, height: int) ->
             out.append(f"waiting for the first {phase} token…", style="dim")
         return out
     fused = KINDS.index("fused")
-    out.append_text(legend({"fused"} if any(t[1] is not None and t[1][:, fused].any() for t in tables) else set()))
-    out.append(f"  {METRIC_LABEL[metric]}", style="bold")
+    shown = legend({"fused"} if any(t[1] is not None and t[1][:, fused].any() for t in tables) else set(), width)
+    out.append_text(shown)
+    if not width or shown.cell_len + len(METRIC_LABEL[metric]) + 2 <= width:
+        out.append(f"  {METRIC_LABEL[metric]}", style="bold")
     if head:
         out.append(f"\n{head}", style="dim")
     room = max(3, height - 2)
@@ -214,13 +244,12 @@ def tokens_panel(v: TopView, width: int, height: int) -> Text:
     out = Text(no_wrap=True, overflow="crop")
     rates = v.decode_rates
     recent = rates[-16:]
-    out.append("decode  ", style="bold")
     if recent:
-        out.append(fmt_rate(float(np.median(recent))), style="bold green")
-        out.append(f" median of last {len(recent)} ({fmt_rate(min(recent), '')}–{fmt_rate(max(recent), '')})",
-                   style="dim")
+        out.append_text(fit([("decode  ", "bold"), (fmt_rate(float(np.median(recent))), "bold green"),
+                             (f" median of last {len(recent)}", "dim"),
+                             (f" ({fmt_rate(min(recent), '')}–{fmt_rate(max(recent), '')})", "dim")], width))
     else:
-        out.append("n/a", style="dim")
+        out.append_text(fit([("decode  ", "bold"), ("n/a", "dim")], width))
     gens = v.generations
     out.append("\nprefill ", style="bold")
     last: GenStat | None = gens[-1] if gens else None
@@ -231,11 +260,9 @@ def tokens_panel(v: TopView, width: int, height: int) -> Text:
     else:
         rate = ttft = None
     if ttft is not None:
-        out.append(fmt_rate(rate), style="bold cyan")
-        out.append(" TTFT ", style="dim")
-        out.append(fmt_time(ttft), style="bold")
-        if len(gens) > 1:
-            out.append("  before: " + " ".join(fmt_time(g.ttft_s) for g in gens[-3:]), style="dim")
+        before = [("  before:", "dim")] + [(f" {fmt_time(g.ttft_s)}", "dim") for g in gens[-3:]] if len(gens) > 1 else []
+        out.append_text(fit([(fmt_rate(rate), "bold cyan"), (" TTFT ", "dim"), (fmt_time(ttft), "bold"), *before],
+                            max(0, width - len("prefill ")) if width else 0))
     else:
         out.append("n/a", style="dim")
     rows = height - 2 if height else 3
@@ -266,15 +293,11 @@ def barriers_panel(v: TopView, width: int, height: int) -> Text:
         out.append("waiting for a decode token…" if v.profile != "none" else "barriers are counted with --profile op or token",
                    style="dim")
         return out
-    out.append(f"{v.barriers_per_token}", style="bold red")
-    out.append(" per token   ", style="dim")
-    out.append(fmt_pct(v.barrier_share), style="bold")
-    out.append(" of token time", style="dim")
-    if v.barrier_share_avg is not None:
-        out.append(f" (avg {fmt_pct(v.barrier_share_avg)})", style="dim")
+    avg = [(f" (avg {fmt_pct(v.barrier_share_avg)})", "dim")] if v.barrier_share_avg is not None else []
+    out.append_text(fit([(f"{v.barriers_per_token}", "bold red"), (" per token   ", "dim"),
+                         (fmt_pct(v.barrier_share), "bold"), (" of token time", "dim"), *avg], width))
     out.append("\n")
-    out.append(f"{v.barriers_total:,}", style="bold")
-    out.append(" waited on this session", style="dim")
+    out.append_text(fit([(f"{v.barriers_total:,}", "bold"), (" waited on this session", "dim")], width))
     if height > 2 and v.barrier_shares:
         out.append("\n")
         out.append(sparkline(v.barrier_shares, width, 0.0, max(v.barrier_shares)), style="red")
@@ -289,9 +312,10 @@ def memory_panel(v: TopView, width: int, height: int) -> Text:
     label_w = 9
     spark_w = max(0, width - label_w - 22)
 
-    def row(label, value, series=None, style="white"):
-        out.append(f"{label:<{label_w}}", style="bold")
-        out.append(f"{value:<21}", style=style)
+    def row(label, value, series=None, style="white", extra=""):
+        line = fit([(f"{label:<{label_w}}", "bold"), (value, style), (extra, style)], width)
+        out.append_text(line)
+        out.append(" " * max(0, label_w + 21 - line.cell_len))
         if series and spark_w:
             vals = [x for x in series if x is not None]
             if vals:
@@ -302,23 +326,23 @@ def memory_panel(v: TopView, width: int, height: int) -> Text:
         out.append("waiting for the first sample…", style="dim")
         return out
     if last.device_total_bytes:
-        row("GPU", f"{fmt_bytes(last.device_used_bytes)} / {fmt_bytes(last.device_total_bytes)}",
-            [m.device_used_bytes for m in mem], "magenta")
+        row("GPU", fmt_bytes(last.device_used_bytes), [m.device_used_bytes for m in mem], "magenta",
+            f" / {fmt_bytes(last.device_total_bytes)}")
     if last.torch_allocated_bytes is not None:
-        row("torch", f"{fmt_bytes(last.torch_allocated_bytes)} pk {fmt_bytes(last.torch_peak_bytes)}",
-            [m.torch_allocated_bytes for m in mem], "cyan")
+        row("torch", fmt_bytes(last.torch_allocated_bytes), [m.torch_allocated_bytes for m in mem], "cyan",
+            f" pk {fmt_bytes(last.torch_peak_bytes)}")
     row("host RSS", fmt_bytes(last.rss_bytes), [m.rss_bytes for m in mem], "green")
     if v.kv_cache_bytes is not None:
         fill = f" {v.kv_positions[0]}/{v.kv_positions[1]} pos" if v.kv_positions else ""
-        row("KV cache", f"{fmt_bytes(v.kv_cache_bytes)}{fill}", None, "yellow")
+        row("KV cache", fmt_bytes(v.kv_cache_bytes), None, "yellow", fill)
     if not last.device_total_bytes:
-        out.append("no GPU line: ", style="dim")
         if v.no_gpu_reason:
-            out.append(v.no_gpu_reason, style="dim")
+            why = v.no_gpu_reason
         elif v.device.startswith("cpu"):
-            out.append(f"the {v.backend} engine runs on the CPU", style="dim")
+            why = f"the {v.backend} engine runs on the CPU"
         else:
-            out.append("NVML reports no memory for this device", style="dim")
+            why = "NVML reports no memory for this device"
+        out.append_text(fit_words(f"no GPU line: {why}", width, "dim"))
     else:
         out.rstrip()
     return out
@@ -350,10 +374,8 @@ def system_panel(cpus: list[float], gpu, width: int, height: int, no_gpu_reason:
         out.append("gpu ", style="bold")
         out.append(f"util {_na(gpu.utilization_pct, '%')}  power {_na(gpu.power_w, ' W')}  temp {_na(gpu.temperature_c, '°C')}")
     else:
-        if no_gpu_reason:
-            out.append(f"gpu: none ({no_gpu_reason})", style="dim")
-        else:
-            out.append(f"gpu: not used by the {backend or 'current'} engine", style="dim")
+        why = f"gpu: none ({no_gpu_reason})" if no_gpu_reason else f"gpu: not used by the {backend or 'current'} engine"
+        out.append_text(fit_words(why, width, "dim"))
     return out
 
 
@@ -369,6 +391,8 @@ def _load_style(pct: float) -> str:
 def text_panel(v: TopView, width: int, height: int) -> Text:
     out = Text(overflow="fold")
     out.append(v.prompt, style="dim")
+    if v.prompt and v.text and not v.prompt[-1].isspace() and not v.text[0].isspace():
+        out.append(" ")  # prompt ids and generated ids (or text) must not run together
     out.append(v.text)
     if width > 0 and height > 0:  # keep the tail that fits
         lines = out.wrap(_console(), width)
@@ -393,17 +417,23 @@ STATE_STYLE = {"generating": "bold green", "paused": "bold yellow", "loading": "
                "error": "bold red", "starting": "dim", "done": "bold"}
 
 
-def status_line(v: TopView, ui_hz: float | None = None, wrap: bool = False) -> Text:
-    """Most useful first, so a narrow terminal cuts the least useful: state, what runs,
+def status_line(v: TopView, ui_hz: float | None = None, wrap: bool = False, width: int = 0) -> Text:
+    """Most useful first, so a narrow terminal drops the least useful, whole: state, what runs,
     where the generation is, then device, size, profile level and the UI rate."""
-    t = Text(no_wrap=not wrap, overflow="fold" if wrap else "ellipsis")
-    t.append(f"● {v.state}", style=STATE_STYLE.get(v.state, ""))
-    t.append(f"  {v.model} · {v.backend} · {v.dtype}")
-    t.append(f" · gen {v.generation} · tok {v.token_index} · {v.total_tokens:,} total", style="bold")
-    t.append(f" · {v.device} · {_params(v.num_params)} params · profile {v.profile}")
+    segments = [(f"● {v.state}", STATE_STYLE.get(v.state, "")), (f"  {v.model}", ""), (f" · {v.backend}", ""),
+                (f" · {v.dtype}", ""), (f" · gen {v.generation}", "bold"), (f" · tok {v.token_index}", "bold"),
+                (f" · {v.total_tokens:,} total", "bold"), (f" · {v.device}", ""),
+                (f" · {_params(v.num_params)} params", ""), (f" · profile {v.profile}", "")]
+    if v.threads is not None:
+        segments.append((f" · {v.threads} thread{'s' if v.threads != 1 else ''}", ""))
     if ui_hz is not None:
-        t.append(f" · UI {ui_hz:.1f} Hz", style="dim")
-    return t
+        segments.append((f" · UI {ui_hz:.1f} Hz", "dim"))
+    if wrap:
+        t = Text(overflow="fold")
+        for text, style in segments:
+            t.append(text, style=style)
+        return t
+    return fit(segments, width)
 
 
 def _params(n: int) -> str:

@@ -26,6 +26,7 @@ from profilers.harness import RunOptions, build_engine, device_label, start_run,
 from profilers.memory import MemorySample
 from profilers.probe import Step
 from profilers.record import RunRecord
+from profilers.threads import pool_threads
 
 from .engines import error_line, usable_backends
 from .retention import Retention
@@ -229,6 +230,7 @@ class TopSession:
             self.engine, self.backend = engine, backend
             self.v.backend, self.v.dtype = backend, engine.dtype
             self.v.device = device_label(engine)
+            self.v.threads = pool_threads(backend)["threads"]
             self.v.load_progress = None
             self._loading_backend = None
             self._set_state("paused" if self._paused else "generating")

@@ -33,6 +33,7 @@ class TopView:
     backend: str
     dtype: str = "…"
     device: str = "…"
+    threads: int | None = None  # what the engine's pool runs with
     num_params: int = 0
     profile: str = "op"
     state: str = "starting"  # starting | loading | warming | generating | paused | error
