@@ -13,9 +13,13 @@ def gather() -> dict:
     from engines import backend_status
     from profilers import nvml, sysinfo
 
+    from profilers import provenance, threads
+
     usable, physical = sysinfo.cores()
     total, avail = sysinfo.ram_bytes()
-    versions = {"python": platform.python_version()}
+    plan = threads.plan(None)
+    versions = {"aios": provenance.aios_version(), "git_commit": provenance.git_commit(),
+                "python": platform.python_version()}
     for mod in ("torch", "numba", "numpy"):
         try:
             versions[mod] = __import__(mod).__version__
@@ -27,6 +31,8 @@ def gather() -> dict:
         "cpu": {"model": sysinfo.cpu_model(), "logical_cpus": usable, "physical_cores": physical,
                 "simd_flags": sysinfo.simd_flags(), "machine": platform.machine()},
         "ram": {"total_bytes": total, "available_bytes": avail},
+        "threads": {"default": plan.threads, "source": plan.source, "usable_cpus": plan.usable_cpus,
+                    "busy_cpus": round(plan.busy_cpus, 2), "load_avg_1m": plan.load_avg_1m},
         "gpus": gpus,
         "gpu_unavailable_reason": None if gpus else (nvml.unavailable_reason() or "NVML sees no device"),
         "engines": {b: dict(zip(("usable", "detail"), backend_status(b))) for b in ("scalar", "simd", "torch", "cuda")},
@@ -61,6 +67,7 @@ def info(format: TableOrJson = "table") -> None:
     t = Table(show_header=False, title="aios info", title_justify="left")
     t.add_column(style="bold")
     t.add_column()
+    t.add_row("aios", v["aios"] + (f" (git {v['git_commit']})" if v["git_commit"] else ""))
     t.add_row("python", v["python"])
     t.add_row("torch", v["torch"] or "not installed")
     t.add_row("numba", v["numba"] or "not installed")
@@ -68,6 +75,11 @@ def info(format: TableOrJson = "table") -> None:
     cpu = d["cpu"]
     t.add_row("cpu", f"{cpu['model']} ({cpu['machine']})")
     t.add_row("cores", f"{cpu['logical_cpus']} usable logical CPUs, {cpu['physical_cores']} physical cores")
+    th = d["threads"]
+    load = f", load average {th['load_avg_1m']:.2f}" if th["load_avg_1m"] is not None else ""
+    src = "" if th["source"] == "default" else f" (from {th['source']})"
+    t.add_row("threads", f"{th['default']} by default{src}: other processes use {th['busy_cpus']:.1f} of "
+                         f"{th['usable_cpus']} CPUs now{load}; set with --threads")
     t.add_row("simd flags", " ".join(cpu["simd_flags"]) or "none detected")
     t.add_row("ram", f"{fmt_bytes(d['ram']['total_bytes'])} total, {fmt_bytes(d['ram']['available_bytes'])} available")
     if d["gpus"]:

@@ -23,7 +23,7 @@ _OUTPUT = "Output"
 def run(
     backend: BackendOpt = None,
     model: ModelOpt = "tiny",
-    dtype: Annotated[Optional[str], typer.Option("--dtype", help="Engine dtype: scalar float64, simd float32, cuda bfloat16|float16|float32 (default bfloat16), torch float32|bfloat16.", rich_help_panel=MODEL_PANEL)] = None,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="Engine dtype: scalar float64; simd float32; cuda bfloat16 (default), float16, float32; torch float32 (default), bfloat16, float16.", rich_help_panel=MODEL_PANEL)] = None,
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="Prompt text.", rich_help_panel=MODEL_PANEL)] = DEFAULT_PROMPT,
     prompt_ids: PromptIdsOpt = None,
     threads: ThreadsOpt = None,

@@ -174,8 +174,28 @@ def test_bad_dtype_refused_before_any_backend_runs():
 
 
 def test_scalar_refuses_a_model_too_big_before_others_run():
-    res = invoke("run", "-b", "simd,scalar", "-m", "qwen2.5-7b", "-n", "2")
-    assert_bad_input(res, "the scalar engine would need")
+    res = invoke("run", "-b", "simd,scalar", "-m", "qwen2.5-1.5b", "-n", "2")
+    assert_bad_input(res, "the scalar engine would need", "1544M params × 32 bytes")
+
+
+@pytest.mark.parametrize("backend,dtype,per", [("simd", None, 4), ("torch", None, 4), ("torch", "bfloat16", 2)])
+def test_every_engine_refuses_weights_that_cannot_fit_before_loading(monkeypatch, backend, dtype, per):
+    """One rule for every CPU engine: the weights as it holds them within 70% of the RAM
+    available, checked before anything loads (qwen2.5-7b fp32 on 23.5 GiB used to load for 52 s
+    and then fail)."""
+    import psutil
+
+    cfg = PRESETS["qwen2.5-7b"]
+    need = cfg.num_params() * per
+    avail = int(need / 0.7) - 1  # just too little
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: type("vm", (), {"available": avail, "total": avail})())
+    res = invoke("run", "-b", backend, "-m", "qwen2.5-7b", "-n", "2", *(["--dtype", dtype] if dtype else []))
+    assert_bad_input(res, f"the {backend} engine would need ~{need / 2**30:.1f} GiB", f"× {per} bytes",
+                     "over the 70% of the")
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: type("vm", (), {"available": avail + 2, "total": 0})())
+    from engines import engine_class
+
+    engine_class(backend).preflight(cfg, "qwen2.5-7b", dtype)  # just enough: no refusal
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -350,6 +370,10 @@ def test_info_and_models():
     assert set(d["engines"]) == {"scalar", "simd", "cuda", "torch"}
     assert d["engines"]["scalar"]["usable"] and d["engines"]["simd"]["usable"]
     assert d["engines"]["cuda"]["usable"] == cuda_status()[0]
+    from importlib.metadata import version
+
+    assert d["versions"]["aios"] == version("aios")  # the record of what made the numbers
+    assert d["threads"]["default"] == d["threads"]["usable_cpus"]  # conftest's machine is idle
     res = invoke("models", "--format", "json")
     names = [m["model"] for m in json.loads(res.output)]
     assert names[: len(PRESETS)] == list(PRESETS)

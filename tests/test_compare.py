@@ -164,6 +164,20 @@ def test_prefill_decode_barriers():
     assert tuple(next(csv.DictReader(io.StringIO(res.output)))) == PASSES_COLUMNS
 
 
+@pytest.mark.parametrize("columns", ["80", None], ids=["80-column terminal", "piped"])
+def test_prefill_decode_table_is_never_cut(columns):
+    """Every cell whole (no `…`) at 80 columns, and when piped (no width to fit: drawn whole)."""
+    from typer.testing import CliRunner
+
+    env = {"COLUMNS": columns} if columns else {}
+    res = CliRunner().invoke(app, ["compare", "prefill-decode", "-b", "simd", "-t", "8,128", "-r", "1", "-q"], env=env)
+    assert res.exit_code == 0, res.output
+    table = [ln for ln in res.stdout.splitlines() if " mode " in ln or "parallel" in ln or "sequential" in ln]
+    assert len(table) == 5 and "…" not in res.stdout and any(" 1,792 " in ln for ln in table)
+    if columns:
+        assert max(len(ln.rstrip()) for ln in table) <= 80
+
+
 @pytest.mark.parametrize("args,needle", [
     (("compare", "dot", "--sizes", "abc"), "--sizes must be numbers"),
     (("compare", "matmul", "--sizes", "0"), "not a whole number in 1..8,192"),

@@ -107,7 +107,7 @@ def _passes_cells(d) -> list[str]:
     k, u = time_unit(d["median_s"])
     return [f"{d['tokens']:,}", d["mode"], f"{d['forward_passes']:,}", f"{d['median_s'] * k:.3g} {u}",
             f"{fmt_sig(d['min_s'] * k)}–{fmt_sig(d['max_s'] * k)}", f"{d['tokens_per_s']:,.1f}",
-            f"{d['reduction_barriers']:,} ({d['forward_passes']:,}×{d['barriers_per_pass']})",
+            f"{d['reduction_barriers']:,}",
             fmt_bytes(d["weight_bytes_read"]), f"{d['slowdown_vs_parallel']:.1f}×"]
 
 
@@ -119,14 +119,16 @@ def _passes_table(console, rows, backend, model, dtype) -> None:
     from rich.table import Table
 
     t = Table(title=f"prefill vs decode · {backend} · {model} · {dtype} (median of repeats)", title_justify="left",
-              box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+              box=box.SIMPLE_HEAD, pad_edge=False, padding=0)  # the box's own gap: fits 80 columns
     for h in PASSES_HEADERS:
         t.add_column(h, justify="left" if h == "mode" else "right", no_wrap=True)
     for i, d in enumerate(rows):
         t.add_row(*_passes_cells(d), end_section=i % 2 == 1)
     console.print(t)
-    console.print("barriers: reduction barriers counted by the profiler from the ops each pass executed; "
-                  "weights read = passes × the weight bytes one pass must read, as the engine holds them")
+    per = rows[0]["barriers_per_pass"] if rows else 0
+    console.print(f"barriers: reduction barriers counted by the profiler from the ops each pass executed "
+                  f"(passes × {per} per pass); weights read = passes × the weight bytes one pass must read, as the "
+                  "engine holds them", soft_wrap=True)
 
 
 def _passes_md(rows) -> str:
