@@ -17,6 +17,39 @@ class _Stdout(Console):
 PIPE_WIDTH = 1000
 
 
+class _Stderr(Console):
+    """Progress, notes and warnings. Markup is off: a message holds user text (a model name, a
+    path) that may contain `[` (`[/]` would be a MarkupError); styles are given as `style=`."""
+
+    def status(self, status, spinner: str = "dots", **kw):
+        from rich.status import Status
+        from rich.text import Text
+
+        class PlainStatus(Status):  # Rich parses a str status as markup, on every update too
+            def update(self, status=None, **ukw):
+                return super().update(Text(status) if isinstance(status, str) else status, **ukw)
+
+        return PlainStatus(Text(status) if isinstance(status, str) else status, console=self, spinner=spinner, **kw)
+
+
+def say_busy(err: Console, warning: str | None, quiet: bool):
+    """Say that the machine is busy: now, or with --quiet after the results (a call to the
+    function returned), so that a run which fails still ends in its one error line. Never
+    silently: the records carry the load either way."""
+    def say():
+        if warning:
+            err.print(warning, style="yellow", soft_wrap=True)
+
+    if quiet:
+        return say
+    say()
+    return lambda: None
+
+
+def stderr() -> Console:
+    return _Stderr(stderr=True, highlight=False, markup=False)
+
+
 def stdout(**kw) -> Console:
     import sys
 

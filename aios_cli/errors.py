@@ -24,8 +24,26 @@ class Terminated(BaseException):
         self.signum = signum
 
 
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+signalled: list[int] = []  # the signals that have begun to end this command, first first
+
+
+def _ending(signum: int) -> None:
+    """The first signal ends the command; those after it are ignored, so they cannot land in the
+    middle of the ending (an `except` block, a `finally` removing a temporary file)."""
+    signalled.append(signum)
+    for sig in _SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def _raise_terminated(signum, frame):
+    _ending(signum)
     raise Terminated(signum)
+
+
+def _raise_interrupted(signum, frame):
+    _ending(signum)
+    raise KeyboardInterrupt
 
 
 def _redeliver_swallowed(unraisable) -> None:
@@ -37,6 +55,9 @@ def _redeliver_swallowed(unraisable) -> None:
         import threading
 
         signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
+        if signalled and signalled[-1] == signum:
+            signalled.pop()  # not begun after all: it is sent again
+        install_signal_handlers()
         timer = threading.Timer(0.05, os.kill, (os.getpid(), signum))
         timer.daemon = True
         timer.start()
@@ -45,10 +66,38 @@ def _redeliver_swallowed(unraisable) -> None:
 
 
 def install_signal_handlers() -> None:
-    """SIGTERM and SIGHUP end a command the way Ctrl-C does (called once by `aios`'s main)."""
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _raise_terminated)
+    """SIGTERM and SIGHUP end a command the way Ctrl-C does (called first thing by `aios`)."""
+    for sig, handler in ((signal.SIGTERM, _raise_terminated), (signal.SIGHUP, _raise_terminated),
+                         (signal.SIGINT, _raise_interrupted)):
+        if signal.getsignal(sig) is not signal.SIG_IGN:  # `nohup aios ...`, a background job: left ignored
+            signal.signal(sig, handler)
     sys.unraisablehook = _redeliver_swallowed
+
+
+def end_by_signal(exc: BaseException) -> int | None:
+    """The exit code for `exc` if a signal is what ended the command (KeyboardInterrupt,
+    Terminated, or any error that followed a signal: an interrupted JIT compile can fail in
+    its own way), after printing its one line; else None."""
+    if isinstance(exc, KeyboardInterrupt):
+        signum = signal.SIGINT
+    elif isinstance(exc, Terminated):
+        signum = exc.signum
+    elif signalled and isinstance(exc, Exception):
+        signum = signalled[0]
+    else:
+        return None
+    _no_more_signals()
+    say_signal(signum)
+    return 128 + signum
+
+
+def say_signal(signum: int) -> None:
+    what = "interrupted" if signum == signal.SIGINT else f"terminated by {signal.Signals(signum).name}"
+    print(f"aios: error: {what}", file=sys.stderr)
+    said.append(signum)
+
+
+said: list[int] = []  # the signal lines printed (one per command)
 
 
 def _no_more_signals() -> None:
@@ -85,34 +134,58 @@ def guarded(fn):
     def wrapper(*a, **kw):
         import typer
 
-        from engines.errors import UserError
-
+        signalled.clear()  # a new command (tests run many in one process)
+        said.clear()
         try:
             return fn(*a, **kw)
-        except UserError as e:
-            fail(str(e), BAD_INPUT)
-        except KeyboardInterrupt:
-            _no_more_signals()
-            fail("interrupted", INTERRUPTED)
-        except Terminated as e:
-            _no_more_signals()
-            fail(f"terminated by {signal.Signals(e.signum).name}", 128 + e.signum)
-        except BrokenPipeError:
-            # stdout's reader is gone: stop quietly, as a pipe's writer does, and let nothing
-            # flush into the closed pipe on the way out
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            raise typer.Exit(BROKEN_PIPE)
-        except MemoryError:
-            fail("out of host memory — try a smaller --model or fewer tokens", BAD_INPUT)
         except typer.Exit:
             raise
         except BaseException as e:
-            if type(e).__name__ == "PanicException":  # `tokenizers`' Rust side panics with a BaseException
-                why = str(e).strip().splitlines()[0] if str(e).strip() else "a panic"
-                fail(f"the tokenizer failed ({why}) — fix or remove tokenizer.json, or pass --prompt-ids", BAD_INPUT)
-            if not isinstance(e, Exception) or os.environ.get("AIOS_DEBUG"):
-                raise  # SystemExit and the like; or the traceback, asked for
-            fail(f"internal error: {type(e).__name__}: {e} — please report it (rerun with AIOS_DEBUG=1 for the "
-                 "traceback)", INTERNAL)
+            code = end_by_signal(e)
+            if code is not None:
+                raise typer.Exit(code)
+            handle(e)
+
     wrapper.guarded = True  # tests/test_cli.py checks that every command has it
     return wrapper
+
+
+def _stdout_gone() -> None:
+    """Let nothing more reach stdout (a closed pipe, a full disk): the interpreter's own flush
+    on the way out would fail again and print."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def handle(e: BaseException) -> None:
+    """One line and an exit code for any failure but a signal's (see `guarded`)."""
+    import typer
+
+    from engines.errors import UserError
+
+    if isinstance(e, UserError):
+        fail(str(e), BAD_INPUT)
+    if isinstance(e, BrokenPipeError):  # stdout's reader is gone: stop quietly, as a pipe's writer does
+        _stdout_gone()
+        raise typer.Exit(BROKEN_PIPE)
+    if isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and "can't allocate memory" in str(e)):
+        # torch's CPU allocator raises a RuntimeError, NumPy a MemoryError
+        fail("out of host memory — try a smaller --model or fewer tokens", BAD_INPUT)
+    if isinstance(e, OSError):
+        # the file system said no (a full disk, a name too long, a directory where a file should
+        # be): the user's to fix, not a bug in aios
+        try:
+            sys.stdout.flush()
+        except OSError:
+            _stdout_gone()
+        where = f"{e.filename}: " if e.filename else "writing the output: " if e.errno in (5, 28) else ""
+        fail(f"{where}{e.strerror or e} — check the path, the free space and the permissions", BAD_INPUT)
+    if type(e).__name__ == "PanicException":  # `tokenizers`' Rust side panics with a BaseException
+        why = str(e).strip().splitlines()[0] if str(e).strip() else "a panic"
+        fail(f"the tokenizer failed ({why}) — fix or remove tokenizer.json, or pass --prompt-ids", BAD_INPUT)
+    if not isinstance(e, Exception) or os.environ.get("AIOS_DEBUG"):
+        raise e  # SystemExit and the like; or the traceback, asked for
+    fail(f"internal error: {type(e).__name__}: {e} — please report it (rerun with AIOS_DEBUG=1 for the traceback)",
+         INTERNAL)

@@ -20,24 +20,58 @@ class OneLineUsageErrors(TyperGroup):
     like every other bad input, not Click's boxed panel."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        from .errors import BAD_INPUT, printable
+        import click
+
+        from .errors import BAD_INPUT, INTERRUPTED, handle, printable
 
         try:
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
+        except SystemExit as e:
+            # Click (and Rich, which draws the help) end a closed stdout (`aios --help | head -1`)
+            # with exit 1, after swapping in a wrapper that swallows the flush or pointing stdout
+            # at /dev/null: end it as a closed pipe does, with 141
+            if e.code == 1 and _stdout_was_closed():
+                from .errors import BROKEN_PIPE
+
+                sys.exit(BROKEN_PIPE)
+            raise
         except Exception as e:
             if not standalone_mode:
                 raise
             if type(e).__name__ == "NoArgsIsHelpError":  # `aios` alone: the help, as Typer shows it
                 return super().main(args=args, prog_name=prog_name, complete_var=complete_var, **extra)
+            if isinstance(e, click.exceptions.Abort):  # Click's Ctrl-C outside a command's guard
+                print("aios: error: interrupted", file=sys.stderr)
+                sys.exit(INTERRUPTED)
             if not hasattr(e, "format_message"):
-                raise
+                try:  # outside a command's guard (--version, --help): a closed or full stdout, say
+                    handle(e)
+                except Exception as x:  # the typer.Exit that handle ends with
+                    if not hasattr(x, "exit_code"):
+                        raise
+                    sys.exit(x.exit_code)
             ctx = getattr(e, "ctx", None)
             where = f" — see `{ctx.command_path} --help`" if ctx is not None else ""
             print(f"aios: error: {printable(' '.join(e.format_message().split()))}{where}", file=sys.stderr)
             sys.exit(getattr(e, "exit_code", BAD_INPUT))
         if standalone_mode:
+            from .errors import INTERRUPTED, said, say_signal
+
+            if rv == INTERRUPTED and not said:  # Typer turned a Ctrl-C outside a command into a silent 130
+                say_signal(2)
             sys.exit(rv if isinstance(rv, int) else 0)
         return rv
+
+
+def _stdout_was_closed() -> bool:
+    import os
+
+    if type(sys.stdout).__name__ == "PacifyFlushWrapper":
+        return True
+    try:
+        return os.path.samestat(os.fstat(sys.stdout.fileno()), os.stat(os.devnull))
+    except (OSError, ValueError):
+        return False
 
 
 app = typer.Typer(
@@ -55,7 +89,13 @@ def _print_version(value: bool) -> None:
     if value:
         from profilers.provenance import version_line
 
-        print(version_line())
+        try:
+            print(version_line(), flush=True)
+        except BrokenPipeError:  # `aios --version | true`
+            from .errors import BROKEN_PIPE, _stdout_gone
+
+            _stdout_gone()
+            raise typer.Exit(BROKEN_PIPE)
         raise typer.Exit(0)
 
 
@@ -76,10 +116,9 @@ app.add_typer(bench_cmd.app, name="bench")
 
 
 def main() -> None:
-    from .errors import install_signal_handlers
+    from .entry import main as entry_main
 
-    install_signal_handlers()
-    app()
+    entry_main()
 
 
 if __name__ == "__main__":

@@ -33,7 +33,9 @@ def check_outputs(outputs: dict[str, Path | None]) -> None:
         why = check_writable(path)
         if why:
             fail(f"{flag} {path}: {why} — pick a writable path")
-        key = "-" if str(path) == "-" else os.path.realpath(path)
+        from engines.files import standard_stream
+
+        key = standard_stream(path) or os.path.realpath(path)  # `-` and /dev/stdout are one target
         if key == os.devnull:
             continue  # nothing written there is lost
         if key in seen:

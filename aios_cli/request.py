@@ -100,10 +100,8 @@ class GenerateRequest:
         return backends, note
 
     def notes(self, ckpt) -> list[str]:
-        """What the user should know once the input is known good: the model's notes, and a
-        busy machine (timings will be noisy)."""
-        busy = self.thread_plan.busy_warning()
-        return [*(f"note: {n}" for n in ckpt.notes), *([busy] if busy else [])]
+        """What the user should know about the model once the input is known good."""
+        return [f"note: {n}" for n in ckpt.notes]
 
     def open(self, backends: list[str], status=None):
         """Open the model and tokenize the prompts: (checkpoint, [(text, ids)]). Refuses a
@@ -128,7 +126,9 @@ class GenerateRequest:
             if ckpt.tokenizer is None:
                 fail(f"{self.model} has no tokenizer.json, so no text prompt can be encoded — pass token ids with "
                      "--prompt-ids 1,2,3")
-            prompts = [(p, ckpt.tokenizer.encode(p).ids) for p in self.prompts]
+            from engines.tokenizer import encode
+
+            prompts = [(p, encode(ckpt.tokenizer, p)) for p in self.prompts]
         for _, ids in prompts:
             check_request(ckpt.config, ids, self.max_new_tokens)
         for b in backends:  # refuse now, not after the first backend has run

@@ -51,23 +51,20 @@ def run(
 
 
 def _run(req: GenerateRequest, format: str, csv_file: Path | None, trace_file: Path | None, quiet: bool) -> None:
-    from rich.console import Console
-
     from . import render
 
-    err = Console(stderr=True, highlight=False)
+    err = console.stderr()
     check_format(format)
     backends, chosen_why = req.check()
     status = (lambda msg: err.status(msg, spinner="dots")) if not quiet else None
     ckpt, [(_, ids)] = req.open(backends, status)
     # only once the input is known to be good: a bad input gets one line
     if chosen_why and not quiet:
-        err.print(f"[dim]backend:[/] {backends[0]} [dim]({chosen_why}; pick one with --backend)[/]")
-    for note in req.notes(ckpt):  # a busy machine is said even with --quiet: never silently
-        if not note.startswith("note:"):
-            err.print(f"[yellow]{note}[/]", soft_wrap=True)
-        elif not quiet:
-            err.print(f"[dim]{note}[/]")
+        err.print(f"backend: {backends[0]} ({chosen_why}; pick one with --backend)", style="dim")
+    for note in req.notes(ckpt):
+        if note.startswith("note:") and not quiet:
+            err.print(note, style="dim", soft_wrap=True)
+    said_busy = console.say_busy(err, req.thread_plan.busy_warning(), quiet)
     opts = req.run_options()
     records = [_one_backend(ckpt, b, ids, opts, err, quiet, stream=format == "table") for b in backends]
 
@@ -90,7 +87,8 @@ def _run(req: GenerateRequest, format: str, csv_file: Path | None, trace_file: P
         if path is not None:
             write(flag, path, content(records))
             if not quiet:
-                err.print(f"[dim]wrote {path} ({what})[/]")
+                err.print(f"wrote {path} ({what})", style="dim", soft_wrap=True)
+    said_busy()
 
 
 def _one_backend(ckpt, backend, ids, opts, err, quiet, stream):
@@ -109,7 +107,7 @@ def _one_backend(ckpt, backend, ids, opts, err, quiet, stream):
     text_out = sys.stdout if stream else sys.stderr
     # a vocabulary may hold escape sequences: on a terminal, generated text is shown, not obeyed
     shown = (lambda s: printable(s, keep="\n\t")) if text_out.isatty() else (lambda s: s)
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+    progress = Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=err, transient=True)
     state = {"task": None}
 

@@ -12,6 +12,7 @@ import typer
 
 from profilers.threads import quiet_blas_pool
 
+from . import console
 from .errors import Terminated, fail, guarded
 from .request import DEFAULT_PROMPT, MODEL_PANEL, GenerateRequest, ModelOpt, PromptIdsOpt, ThreadsOpt
 
@@ -47,9 +48,7 @@ def top(
 
 def _top(req: GenerateRequest, once: bool, csv_file: Path | None, exit_after: float | None,
          stats_file: Path | None) -> None:
-    from rich.console import Console
-
-    err = Console(stderr=True, highlight=False)
+    err = console.stderr()
     if exit_after is not None and not exit_after > 0:
         fail(f"--exit-after must be positive, got {exit_after} — e.g. --exit-after 30")
     if req.backend is not None and "," in req.backend:
@@ -60,7 +59,7 @@ def _top(req: GenerateRequest, once: bool, csv_file: Path | None, exit_after: fl
     ckpt, prompts = req.open(backends, lambda msg: err.status(msg, spinner="dots"))
     busy = req.thread_plan.busy_warning()
     if busy:  # said before the screen clears, and again in the status bar
-        err.print(f"[yellow]{busy}[/]", soft_wrap=True)
+        err.print(busy, style="yellow", soft_wrap=True)
 
     from .tui.session import TopSession
 

@@ -109,6 +109,20 @@ def _plain_name(name) -> bool:
             and "\0" not in name and not os.path.isabs(name))
 
 
+def _confine(f: Path, root: Path) -> Path:
+    """`f`, refused unless it resolves inside `root` (symlinks followed): a file a checkpoint
+    names, or links to, must not bring data from outside the model's own folder. For an HF
+    cache entry the folder is the repo's (its snapshots link to ../../blobs/)."""
+    try:
+        inside = f.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        inside = False
+    if not inside:
+        raise ModelError(f"{f} leads outside {root} (to {os.path.realpath(f)})",
+                         "keep the model's files inside its folder, or pass the folder they are in")
+    return f
+
+
 def _snapshot_dir(repo_dir: Path) -> Path | None:
     snaps = repo_dir / "snapshots"
     ref = repo_dir / "refs" / "main"
@@ -119,11 +133,11 @@ def _snapshot_dir(repo_dir: Path) -> Path | None:
                              "delete the corrupt cache entry and fetch the model again")
         cand = snaps / commit
         if (cand / "config.json").is_file():
-            return cand
+            return _confine(cand, repo_dir)
     if snaps.is_dir():
         cands = [d for d in snaps.iterdir() if (d / "config.json").is_file()]
         if cands:
-            return max(cands, key=lambda d: d.stat().st_mtime)
+            return _confine(max(cands, key=lambda d: d.stat().st_mtime), repo_dir)
     return None
 
 
@@ -157,10 +171,11 @@ def cached_repos() -> list[tuple[str, Path]]:
     return out
 
 
-def read_config(path: Path) -> ModelConfig:
+def read_config(path: Path, root: Path | None = None) -> ModelConfig:
     cfg_path = path / "config.json"
     if not cfg_path.is_file():
         raise ModelError(f"{path} has no config.json", "pass an HF-format model directory (config.json + *.safetensors)")
+    _confine(cfg_path, root or path)
     try:
         d = json.loads(cfg_path.read_text())
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
@@ -170,18 +185,29 @@ def read_config(path: Path) -> ModelConfig:
     return config_from_hf(d, source=str(cfg_path), name=path.name)
 
 
-def _weight_files(path: Path) -> list[Path]:
+def _weight_files(path: Path, root: Path) -> list[Path]:
+    return [_confine(f, root) for f in _weight_names(path)]
+
+
+def _weight_names(path: Path) -> list[Path]:
     index = path / "model.safetensors.index.json"
     if index.is_file():
         try:
             weight_map = json.loads(index.read_text())["weight_map"]
-        except (ValueError, KeyError, TypeError, RecursionError):
+        except (ValueError, KeyError, TypeError, RecursionError, UnicodeDecodeError):
             raise ModelError(f"{index} is corrupt (no weight_map)", "re-download or re-save the checkpoint") from None
-        files = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else None
+        names = list(weight_map.values()) if isinstance(weight_map, dict) else None
+        if names is not None and not all(isinstance(f, str) for f in names):
+            raise ModelError(f"{index}: a weight_map value is not a file name", "re-download or re-save the checkpoint")
+        files = sorted(set(names)) if names is not None else None
         bad = "the weight_map is not an object" if files is None else next(
             (f"shard {f!r} is not a file name inside the model directory" for f in files if not _plain_name(f)), None)
         if bad:
             raise ModelError(f"{index}: {bad}", "re-download or re-save the checkpoint")
+        too_long = [f for f in files if len(f.encode("utf-8", "surrogateescape")) > 255]
+        if too_long:
+            raise ModelError(f"{index}: shard name {too_long[0][:40]!r}… is longer than a file name can be",
+                             "re-download or re-save the checkpoint")
         missing = [f for f in files if not (path / f).is_file()]
         if missing:
             raise ModelError(f"{path}: shard {missing[0]} named in the index is missing", "re-download the checkpoint")
@@ -189,7 +215,7 @@ def _weight_files(path: Path) -> list[Path]:
     single = path / "model.safetensors"
     if single.is_file():
         return [single]
-    others = sorted(path.glob("*.safetensors"))
+    others = sorted(p for p in path.glob("*.safetensors") if p.is_file())
     if others:
         return others
     raise ModelError(f"{path} has no model.safetensors (nor an index of shards)", "aios reads safetensors weights only")
@@ -197,11 +223,12 @@ def _weight_files(path: Path) -> list[Path]:
 
 def open_directory(path: Path, source: str, kind: str = "directory") -> Checkpoint:
     t0 = time.perf_counter()
-    cfg = read_config(path)
+    root = path.parent.parent if kind == "hf-cache" else path  # an HF snapshot's files live in the repo's blobs/
+    cfg = read_config(path, root)
     if kind == "hf-cache":
         cfg = replace(cfg, name=source)
     tensors: dict[str, TensorRef] = {}
-    for f in _weight_files(path):
+    for f in _weight_files(path, root):
         tensors.update(read_safetensors(str(f)))
     layers = {int(m.group(1)) for n in tensors if (m := _LAYER.match(n))}
     if cfg.num_layers > len(layers):  # before the expected names are built: the config may claim 1e9 layers
@@ -227,6 +254,7 @@ def open_directory(path: Path, source: str, kind: str = "directory") -> Checkpoi
     if tok_path.is_file():
         from .tokenizer import load_tokenizer_json
 
+        _confine(tok_path, root)
         try:
             tok = load_tokenizer_json(str(tok_path))
         except ValueError as e:

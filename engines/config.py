@@ -103,6 +103,8 @@ def _number(d: dict, key: str, source: str, default, kind: str):
     v = _field(d, key, source) if default is None else d.get(key, default)
     if v is None:
         v = default
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) > 2**62:  # Python reads any integer; math cannot
+        raise ModelError(f"{source}: '{key}' is out of range ({str(v)[:24]}…, {len(str(v))} digits)", "fix config.json")
     finite = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
     if not finite or (kind == "an integer" and int(v) != v):
         raise ModelError(f"{source}: '{key}' must be {kind}, got {v!r}", "fix config.json")

@@ -15,44 +15,63 @@ def _chunks(data: str | Iterable[str]) -> Iterable[str]:
     return (data,) if isinstance(data, str) else data
 
 
+# Names of this process's own standard streams: written through sys.stdout / sys.stderr, in
+# place, whatever they point at (a terminal, a pipe, or a regular file `> out.txt` that must not
+# be renamed over or truncated).
+STANDARD_STREAMS = {"-": "stdout", "/dev/stdout": "stdout", "/dev/fd/1": "stdout", "/proc/self/fd/1": "stdout",
+                    "/dev/stderr": "stderr", "/dev/fd/2": "stderr", "/proc/self/fd/2": "stderr"}
+_TEXT = {"encoding": "utf-8", "errors": "surrogateescape", "newline": ""}  # a non-UTF-8 name round-trips
+
+
+def standard_stream(path: str | os.PathLike) -> str | None:
+    """"stdout" or "stderr" when `path` names one of this process's standard streams."""
+    return STANDARD_STREAMS.get(os.fspath(path))
+
+
 def is_stream(path: str | os.PathLike) -> bool:
-    """`-`, or an existing character device or pipe (/dev/stdout, /dev/null, a FIFO): a target
-    that is written in place, never renamed over."""
-    if str(path) == "-":
+    """A standard stream, or an existing character device, pipe or socket (/dev/null, a FIFO),
+    symlinks followed: a target that is written in place, never renamed over."""
+    if standard_stream(path):
         return True
     try:
         mode = os.stat(path).st_mode
-    except OSError:
+    except (OSError, ValueError):
         return False
-    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode)
+    return stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
 def write_output(path: str | os.PathLike, data: str | Iterable[str]) -> None:
-    """An export: a regular file atomically (`atomic_write`); a stream (`is_stream`) in place,
-    so /dev/null stays a device. OSError (a full disk, a vanished directory) goes to the caller."""
-    if str(path) == "-":
+    """An export: a standard stream through Python's own; a device or pipe in place, so /dev/null
+    stays a device; a regular file atomically (`atomic_write`), at the file a symlink points to
+    (the link stays a link). OSError (a full disk, a vanished directory) goes to the caller."""
+    which = standard_stream(path)
+    if which:
+        stream = sys.stdout if which == "stdout" else sys.stderr
         for chunk in _chunks(data):
-            sys.stdout.write(chunk)
-        sys.stdout.flush()
-    elif is_stream(path):
-        with open(path, "w", encoding="utf-8", newline="") as f:
+            stream.write(chunk)
+        stream.flush()
+        return
+    target = os.path.realpath(path)
+    if is_stream(target):
+        with open(target, "w", **_TEXT) as f:
             for chunk in _chunks(data):
                 f.write(chunk)
     else:
-        atomic_write(path, data)
+        atomic_write(target, data)
 
 
 def atomic_write(path: str | os.PathLike, data: str | Iterable[str]) -> None:
     """Write `data` (a string, or string chunks so a large file is never held whole) to a
-    temporary file beside `path`, then rename it over `path`."""
+    temporary file beside `path`, then rename it over `path`. The temporary name is short, so
+    any name that fits the file system fits it too."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=".aios-", suffix=".tmp", dir=directory)
     try:
         umask = os.umask(0)
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the file a normal mode
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+        with os.fdopen(fd, "w", **_TEXT) as f:
             for chunk in _chunks(data):
                 f.write(chunk)
             f.flush()
@@ -68,18 +87,25 @@ def atomic_write(path: str | os.PathLike, data: str | Iterable[str]) -> None:
 
 def check_writable(path: str | os.PathLike) -> str | None:
     """None if `path` can be written, else why not (checked before a run starts)."""
-    if is_stream(path):
-        return None if str(path) == "-" or os.access(path, os.W_OK) else f"{path} is not writable"
-    p = Path(path)
-    parent = p.parent if str(p.parent) else Path(".")
-    if parent.exists() and not parent.is_dir():
-        return f"{parent} is a file, not a directory"
-    if not parent.is_dir():
-        return f"directory {parent} does not exist"
-    if p.is_dir():
-        return f"{p} is a directory"
-    if not os.access(parent, os.W_OK):
-        return f"directory {parent} is not writable"
+    if standard_stream(path):
+        return None
+    try:
+        if is_stream(path):
+            return None if os.access(path, os.W_OK) else f"{path} is not writable"
+        p = Path(os.path.realpath(path))
+        if len(p.name.encode("utf-8", "surrogateescape")) > 255:
+            return f"the file name {p.name[:40]}… is longer than a file name can be (255 bytes)"
+        parent = p.parent
+        if parent.exists() and not parent.is_dir():
+            return f"{parent} is a file, not a directory"
+        if not parent.is_dir():
+            return f"directory {parent} does not exist"
+        if p.is_dir():
+            return f"{path} is a directory"
+        if not os.access(parent, os.W_OK):
+            return f"directory {parent} is not writable"
+    except (OSError, ValueError) as e:  # a path the file system cannot even look up (too long, say)
+        return getattr(e, "strerror", None) or str(e)
     return None
 
 

@@ -150,7 +150,10 @@ class SimdEngine(Engine):
         threads = numba.get_num_threads()
         numba.set_num_threads(1)
         try:
-            return self._prefill(list(ids), all_logits)
+            # an overflow (Inf weights, say) is not warned about here: the sampled logit is
+            # checked, and the run stops with one line naming the layer
+            with np.errstate(over="ignore", invalid="ignore"):
+                return self._prefill(list(ids), all_logits)
         finally:
             numba.set_num_threads(threads)
 

@@ -38,11 +38,14 @@ This module imports ``tokenizers`` only (no torch, no transformers).
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import importlib.resources
 import importlib.util
 import json
 import os
+import sys
+import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -247,8 +250,37 @@ def _cache_name(digest: str) -> str:
     return f"{_CACHE_PREFIX}-{digest[:16]}-v{_BUILD_VERSION}.json"
 
 
+@contextlib.contextmanager
+def rust_stderr_quiet():
+    """While `tokenizers` runs hostile input: its Rust side prints a panic's report (and, with
+    RUST_BACKTRACE set, a backtrace) straight to file descriptor 2 before Python sees the
+    PanicException. Send fd 2 to a scratch file meanwhile, so the caller's one-line error is all
+    the user reads."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no fd 2 to save: nothing to keep quiet
+        yield
+        return
+    try:
+        with tempfile.TemporaryFile() as scratch:
+            os.dup2(scratch.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _is_panic(exc: BaseException) -> bool:
+    return isinstance(exc, Exception) or type(exc).__name__ == "PanicException"
+
+
 def load_tokenizer_json(path: PathLike) -> Tokenizer:
-    """Load a serialized ``tokenizers`` tokenizer.json; ``ValueError`` if it is not one."""
+    """Load a serialized ``tokenizers`` tokenizer.json; ``ValueError`` if it is not one.
+
+    Its `padding` and `truncation` sections are dropped: aios encodes one prompt at a time and
+    never pads or truncates, and a hostile padding length makes the Rust side abort the whole
+    process (a 4 TB allocation), which no `except` can catch."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -257,15 +289,34 @@ def load_tokenizer_json(path: PathLike) -> Tokenizer:
     except UnicodeDecodeError as exc:
         raise ValueError(f"{p}: not a tokenizer.json (not UTF-8 text: {exc})") from exc
     try:
-        return Tokenizer.from_str(text)
+        spec = json.loads(text)
+    except (ValueError, RecursionError) as jexc:
+        raise ValueError(f"{p}: not a tokenizer.json (invalid JSON: {jexc})") from None
+    if isinstance(spec, dict) and (spec.get("padding") is not None or spec.get("truncation") is not None):
+        text = json.dumps({**spec, "padding": None, "truncation": None})
+    try:
+        with rust_stderr_quiet():
+            return Tokenizer.from_str(text)
     except BaseException as exc:  # a bare Exception on bad input, or a Rust panic (a BaseException)
-        if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+        if not _is_panic(exc):
             raise
-        try:
-            json.loads(text)
-        except (ValueError, RecursionError) as jexc:
-            raise ValueError(f"{p}: not a tokenizer.json (invalid JSON: {jexc})") from None
         raise ValueError(f"{p}: JSON is not a valid 'tokenizers' tokenizer: {exc}") from None
+
+
+def encode(tokenizer: Tokenizer, text: str) -> list[int]:
+    """The ids of `text`; UserError (one line) when the tokenizer fails on it, as a broken
+    tokenizer.json can (an exception, or a Rust panic) at encode time."""
+    from .errors import UserError
+
+    try:
+        with rust_stderr_quiet():
+            return tokenizer.encode(text).ids
+    except BaseException as exc:
+        if not _is_panic(exc):
+            raise
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"the tokenizer could not encode the prompt ({why[:200]})",
+                        "fix or remove tokenizer.json, or pass --prompt-ids") from None
 
 
 def qwen25_tokenizer(cache_dir: Optional[PathLike] = None, *, ranks_path: Optional[PathLike] = None) -> Tokenizer:

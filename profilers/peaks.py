@@ -166,7 +166,27 @@ def load_cached() -> Peaks | None:
         peaks = Peaks.from_dict(d)
     except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None  # a cache that cannot be read is measured again
+    if not _sound(peaks):
+        return None  # nor one whose numbers are not numbers
     return peaks if peaks.machine == machine_key() else None
+
+
+def _sound(p: Peaks) -> bool:
+    """Every cached figure a positive finite number, every note a string: what the tables
+    divide by and print."""
+    import math
+
+    def ok(pk: Peak | None, required: bool) -> bool:
+        if pk is None:
+            return not required
+        nums = (pk.median, pk.min, pk.max)
+        return (all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+                    for x in nums) and isinstance(pk.unit, str) and isinstance(pk.how, str))
+
+    return (ok(p.cpu_bandwidth, True) and ok(p.cpu_flops, True) and ok(p.gpu_bandwidth, False)
+            and ok(p.gpu_flops_fp32, False) and ok(p.gpu_flops_bf16, False) and isinstance(p.machine, dict)
+            and isinstance(p.measured_at, str) and isinstance(p.notes, list) and all(isinstance(n, str) for n in p.notes)
+            and (p.busy_cpus is None or isinstance(p.busy_cpus, (int, float))))
 
 
 def measure(with_gpu: bool | None = None, progress=None) -> Peaks:

@@ -195,3 +195,27 @@ def test_bad_input(args, needle):
     assert res.exit_code == 2, res.output
     lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("aios: error:") and needle in lines[0], res.output
+
+
+def test_over_100_percent_is_explained_by_the_cache_only_when_the_data_fits(monkeypatch):
+    """At n = 10M (80 MB of inputs, beyond the L3) the cause of >100% is a peak measured low,
+    not the cache; below the L3 size it is the cache."""
+    from types import SimpleNamespace
+
+    from aios_cli.compare import kernels
+    from profilers.peaks import Peak, Peaks
+
+    monkeypatch.setattr(kernels, "l3_cache_bytes", lambda: 32 << 20)
+    pk = Peaks(machine={}, measured_at="t", cpu_bandwidth=Peak(1e10, 1e10, 1e10, "B/s", "copy"),
+               cpu_flops=Peak(1e11, 1e11, 1e11, "FLOP/s", "mm"))
+
+    def result(n, pct):
+        return SimpleNamespace(size=n, bytes=8 * n, pct_of_peak=pct, backend="simd", status="ok", scaled=False,
+                               jit_s=0.0, detail="")
+
+    small = kernels._summary_lines("dot", {}, "n/a", "", pk, [result(10_000, 140.0)])
+    assert any("fit in the 32.00 MiB L3 cache" in ln for ln in small) and not any("read low" in ln for ln in small)
+    big = kernels._summary_lines("dot", {}, "n/a", "", pk, [result(10_000_000, 120.0)])
+    assert any("the peak itself read low" in ln for ln in big) and not any("L3 cache" in ln for ln in big)
+    none = kernels._summary_lines("dot", {}, "n/a", "", pk, [result(10_000, 60.0)])
+    assert not any("100%" in ln for ln in none)

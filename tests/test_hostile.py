@@ -91,6 +91,36 @@ def _poisoned_tokenizer(sb: Sandbox, text: str) -> tuple[str, ...]:
     return ("run", "-b", "simd", "-n", "2", "-q", "-m", str(sb.model), "--prompt", "hi", *sb.exports())
 
 
+def _outside(sb: Sandbox, name: str) -> Path:
+    """A copy of the model's `name` outside the model directory, for a symlink to point at."""
+    out = sb.root / "elsewhere"
+    out.mkdir(exist_ok=True)
+    shutil.copy(sb.model / name, out / name)
+    return out / name
+
+
+def _symlinked(sb: Sandbox, name: str) -> tuple[str, ...]:
+    target = _outside(sb, name)
+    (sb.model / name).unlink()
+    (sb.model / name).symlink_to(target)
+    return sb.run()
+
+
+def _snapshot_outside_the_cache(sb: Sandbox) -> tuple[str, ...]:
+    repo = sb.root / "hub" / "models--acme--linked"
+    (repo / "snapshots").mkdir(parents=True)
+    (repo / "snapshots" / "abc").symlink_to(sb.model)  # a snapshot folder that is somewhere else entirely
+    return (*RUN, "-m", "acme/linked", *sb.exports())
+
+
+def _huge_int(sb: Sandbox) -> tuple[str, ...]:
+    text = (sb.model / "config.json").read_text()
+    cfg = json.loads(text)
+    (sb.model / "config.json").write_text(text.replace(f'"rms_norm_eps": {json.dumps(cfg["rms_norm_eps"])}',
+                                                       '"rms_norm_eps": 1' + "0" * 400))
+    return sb.run()
+
+
 def _fifo_as_model_file(sb: Sandbox) -> tuple[str, ...]:
     (sb.model / "config.json").unlink()
     os.mkfifo(sb.model / "config.json")
@@ -118,10 +148,19 @@ CASES: list[tuple[str, int, Callable[[Sandbox], tuple[str, ...]], str]] = [
     ("index-dotdot-shard", 2, lambda sb: _index(sb, "../outside.safetensors"), "is not a file name inside the model directory"),
     ("index-nested-dotdot", 2, lambda sb: _index(sb, "sub/../../x.safetensors"), "is not a file name inside the model directory"),
     ("hf-ref-outside-cache", 2, _escaping_ref, "not a snapshot folder"),
+    ("symlinked-weights-outside", 2, lambda sb: _symlinked(sb, "model.safetensors"), "leads outside"),
+    ("symlinked-config-outside", 2, lambda sb: _symlinked(sb, "config.json"), "leads outside"),
+    ("hf-snapshot-outside-cache", 2, _snapshot_outside_the_cache, "leads outside"),
+    ("index-value-not-a-name", 2, lambda sb: ((sb.model / "model.safetensors.index.json").write_text('{"weight_map": {"a": ["x"], "b": {}}}'), sb.run())[1], "a weight_map value is not a file name"),
+    ("index-name-too-long", 2, lambda sb: _index(sb, "s" * 300 + ".safetensors"), "longer than a file name can be"),
+    ("weights-are-a-directory", 1, lambda sb: ((sb.model / "model.safetensors").unlink(), (sb.model / "model.safetensors").mkdir(), sb.run())[2], "has no model.safetensors"),
     # 3. exports: refused before the run when they cannot work or would lose one another
     ("export-same-path-twice", 3, lambda sb: (*RUN, "--csv", str(sb.out / "x"), "--trace", str(sb.out / "x")), "both write"),
     ("export-into-missing-dir", 3, lambda sb: (*RUN, "--csv", str(sb.out / "no" / "x.csv")), "does not exist"),
     ("export-to-a-directory", 3, lambda sb: (*RUN, "--csv", str(sb.out)), "is a directory"),
+    ("export-name-too-long", 3, lambda sb: (*RUN, "--csv", str(sb.out / ("a" * 300 + ".csv"))), "longer than a file name can be"),
+    ("export-path-too-long", 3, lambda sb: (*RUN, "--csv", "/".join([str(sb.out)] + ["d" * 200] * 25)), "File name too long"),
+    ("export-stdout-twice", 3, lambda sb: (*RUN, "--csv", "-", "--trace", "/dev/stdout"), "both write"),
     ("export-under-a-file", 3, lambda sb: ((sb.out / "f").write_text("keep"), (*RUN, "--csv", str(sb.out / "f" / "x.csv")))[1], "--csv"),
     # 4. a tiny config that claims a huge model: refused before anything is built
     ("config-1e9-layers", 4, lambda sb: (sb.config(num_hidden_layers=1_000_000_000), sb.run())[1], "config.json says 1000000000 layers, the weights hold 2"),
@@ -136,6 +175,7 @@ CASES: list[tuple[str, int, Callable[[Sandbox], tuple[str, ...]], str]] = [
     ("config-model-type-list", 5, lambda sb: (sb.config(model_type=["qwen2"]), sb.run())[1], "'model_type' must be a name"),
     ("config-heads-0", 5, lambda sb: (sb.config(num_attention_heads=0), sb.run())[1], "must be positive"),
     ("config-hidden-str", 5, lambda sb: (sb.config(hidden_size="abc"), sb.run())[1], "'hidden_size' must be an integer"),
+    ("config-400-digit-int", 5, _huge_int, "'rms_norm_eps' is out of range"),
     ("config-not-an-object", 5, lambda sb: ((sb.model / "config.json").write_text("[1, 2]"), sb.run())[1], "config.json"),
     # 6. deeply nested JSON
     ("nested-config", 6, lambda sb: ((sb.model / "config.json").write_text("[" * 100_000 + "]" * 100_000), sb.run())[1], "config.json"),
@@ -143,6 +183,7 @@ CASES: list[tuple[str, int, Callable[[Sandbox], tuple[str, ...]], str]] = [
     ("nested-tokenizer", 6, lambda sb: _poisoned_tokenizer(sb, '{"model": ' * 50_000 + "1" + "}" * 50_000), "tokenizer.json"),
     # 7. tokenizer files that make the Rust side fail
     ("tokenizer-not-json", 7, lambda sb: _poisoned_tokenizer(sb, "{nope"), "tokenizer.json"),
+    ("tokenizer-fails-to-encode", 7, lambda sb: _poisoned_tokenizer(sb, json.dumps({"model": {"type": "WordLevel", "vocab": {"hello": 1}, "unk_token": "[UNK]"}, "pre_tokenizer": {"type": "Whitespace"}, "added_tokens": []})), "the tokenizer could not encode the prompt"),
     ("tokenizer-wrong-shape", 7, lambda sb: _poisoned_tokenizer(sb, '{"model": {"type": "BPE", "vocab": 3}}'), "tokenizer.json"),
     # 8. options checked before any model loads
     ("prompt-not-utf8", 8, lambda sb: (*sb.run(), "--prompt", b"\xff\xfe abc".decode("utf-8", "surrogateescape")), "--prompt is not valid UTF-8 text"),
@@ -158,8 +199,11 @@ CASES: list[tuple[str, int, Callable[[Sandbox], tuple[str, ...]], str]] = [
     ("bench-prompt-zero", 8, lambda sb: ("bench", "latency", "-p", "0"), "--n-prompt values must be 1 or more"),
     ("bench-threads-word", 8, lambda sb: ("bench", "latency", "-t", "two"), "--threads takes whole numbers"),
     ("bench-dtype-mismatch", 8, lambda sb: ("bench", "latency", "-b", "simd,torch", "--dtype", "bfloat16"), "the simd engine does not run bfloat16"),
+    ("compare-seed-negative", 8, lambda sb: ("compare", "dot", "-b", "simd", "-s", "10", "--seed", "-1"), "--seed must be 0 or more"),
+    ("bench-prompt-huge", 8, lambda sb: ("bench", "latency", "-p", "9" * 30), "is out of range"),
     ("bench-context-overflow", 8, lambda sb: ("bench", "latency", "-m", str(sb.model), "-p", "500", "-n", "100"), "exceed the model's context of 512"),
     # 11. smaller, still wrong
+    ("model-name-rich-markup", 11, lambda sb: ("run", "-n", "2", "--prompt-ids", "1", "-m", "[/]x[bold]", *sb.exports()), "[/]x[bold]"),
     ("model-name-escapes", 11, lambda sb: (*RUN, "-m", "bad\nname\x1b[31m", *sb.exports()), r"bad\nname\x1b[31m"),
     ("usage-unknown-option", 11, lambda sb: ("run", "--bogus"), "No such option: --bogus — see `aios run --help`"),
     ("usage-bad-int", 11, lambda sb: ("run", "-n", "abc"), "Invalid value for '--max-new-tokens'"),
@@ -258,3 +302,97 @@ def test_listing_commands_survive_a_poisoned_cache(sandbox):
         res = CliRunner().invoke(app, argv)
         assert res.exit_code == 0, res.output
         assert "Traceback" not in res.output and json.loads(res.stdout) is not None
+
+
+# --- through a real process: what only a real file descriptor 2 or stdout shows -------------
+
+PANICS_AT_ENCODE = {  # a post-processor naming a special token it does not define: Rust panics in encode
+    "version": "1.0", "model": {"type": "WordLevel", "vocab": {"hello": 0, "[UNK]": 1}, "unk_token": "[UNK]"},
+    "pre_tokenizer": {"type": "Whitespace"}, "added_tokens": [],
+    "post_processor": {"type": "TemplateProcessing",
+                       "single": [{"SpecialToken": {"id": "Z", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                       "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+                       "special_tokens": {}}}
+
+
+def _aios(*args, cwd, stdout=None):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    env["RUST_BACKTRACE"] = "1"  # the worst case: Rust's panic report with a backtrace
+    return subprocess.run([sys.executable, "-c", "from aios_cli.entry import main; main()", *args], cwd=cwd,
+                          stdout=stdout or subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=300)
+
+
+def test_a_rust_panic_in_the_tokenizer_is_one_line_on_fd_2(sandbox):
+    (sandbox.model / "tokenizer.json").write_text(json.dumps(PANICS_AT_ENCODE))
+    p = _aios("run", "-b", "simd", "-q", "-n", "2", "-m", str(sandbox.model), "--prompt", "hello", cwd=sandbox.root)
+    err = p.stderr.decode()
+    assert p.returncode == 2 and err.splitlines() == [err.splitlines()[0]], err
+    assert err.startswith("aios: error: the tokenizer could not encode the prompt")
+
+
+def test_hostile_padding_and_truncation_are_dropped(sandbox):
+    """A padding length of 10^12 made the Rust side abort the process (a 4 TB allocation, SIGABRT);
+    aios never pads or truncates, so the sections are not loaded."""
+    tok = {**{k: v for k, v in PANICS_AT_ENCODE.items() if k != "post_processor"},
+           "padding": {"strategy": {"Fixed": 10**12}, "direction": "Right", "pad_to_multiple_of": None, "pad_id": 0,
+                       "pad_type_id": 0, "pad_token": "[UNK]"},
+           "truncation": {"direction": "Right", "max_length": 1, "strategy": "LongestFirst", "stride": 5}}
+    (sandbox.model / "tokenizer.json").write_text(json.dumps(tok))
+    p = _aios("run", "-b", "simd", "-q", "-n", "2", "-m", str(sandbox.model), "--prompt", "hello hello", "-f", "json",
+              cwd=sandbox.root)
+    assert p.returncode == 0, p.stderr.decode()
+    assert json.loads(p.stdout)["prompt_token_ids"] == [0, 0]  # not truncated to 1, not padded
+
+
+def test_an_export_to_a_symlink_of_stdout_writes_through_it(sandbox):
+    """`--csv` naming this process's stdout, when stdout is a regular file: written in place,
+    after the results, never renamed over (as root, /dev/stdout itself could have been)."""
+    link = sandbox.out / "my_stdout"
+    link.symlink_to("/proc/self/fd/1")
+    with open(sandbox.out / "result.txt", "wb") as f:
+        p = _aios(*RUN, "-m", str(sandbox.model), "-f", "json", "--csv", "/dev/stdout", cwd=sandbox.root, stdout=f)
+    assert p.returncode == 0, p.stderr.decode()
+    text = (sandbox.out / "result.txt").read_text()
+    assert text.lstrip().startswith("{") and "run_id,backend,model,phase" in text  # both, in order
+    with open(sandbox.out / "r2.txt", "wb") as f:
+        p = _aios(*RUN, "-m", str(sandbox.model), "--csv", str(link), cwd=sandbox.root, stdout=f)
+    assert p.returncode == 0 and link.is_symlink() and "run_id,backend" in (sandbox.out / "r2.txt").read_text()
+
+
+def test_an_export_through_a_symlink_keeps_the_link(sandbox):
+    real, link = sandbox.out / "real.csv", sandbox.out / "link.csv"
+    real.write_text("old")
+    link.symlink_to(real.name)
+    res = CliRunner().invoke(app, [*RUN, "-m", str(sandbox.model), "--csv", str(link)])
+    assert res.exit_code == 0, res.output
+    assert link.is_symlink() and real.read_text().startswith("run_id,backend")
+
+
+def test_long_names_that_fit_the_file_system_are_written(sandbox):
+    name = "b" * 251 + ".csv"  # 255 bytes: a legal name, longer than name + temporary suffix would allow
+    res = CliRunner().invoke(app, [*RUN, "-m", str(sandbox.model), "--csv", str(sandbox.out / name)])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in sandbox.out.iterdir()) == [name]
+
+
+def test_a_model_directory_whose_name_is_not_utf8(sandbox):
+    odd = sandbox.root / os.fsdecode(b"m\xff")
+    shutil.copytree(sandbox.model, odd)
+    p = _aios(*RUN, "-m", str(odd), "--csv", str(sandbox.out / "x.csv"), cwd=sandbox.root)  # argv as bytes
+    assert p.returncode == 0, p.stderr.decode()
+    assert (sandbox.out / "x.csv").read_bytes().count(b"m\xff") > 0  # the name as it is on disk
+
+
+def test_a_peaks_cache_of_the_wrong_types_is_measured_again(sandbox):
+    from profilers import peaks
+
+    d = {"machine": peaks.machine_key(), "measured_at": "x", "notes": 5,
+         "cpu_bandwidth": {"median": "fast", "min": 0, "max": 1, "unit": "B/s", "how": "?"},
+         "cpu_flops": {"median": 0, "min": 0, "max": 0, "unit": "FLOP/s", "how": "?"}}
+    peaks.cache_path().write_text(json.dumps(d))
+    assert peaks.load_cached() is None
+    res = CliRunner().invoke(app, ["info", "-f", "json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["peaks"] is None

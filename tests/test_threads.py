@@ -83,6 +83,10 @@ def test_a_busy_machine_is_said_in_one_line_even_when_quiet(busy, restore_pools)
     assert "1.5 of" in lines[0] and "timings will be noisy" in lines[0] and "1 thread" in lines[0]
     d = json.loads(res.stdout)
     assert (d["threads"], d["busy_cpus"], d["load_avg_1m"]) == (1, 1.5, 1.7)  # 2 CPUs less 1.5 busy, rounded
+    # with --quiet the warning comes after the results: a run that fails still ends in one line
+    res = runner.invoke(app, ["run", "-b", "simd", "-n", "2", "-q", "--trace", "/dev/full"])
+    assert res.exit_code == 2 and res.stderr.splitlines() == [res.stderr.splitlines()[0]]
+    assert res.stderr.startswith("aios: error: --trace /dev/full: could not write it")
 
 
 def test_every_record_says_what_made_it(tmp_path, restore_pools):
@@ -131,3 +135,25 @@ def test_shell_completion_completes_commands():
     env = {"_AIOS_COMPLETE": "complete_bash", "COMP_WORDS": "aios ben", "COMP_CWORD": "1"}
     out = subprocess.run([aios], env=env, capture_output=True, text=True, timeout=60)
     assert out.stdout.split() == ["bench"], out
+
+
+def test_peaks_measured_on_a_busy_machine_are_measured_again_when_idle(tmp_path, monkeypatch):
+    from profilers import peaks
+
+    monkeypatch.setenv("AIOS_CACHE_DIR", str(tmp_path))
+    calls = []
+
+    def fake_measure(with_gpu=None, progress=None):
+        calls.append(threads.busy_cpus())
+        busy = threads.busy_cpus()
+        p = peaks.Peak(1e10, 1e10, 1e10, "B/s", "copy")
+        return peaks.Peaks(machine=peaks.machine_key(), measured_at="now", cpu_bandwidth=p,
+                           cpu_flops=peaks.Peak(1e11, 1e11, 1e11, "FLOP/s", "mm"), busy_cpus=busy)
+
+    monkeypatch.setattr(peaks, "measure", fake_measure)
+    monkeypatch.setattr(threads, "busy_cpus", lambda sample_s=0.0: 1.2)
+    assert peaks.get().measured_busy and len(calls) == 1
+    assert peaks.get().measured_busy and len(calls) == 1  # still busy: the cached figures, flagged
+    monkeypatch.setattr(threads, "busy_cpus", lambda sample_s=0.0: 0.0)
+    assert not peaks.get().measured_busy and len(calls) == 2  # idle now: measured again
+    assert len(calls) == 2 and not peaks.get().measured_busy  # and cached

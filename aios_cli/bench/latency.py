@@ -48,6 +48,8 @@ def parse_list(text: str, flag: str, kind=int, minimum: int = 1) -> list:
                 fail(f"{flag} takes whole numbers like 1,2,4, got {part!r}")
             if v < minimum:
                 fail(f"{flag} values must be {minimum} or more, got {v}")
+            if v > 2**31 - 1:
+                fail(f"{flag} value {part[:20]}{'…' if len(part) > 20 else ''} is out of range — pass at most {2**31 - 1:,}")
         else:
             v = part
         if v not in out:
@@ -72,8 +74,6 @@ def latency(
 ) -> None:
     """Batch-1 latency: TTFT, prefill and decode tokens/s over every combination of the grid,
     repeated, one row per combination (llama-bench's -r, -p, -n, -t; vLLM's bench latency)."""
-    from rich.console import Console
-
     from engines import BACKENDS, check_backend, default_backend
     from profilers.threads import MAX_THREADS
 
@@ -106,12 +106,11 @@ def latency(
     # pools started at the largest count asked for; each case then sets its own
     plan = setup(max(thread_list) if thread_list else None)
     thread_list = thread_list or [plan.threads]
-    err = Console(stderr=True, highlight=False)
+    err = console.stderr()
     ckpts = _open_models(models, backends, max(prompts) + max(gens) + 1, err, quiet)
     if note and not quiet:
-        err.print(f"[dim]{note}[/]")
-    if plan.busy_warning():
-        err.print(f"[yellow]{plan.busy_warning()}[/]", soft_wrap=True)
+        err.print(note, style="dim", soft_wrap=True)
+    said_busy = console.say_busy(err, plan.busy_warning(), quiet)
 
     from profilers.latency import LatencyCase, describe, run_grid
 
@@ -120,6 +119,7 @@ def latency(
     results = _run(ckpts, cases, repetitions, plan, warmup, err, quiet, describe, run_grid)
     rows = _rows(results)
     _print(rows, format)
+    said_busy()
 
 
 def _open_models(models, backends, tokens, err, quiet):
@@ -127,13 +127,16 @@ def _open_models(models, backends, tokens, err, quiet):
 
     from engines import engine_class
     from engines.checkpoint import open_model
-    from engines.generate import check_request
+    from engines.errors import UserError
 
     ckpts = {}
     for m in models:
         with err.status(f"opening {m}", spinner="dots") if not quiet else nullcontext():
             ckpt = open_model(m)
-        check_request(ckpt.config, [0] * (tokens - 1), 1)  # the longest prompt + generation fits
+        limit = ckpt.config.max_position_embeddings
+        if tokens > limit:  # the longest prompt, its first token and its decode passes must fit
+            raise UserError(f"the longest --n-prompt + --n-gen + 1 ({tokens} positions) exceed the model's context of "
+                            f"{limit}", "pass shorter prompts or fewer decode passes")
         for b in backends:
             engine_class(b).preflight(ckpt.config, ckpt.name)
         ckpts[m] = ckpt
@@ -145,7 +148,7 @@ def _run(ckpts, cases, repetitions, plan, warmup, err, quiet, describe, run_grid
         return run_grid(ckpts, cases, repetitions, plan, warmup)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    progress = Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=err, transient=True)
     with progress:
         task = progress.add_task("preparing", total=len(cases) * repetitions)

@@ -50,13 +50,13 @@ def parse_sizes(s: str, op: str) -> list[int]:
 
 def _kernels(op: str, sizes: Optional[str], backends: Optional[str], repeat: int, scalar_budget: float,
              format: str, csv_file: Optional[Path], seed: int, quiet: bool, threads: Optional[int]) -> None:
-    from rich.console import Console
-
     from profilers import peaks as P
     from profilers.bench import kernels as C
     from profilers.harness import new_run_id
 
     plan = common_checks(format, csv_file, threads)
+    if seed < 0:
+        fail(f"--seed must be 0 or more, got {seed} — e.g. --seed 1")
     if repeat < 1:
         fail(f"--repeat must be positive, got {repeat}")
     if not (math.isfinite(scalar_budget) and scalar_budget > 0):
@@ -68,9 +68,8 @@ def _kernels(op: str, sizes: Optional[str], backends: Optional[str], repeat: int
         if bad or not chosen:
             fail(f"unknown backend {bad[0] if bad else '(none)'!r} — choose from: {', '.join(C.ALL_BACKENDS)}")
     size_list = parse_sizes(sizes or DEFAULT_SIZE[op], op)
-    err = Console(stderr=True, highlight=False)
-    if plan.busy_warning():
-        err.print(f"[yellow]{plan.busy_warning()}[/]", soft_wrap=True)
+    err = console.stderr()
+    said_busy = console.say_busy(err, plan.busy_warning(), quiet)
     cfg = C.CompareConfig(repeat=repeat, scalar_budget_s=scalar_budget, backends=chosen, seed=seed)
     status = err.status("", spinner="dots") if not quiet else None
     if status:
@@ -116,7 +115,8 @@ def _kernels(op: str, sizes: Optional[str], backends: Optional[str], repeat: int
     if csv_file is not None:
         write("--csv", csv_file, to_csv(rows, RESULT_COLUMNS))
         if not quiet:
-            err.print(f"[dim]wrote {csv_file} (one row per size x backend)[/]")
+            err.print(f"wrote {csv_file} (one row per size x backend)", style="dim", soft_wrap=True)
+    said_busy()
 
 
 def _cells(r, with_transfer: bool) -> list[str]:

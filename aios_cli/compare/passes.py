@@ -39,8 +39,6 @@ def prefill_decode(
 ) -> None:
     """The same N tokens as one parallel pass (training, prefill) and as N one-token passes
     (generation): time, forward passes, reduction barriers and weight bytes read."""
-    from rich.console import Console
-
     from engines import check_backend, default_backend, engine_class
     from engines.checkpoint import open_model
     from profilers.harness import new_run_id
@@ -57,18 +55,17 @@ def prefill_decode(
             fail(f"--tokens must be whole numbers like 8,32,128, got {part!r}")
     if not ns or min(ns) < 1:
         fail("--tokens must be positive whole numbers, e.g. 8,32,128")
-    err = Console(stderr=True, highlight=False)
+    err = console.stderr()
     note = None
     if backend is None:
         backend, why = default_backend()
-        note = f"[dim]backend:[/] {backend} [dim]({why})[/]"
+        note = f"backend: {backend} ({why})"
     check_backend(backend, dtype)
     with err.status(f"opening {model}", spinner="dots") if not quiet else nullcontext():
         ckpt = open_model(model)
     if note and not quiet:  # printed once the input is known to be good
-        err.print(note)
-    if plan.busy_warning():
-        err.print(f"[yellow]{plan.busy_warning()}[/]", soft_wrap=True)
+        err.print(note, style="dim")
+    said_busy = console.say_busy(err, plan.busy_warning(), quiet)
     limit = ckpt.config.max_position_embeddings
     if max(ns) > limit:
         fail(f"--tokens {max(ns)} exceeds the model's context of {limit} — use smaller N")
@@ -101,6 +98,7 @@ def prefill_decode(
         _passes_table(console.stdout(), rows, backend, ckpt.name, engine.dtype)
     if csv_file is not None:
         write("--csv", csv_file, to_csv(rows, PASSES_COLUMNS))
+    said_busy()
 
 
 def _passes_cells(d) -> list[str]:

@@ -19,12 +19,10 @@ def peak(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """This machine's measured peaks: copy bandwidth and matmul FLOP/s (CPU, and GPU if any)."""
-    from rich.console import Console
-
     from profilers import peaks as P
 
     check_format(format, ("table", "json"))
-    err = Console(stderr=True)
+    err = console.stderr()
     with err.status("measuring this machine's peaks", spinner="dots") if not quiet else nullcontext():
         pk = P.get(refresh=refresh)
     if format == "json":

@@ -61,5 +61,5 @@ def run_once(session, err: Console, csv_file: Path | None) -> None:
     out.print(report(session.view(), cpus, gpu, out.width))
     if csv_file is not None:
         write("--csv", csv_file, events_csv_chunks(session.records()))
-        err.print(f"[dim]wrote {csv_file} (one row per op event)[/]")
+        err.print(f"wrote {csv_file} (one row per op event)", style="dim", soft_wrap=True)
     sys.stdout.flush()

@@ -115,7 +115,9 @@ class TopSession:
         generation on, and end the current one."""
         if self.ckpt.tokenizer is None:
             raise UserError(f"{self.ckpt.name} has no tokenizer.json", "restart aios top with --prompt-ids")
-        ids = self.ckpt.tokenizer.encode(text).ids
+        from engines.tokenizer import encode
+
+        ids = encode(self.ckpt.tokenizer, text)
         check_request(self.ckpt.config, ids, self.opts.max_new_tokens)
         with self._lock:
             self.prompts = [(text, ids)]
