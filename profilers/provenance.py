@@ -13,6 +13,12 @@ from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parents[1]
 
+# What made a record, in every JSON object and CSV row (filled by profilers.harness.provenance).
+# Here, in a module of the standard library only: the CLI names these columns at import time,
+# and NumPy must not load before `quiet_blas_pool` (its OpenBLAS threads would spin).
+PROVENANCE_FIELDS = ("aios_version", "git_commit", "python_version", "numpy_version", "numba_version",
+                     "torch_version", "threads", "threads_source", "threading_layer", "load_avg_1m", "busy_cpus")
+
 
 def _version(dist: str) -> str | None:
     try:

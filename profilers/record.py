@@ -17,11 +17,9 @@ from engines.ops import KIND_OF, KINDS, OP_INDEX, OPS, OTHER
 from .costs import PassCosts, pass_costs
 from .memory import MemorySample
 from .probe import Step
+from .provenance import PROVENANCE_FIELDS
 
 
-# What made a record, in every JSON object and CSV row (see profilers.harness.provenance).
-PROVENANCE_FIELDS = ("aios_version", "git_commit", "python_version", "numpy_version", "numba_version",
-                     "torch_version", "threads", "threads_source", "threading_layer", "load_avg_1m", "busy_cpus")
 
 
 def _layer_rows(st: Step, num_layers: int) -> np.ndarray:

@@ -382,12 +382,15 @@ def test_info_and_models():
 
 
 def test_entry_point_imports_no_heavy_modules():
-    """`aios --help` stays fast: torch, numba, textual and transformers load only in commands."""
+    """`aios --help` stays fast: torch, numba, textual and transformers load only in commands.
+    NumPy too: loaded before `quiet_blas_pool` its OpenBLAS workers spin and take a core from
+    the simd engine's decode (a module-level import of profilers.record did that once: tiny
+    decode fell from ~450 to ~340 tok/s)."""
     import subprocess
     import sys
 
     code = ("import sys, aios_cli.main; "
-            "print(','.join(m for m in ('torch', 'numba', 'textual', 'transformers') if m in sys.modules))")
+            "print(','.join(m for m in ('torch', 'numba', 'textual', 'transformers', 'numpy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
 

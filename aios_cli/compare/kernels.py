@@ -15,7 +15,7 @@ from ..outputs import write
 from .common import common_checks, record_fields, to_csv
 from ..request import ThreadsOpt
 from .. import console
-from profilers.record import PROVENANCE_FIELDS
+from profilers.provenance import PROVENANCE_FIELDS
 
 MAX_SIZE = {"dot": 200_000_000, "matmul": 8192}
 DEFAULT_SIZE = {"dot": "10000", "matmul": "512"}

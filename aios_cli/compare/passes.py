@@ -15,7 +15,7 @@ from ..fmt import fmt_bytes, fmt_sig, time_unit
 from ..outputs import write
 from .common import common_checks, record_fields, to_csv
 from ..request import ThreadsOpt
-from profilers.record import PROVENANCE_FIELDS
+from profilers.provenance import PROVENANCE_FIELDS
 from .. import console
 
 PASSES_COLUMNS = (
