@@ -260,7 +260,8 @@ def tokens_panel(v: TopView, width: int, height: int) -> Text:
     else:
         rate = ttft = None
     if ttft is not None:
-        before = [("  before:", "dim")] + [(f" {fmt_time(g.ttft_s)}", "dim") for g in gens[-3:]] if len(gens) > 1 else []
+        earlier = [fmt_time(g.ttft_s) for g in gens[-3:]] if len(gens) > 1 else []
+        before = [(f"  before: {earlier[0]}", "dim"), *((f" {t}", "dim") for t in earlier[1:])] if earlier else []
         out.append_text(fit([(fmt_rate(rate), "bold cyan"), (" TTFT ", "dim"), (fmt_time(ttft), "bold"), *before],
                             max(0, width - len("prefill ")) if width else 0))
     else:
