@@ -28,12 +28,18 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 signalled: list[int] = []  # the signals that have begun to end this command, first first
 
 
+def _ignored(signum, frame) -> None:
+    """A signal after the one that is ending the command. A Python function, not SIG_IGN: a
+    signal already pending when its handler becomes SIG_IGN makes CPython raise "Signal N
+    ignored due to race condition" instead."""
+
+
 def _ending(signum: int) -> None:
     """The first signal ends the command; those after it are ignored, so they cannot land in the
     middle of the ending (an `except` block, a `finally` removing a temporary file)."""
     signalled.append(signum)
     for sig in _SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
+        signal.signal(sig, _ignored)
 
 
 def _raise_terminated(signum, frame):
@@ -104,8 +110,8 @@ def _no_more_signals() -> None:
     """The command is ending: a second Ctrl-C (or SIGTERM) must not interrupt the ending
     itself with a traceback from interpreter shutdown."""
     try:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
+        for sig in _SIGNALS:
+            signal.signal(sig, _ignored)
     except ValueError:  # not the main thread (tests call commands from threads)
         pass
 

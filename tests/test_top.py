@@ -319,7 +319,7 @@ async def _test_pilot_keys_change_state_and_export(tiny, tmp_path):
     assert not s._thread.is_alive()
 
 
-def test_pilot_bad_prompt_stays_in_the_dialog(tiny):
+def test_pilot_bad_prompt_stays_in_the_dialog_and_a_good_one_edits(tiny):
     asyncio.run(_test_pilot_bad_prompt_stays_in_the_dialog(tiny))
 
 
@@ -335,6 +335,10 @@ async def _test_pilot_bad_prompt_stays_in_the_dialog(tiny):
         assert isinstance(app.screen, PromptScreen)
         assert "empty" in str(app.screen.query_one("#why").render())
         await pilot.press("escape")
+        # typing adds to the pre-filled prompt; it does not replace it
+        await pilot.press("p")
+        await pilot.press("space", "a", "n", "d", "enter")
+        assert s.view().prompt == "The quick brown fox and"
         await pilot.press("q")
 
 
@@ -540,25 +544,6 @@ def test_switch_while_paused_waits_before_prefill(tiny):
         wait_for(lambda: any(r.backend == "torch" for r in s.records()), what="torch generating")
     finally:
         assert s.stop(timeout=10)
-
-
-def test_pilot_prompt_dialog_edits_the_current_prompt(tiny):
-    """Typing in the `p` dialog adds to the pre-filled prompt; it does not replace it."""
-    asyncio.run(_test_pilot_prompt_dialog_edits(tiny))
-
-
-async def _test_pilot_prompt_dialog_edits(tiny):
-    from aios_cli.tui.app import PromptScreen, TopApp
-
-    s = make_session(tiny)
-    app = TopApp(s)
-    async with app.run_test(size=(80, 24)) as pilot:
-        await pilot.press("p")
-        assert isinstance(app.screen, PromptScreen)
-        await pilot.press("space", "a", "n", "d")
-        await pilot.press("enter")
-        assert s.view().prompt == "The quick brown fox and"
-        await pilot.press("q")
 
 
 def _frozen_view():
