@@ -128,6 +128,9 @@ def test_a_signal_while_aios_starts_is_one_line(tmp_path, sig, code, after_s):
     p.send_signal(sig)
     _, stderr = p.communicate(timeout=60)
     err = stderr.decode()
+    if p.returncode == -sig:  # on a loaded machine, still inside Python's own start-up: aios never ran
+        assert "aios_cli" not in err, err
+        return
     assert "Traceback" not in err, err
     if p.returncode != 0:  # 0: it finished first
         assert p.returncode == code, err
