@@ -587,3 +587,21 @@ def test_number_formats_of_the_compare_tables():
 
     assert [fmt_sig(x) for x in (22.6, 24_000.0, 0.5, 1234.5)] == ["22.6", "24,000", "0.5", "1,234"]
     assert [fmt_ratio(x) for x in (0.45, 3.2, 12.5, 4500)] == ["0.45×", "3.2×", "12×", "4,500×"]  # never 0×
+
+
+def test_summary_decode_rate_and_ms_per_token_are_one_statistic():
+    """The summary's decode line gives the rate and its ms/token from the same mean (decode
+    tokens over decode time), and says so; the per-token spread is its own, labelled, line.
+    (150 tok/s next to a 1.39 ms median looked like a contradiction.)"""
+    import re
+
+    res = invoke("run", "-b", "torch", "-n", "6", "--ignore-eos", "-q")
+    assert res.exit_code == 0, res.output
+    line = next(ln for ln in res.stdout.splitlines() if "│ decode " in ln)
+    rate, ms, n = re.search(r"([\d.]+) tok/s = ([\d.]+) ms/token \(mean of (\d+) tokens\)", line).groups()
+    assert float(ms) == pytest.approx(1e3 / float(rate), rel=2e-3) and n == "5"
+    spread = next(ln for ln in res.stdout.splitlines() if "│ decode token time " in ln)
+    assert re.search(r"median [\d.]+ ms \(min [\d.]+, max [\d.]+\)", spread)
+    assert "n/a (no JIT, or --no-warmup)" in next(ln for ln in res.stdout.splitlines() if "load · JIT" in ln)
+    d = json.loads(invoke("run", "-b", "torch", "-n", "2", "-q", "-f", "json").stdout)
+    assert d["jit_s"] is None  # torch has no JIT: null, not 0.0 s

@@ -182,6 +182,7 @@ def test_prefill_decode_table_is_never_cut(columns):
     (("compare", "dot", "--sizes", "abc"), "--sizes must be numbers"),
     (("compare", "matmul", "--sizes", "0"), "not a whole number in 1..8,192"),
     (("compare", "dot", "--backends", "tpu"), "unknown backend 'tpu'"),
+    (("compare", "dot", "--backend", "tpu"), "unknown backend 'tpu'"),  # --backend, as everywhere else
     (("compare", "dot", "--format", "xml"), "unknown --format 'xml'"),
     (("compare", "prefill-decode", "--tokens", "0"), "--tokens must be positive"),
     (("compare", "prefill-decode", "--backend", "gpu"), "unknown backend 'gpu'"),
