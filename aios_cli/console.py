@@ -55,4 +55,5 @@ def stdout(**kw) -> Console:
 
     if "width" not in kw and not sys.stdout.isatty() and "COLUMNS" not in __import__("os").environ:
         kw["width"] = PIPE_WIDTH
-    return _Stdout(highlight=False, **kw)
+    # no markup: results hold user text (a model folder named `m[/]`); styles go in as Text
+    return _Stdout(highlight=False, markup=False, **kw)

@@ -61,8 +61,8 @@ def _redeliver_swallowed(unraisable) -> None:
         import threading
 
         signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
-        if signalled and signalled[-1] == signum:
-            signalled.pop()  # not begun after all: it is sent again
+        # it stays in `signalled`: what the C code does next (Numba's compiler, cut short) may
+        # fail before the signal comes back, and that failure is the signal's doing
         install_signal_handlers()
         timer = threading.Timer(0.05, os.kill, (os.getpid(), signum))
         timer.daemon = True

@@ -93,7 +93,9 @@ def info(format: TableOrJson = "table") -> None:
     e.add_column("usable")
     e.add_column("detail")
     for name, st in d["engines"].items():
-        e.add_row(name, "[green]yes[/]" if st["usable"] else "[red]no[/]", st["detail"])
+        from rich.text import Text
+
+        e.add_row(name, Text("yes", style="green") if st["usable"] else Text("no", style="red"), st["detail"])
     c.print(e)
     from profilers import peaks
 

@@ -35,7 +35,7 @@ def check_outputs(outputs: dict[str, Path | None]) -> None:
             fail(f"{flag} {path}: {why} — pick a writable path")
         from engines.files import standard_stream
 
-        key = standard_stream(path) or os.path.realpath(path)  # `-` and /dev/stdout are one target
+        key = standard_stream(path) or os.path.realpath(path)  # `-`, /dev/stdout and `> F` with F are one
         if key == os.devnull:
             continue  # nothing written there is lost
         if key in seen:

@@ -186,6 +186,9 @@ def read_config(path: Path, root: Path | None = None) -> ModelConfig:
 
 
 def _weight_files(path: Path, root: Path) -> list[Path]:
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        _confine(index, root)  # it steers which shards load
     return [_confine(f, root) for f in _weight_names(path)]
 
 

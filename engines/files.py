@@ -24,8 +24,24 @@ _TEXT = {"encoding": "utf-8", "errors": "surrogateescape", "newline": ""}  # a n
 
 
 def standard_stream(path: str | os.PathLike) -> str | None:
-    """"stdout" or "stderr" when `path` names one of this process's standard streams."""
-    return STANDARD_STREAMS.get(os.fspath(path))
+    """"stdout" or "stderr" when `path` names one of this process's standard streams, or is the
+    very file one is redirected to (`--trace F > F`: written after the results, like `-`)."""
+    name = STANDARD_STREAMS.get(os.fspath(path))
+    if name:
+        return name
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    for which, stream in (("stdout", sys.stdout), ("stderr", sys.stderr)):
+        try:
+            if os.path.samestat(st, os.fstat(stream.fileno())):
+                return which
+        except (OSError, ValueError, AttributeError):  # no real file behind the stream (tests)
+            continue
+    return None
 
 
 def is_stream(path: str | os.PathLike) -> bool:

@@ -180,8 +180,8 @@ def _sound(p: Peaks) -> bool:
         if pk is None:
             return not required
         nums = (pk.median, pk.min, pk.max)
-        return (all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
-                    for x in nums) and isinstance(pk.unit, str) and isinstance(pk.how, str))
+        return (all(isinstance(x, (int, float)) and not isinstance(x, bool) and -1e300 < x < 1e300
+                    and math.isfinite(x) and x > 0 for x in nums) and isinstance(pk.unit, str) and isinstance(pk.how, str))
 
     return (ok(p.cpu_bandwidth, True) and ok(p.cpu_flops, True) and ok(p.gpu_bandwidth, False)
             and ok(p.gpu_flops_fp32, False) and ok(p.gpu_flops_bf16, False) and isinstance(p.machine, dict)

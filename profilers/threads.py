@@ -80,8 +80,14 @@ def load_avg() -> float | None:
 
 
 def check_threads(threads: int | None, flag: str = "--threads") -> None:
+    """Refuse a thread count out of range, and a NUMBA_NUM_THREADS that is not one (Numba would
+    print a warning with a traceback in it when it loads, and go on with its default)."""
     from engines.errors import UserError
 
+    exported = (_USER_ENV.get("NUMBA_NUM_THREADS") or "").strip()
+    if exported and not (exported.isdigit() and int(exported) >= 1):
+        raise UserError(f"NUMBA_NUM_THREADS={exported[:20]!r} is not a thread count",
+                        "unset it, or export a whole number")
     if threads is not None and not 1 <= threads <= MAX_THREADS:
         raise UserError(f"{flag} must be between 1 and {MAX_THREADS}, got {threads}",
                         f"e.g. {flag} {max(1, usable_cpus() - 1)} (this machine has {usable_cpus()} usable CPUs)")

@@ -151,6 +151,7 @@ CASES: list[tuple[str, int, Callable[[Sandbox], tuple[str, ...]], str]] = [
     ("symlinked-weights-outside", 2, lambda sb: _symlinked(sb, "model.safetensors"), "leads outside"),
     ("symlinked-config-outside", 2, lambda sb: _symlinked(sb, "config.json"), "leads outside"),
     ("hf-snapshot-outside-cache", 2, _snapshot_outside_the_cache, "leads outside"),
+    ("symlinked-index-outside", 2, lambda sb: (_index(sb, "model.safetensors"), _symlinked(sb, "model.safetensors.index.json"))[1], "leads outside"),
     ("index-value-not-a-name", 2, lambda sb: ((sb.model / "model.safetensors.index.json").write_text('{"weight_map": {"a": ["x"], "b": {}}}'), sb.run())[1], "a weight_map value is not a file name"),
     ("index-name-too-long", 2, lambda sb: _index(sb, "s" * 300 + ".safetensors"), "longer than a file name can be"),
     ("weights-are-a-directory", 1, lambda sb: ((sb.model / "model.safetensors").unlink(), (sb.model / "model.safetensors").mkdir(), sb.run())[2], "has no model.safetensors"),
@@ -195,11 +196,12 @@ CASES: list[tuple[str, int, Callable[[Sandbox], tuple[str, ...]], str]] = [
     ("compare-sizes-nan", 8, lambda sb: ("compare", "dot", "--sizes", "nan", "--csv", str(sb.out / "c.csv")), "--sizes: nan is not a whole number"),
     ("compare-sizes-1e400", 8, lambda sb: ("compare", "matmul", "--sizes", "1e400"), "--sizes: 1e400 is not a whole number"),
     ("compare-budget-nan", 8, lambda sb: ("compare", "dot", "--scalar-budget", "nan"), "--scalar-budget must be positive"),
-    ("bench-reps-zero", 8, lambda sb: ("bench", "latency", "-r", "0"), "--repetitions must be 1 or more"),
+    ("bench-reps-zero", 8, lambda sb: ("bench", "latency", "-r", "0"), "--repetitions must be between 1 and 100,000"),
     ("bench-prompt-zero", 8, lambda sb: ("bench", "latency", "-p", "0"), "--n-prompt values must be 1 or more"),
     ("bench-threads-word", 8, lambda sb: ("bench", "latency", "-t", "two"), "--threads takes whole numbers"),
     ("bench-dtype-mismatch", 8, lambda sb: ("bench", "latency", "-b", "simd,torch", "--dtype", "bfloat16"), "the simd engine does not run bfloat16"),
     ("compare-seed-negative", 8, lambda sb: ("compare", "dot", "-b", "simd", "-s", "10", "--seed", "-1"), "--seed must be 0 or more"),
+    ("bench-reps-huge", 8, lambda sb: ("bench", "latency", "-r", "9" * 30), "--repetitions must be between 1 and 100,000"),
     ("bench-prompt-huge", 8, lambda sb: ("bench", "latency", "-p", "9" * 30), "is out of range"),
     ("bench-context-overflow", 8, lambda sb: ("bench", "latency", "-m", str(sb.model), "-p", "500", "-n", "100"), "exceed the model's context of 512"),
     # 11. smaller, still wrong
@@ -396,3 +398,50 @@ def test_a_peaks_cache_of_the_wrong_types_is_measured_again(sandbox):
     assert peaks.load_cached() is None
     res = CliRunner().invoke(app, ["info", "-f", "json"])
     assert res.exit_code == 0 and json.loads(res.stdout)["peaks"] is None
+
+
+def test_markup_in_a_model_folder_name_is_printed_as_text(sandbox):
+    """Rich would read `[/]` in a result table or heading as markup (a MarkupError, exit 1)."""
+    odd = sandbox.root / "m[" / "]x[bold]"  # the path holds `[/]`; the folder is named `]x[bold]`
+    shutil.copytree(sandbox.model, odd)
+    for argv, shown in ((["bench", "latency", "-m", str(odd), "-b", "simd", "-r", "1", "-p", "2", "-n", "1"], str(odd)),
+                        (["run", "-m", str(odd), "-b", "simd", "-n", "2", "--prompt-ids", "1,2"], "]x[bold] (qwen2")):
+        res = CliRunner().invoke(app, argv)
+        assert res.exit_code == 0, res.output
+        assert shown in res.stdout
+
+
+def test_a_numba_thread_count_that_is_not_a_number_is_one_line(monkeypatch):
+    from profilers import threads
+
+    monkeypatch.setattr(threads, "_USER_ENV", {"NUMBA_NUM_THREADS": "abc"})
+    for argv in (["run", "-q"], ["bench", "latency", "-q"], ["compare", "dot", "-q"]):
+        res = CliRunner().invoke(app, argv)
+        assert res.exit_code == BAD_INPUT and res.stderr.splitlines() == [
+            "aios: error: NUMBA_NUM_THREADS='abc' is not a thread count — unset it, or export a whole number"], res.output
+
+
+def test_an_export_to_the_file_stdout_goes_to_follows_the_results(sandbox):
+    """`aios run -f json --trace F > F`: F is stdout, so the trace goes after the results (as
+    with `-`), not renamed over them; and with --csv /dev/stdout as well it is one target twice."""
+    f = sandbox.out / "F"
+    with open(f, "wb") as out:
+        p = _aios(*RUN, "-m", str(sandbox.model), "-f", "json", "--trace", str(f), cwd=sandbox.root, stdout=out)
+    assert p.returncode == 0, p.stderr.decode()
+    text = f.read_text()
+    assert text.startswith("{") and text.rstrip().endswith("}}") and '"traceEvents"' in text and '"run_id"' in text
+    with open(f, "wb") as out:
+        p = _aios(*RUN, "-m", str(sandbox.model), "--csv", "/dev/stdout", "--trace", str(f), cwd=sandbox.root,
+                  stdout=out)
+    assert p.returncode == 2 and p.stderr.decode().startswith("aios: error: --csv and --trace both write")
+
+
+def test_a_peaks_cache_with_a_400_digit_number_is_measured_again(sandbox):
+    from profilers import peaks
+
+    big = int("1" + "0" * 400)
+    d = {"machine": peaks.machine_key(), "measured_at": "x", "notes": [],
+         "cpu_bandwidth": {"median": big, "min": big, "max": big, "unit": "B/s", "how": "?"},
+         "cpu_flops": {"median": 1e11, "min": 1e11, "max": 1e11, "unit": "FLOP/s", "how": "?"}}
+    peaks.cache_path().write_text(json.dumps(d))
+    assert peaks.load_cached() is None

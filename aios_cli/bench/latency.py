@@ -77,9 +77,16 @@ def latency(
     from engines import BACKENDS, check_backend, default_backend
     from profilers.threads import MAX_THREADS
 
+    from engines.errors import UserError
+    from profilers.threads import check_threads
+
     check_format(format, FORMATS)
-    if repetitions < 1:
-        fail(f"--repetitions must be 1 or more, got {repetitions}")
+    if not 1 <= repetitions <= 100_000:
+        fail(f"--repetitions must be between 1 and 100,000, got {repetitions}")
+    try:
+        check_threads(None)
+    except UserError as e:
+        fail(str(e))
     models = parse_list(model, "--model", str)
     backends = parse_list(backend, "--backend", str) if backend is not None else None
     dtypes = parse_list(dtype, "--dtype", str) if dtype is not None else [None]
