@@ -6,9 +6,6 @@ heavy import."""
 from __future__ import annotations
 
 import functools
-import platform
-import subprocess
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +18,8 @@ PROVENANCE_FIELDS = ("aios_version", "git_commit", "python_version", "numpy_vers
 
 
 def _version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version  # here: the CLI imports this module at start
+
     try:
         return version(dist)
     except PackageNotFoundError:
@@ -31,6 +30,8 @@ def _version(dist: str) -> str | None:
 def git_commit() -> str | None:
     """The short commit of the checkout aios runs from (with `+dirty` when it has changes), or
     None when it is not a git checkout (an installed wheel)."""
+    import subprocess
+
     if not (_ROOT / ".git").exists():
         return None
     try:
@@ -58,5 +59,7 @@ def version_line() -> str:
 @functools.lru_cache(maxsize=1)
 def versions() -> dict:
     """The software fields every record carries."""
+    import platform
+
     return {"aios_version": aios_version(), "git_commit": git_commit(), "python_version": platform.python_version(),
             "numpy_version": _version("numpy"), "numba_version": _version("numba"), "torch_version": _version("torch")}
