@@ -20,8 +20,6 @@ class OneLineUsageErrors(TyperGroup):
     like every other bad input, not Click's boxed panel."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        import click
-
         from .errors import BAD_INPUT, INTERRUPTED, handle, printable
 
         try:
@@ -40,8 +38,8 @@ class OneLineUsageErrors(TyperGroup):
                 raise
             if type(e).__name__ == "NoArgsIsHelpError":  # `aios` alone: the help, as Typer shows it
                 return super().main(args=args, prog_name=prog_name, complete_var=complete_var, **extra)
-            if isinstance(e, click.exceptions.Abort):  # Click's Ctrl-C outside a command's guard
-                print("aios: error: interrupted", file=sys.stderr)
+            if isinstance(e, typer.Abort):  # Typer's end of input (EOF) outside a command's guard
+                print("aios: error: aborted (end of input)", file=sys.stderr)
                 sys.exit(INTERRUPTED)
             if not hasattr(e, "format_message"):
                 try:  # outside a command's guard (--version, --help): a closed or full stdout, say
@@ -58,7 +56,9 @@ class OneLineUsageErrors(TyperGroup):
             from .errors import INTERRUPTED, said, say_signal
 
             if rv == INTERRUPTED and not said:  # Typer turned a Ctrl-C outside a command into a silent 130
-                say_signal(2)
+                import signal
+
+                say_signal(signal.SIGINT)
             sys.exit(rv if isinstance(rv, int) else 0)
         return rv
 

@@ -61,8 +61,8 @@ def _run(req: GenerateRequest, format: str, csv_file: Path | None, trace_file: P
     # only once the input is known to be good: a bad input gets one line
     if chosen_why and not quiet:
         err.print(f"backend: {backends[0]} ({chosen_why}; pick one with --backend)", style="dim")
-    for note in req.notes(ckpt):
-        if note.startswith("note:") and not quiet:
+    if not quiet:
+        for note in req.notes(ckpt):
             err.print(note, style="dim", soft_wrap=True)
     said_busy = console.say_busy(err, req.thread_plan.busy_warning(), quiet)
     opts = req.run_options()

@@ -34,15 +34,19 @@ def simd_flags() -> list[str]:
     return [f for f in SIMD_FLAGS if f in flags]
 
 
+def usable_cpus() -> int:
+    """Logical CPUs this process may run on (its affinity)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def cores() -> tuple[int, int | None]:
     """(logical CPUs this process may use, physical cores)."""
     import psutil
 
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 1
-    return usable, psutil.cpu_count(logical=False)
+    return usable_cpus(), psutil.cpu_count(logical=False)
 
 
 def ram_bytes() -> tuple[int, int]:

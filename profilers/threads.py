@@ -16,6 +16,8 @@ import os
 import sys
 from dataclasses import dataclass
 
+from .sysinfo import usable_cpus
+
 # Set before NumPy / Numba / torch load, so their pools start at the planned size.
 _POOL_ENV = ("NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 _SAMPLE_S = 0.2  # how long the other processes' CPU use is sampled before a run
@@ -49,13 +51,6 @@ class ThreadPlan:
         return (f"warning: the machine is busy (other processes use {self.busy_cpus:.1f} of {self.usable_cpus} "
                 f"CPUs{load}) — timings will be noisy; running on {self.threads} thread"
                 f"{'s' if self.threads != 1 else ''} ({self.source})")
-
-
-def usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def busy_cpus(sample_s: float = _SAMPLE_S) -> float:

@@ -195,15 +195,9 @@ def _print(rows: list[dict], format: str) -> None:
     elif format == "jsonl":
         sys.stdout.write("".join(json.dumps({k: r.get(k) for k in cols}) + "\n" for r in rows))
     elif format == "csv":
-        import csv
-        import io
+        from ..compare.common import to_csv
 
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: _csv_value(r.get(k)) for k in cols})
-        sys.stdout.write(buf.getvalue())
+        sys.stdout.write(to_csv([{k: _csv_value(r.get(k)) for k in cols} for r in rows], cols))
     elif format == "md":
         sys.stdout.write(markdown(rows))
     else:
