@@ -49,18 +49,19 @@ class Engine:
         self.lap: Lap = noop_lap
 
     @classmethod
-    def host_bytes_per_param(cls, dtype: str | None) -> float | None:
-        """Host RAM one parameter takes in this engine at `dtype` (None: the weights live
-        elsewhere, on a GPU)."""
+    def host_bytes_per_param(cls, dtype: str | None, quant: str | None = None) -> float | None:
+        """Host RAM one parameter takes in this engine at `dtype`, its linear weights in `quant`
+        (a `--quant` name, or the format a GGUF file holds them in; None: float) (None: the
+        weights live elsewhere, on a GPU)."""
         return None
 
     too_big_fix = "use a smaller --model"
 
     @classmethod
-    def preflight(cls, cfg, model_name: str, dtype: str | None = None) -> None:
+    def preflight(cls, cfg, model_name: str, dtype: str | None = None, quant: str | None = None) -> None:
         """Raise UserError, before anything loads, if this engine cannot take the model: its
         weights would not fit in the share of RAM it plans on (HOST_RAM_SHARE)."""
-        per = cls.host_bytes_per_param(dtype)
+        per = cls.host_bytes_per_param(dtype, quant)
         if per is None:
             return
         import psutil
@@ -138,21 +139,30 @@ class Engine:
 
     # --- shared ------------------------------------------------------------------------
     def load_weights(self, convert: Callable, progress: Callable[[int, int], None] | None = None) -> None:
-        """The checkpoint's weights in this engine's representation, layer by layer:
+        """The checkpoint's weights in this engine's representation, layer by layer, each by
+        convert(stored tensor, role) (role: linear | embed | lm_head | vector, `weights.role`):
         `self.embed`, `self.layers` (LayerWeights), `self.final_norm`, `self.lm_head` (the
         embedding itself when tied), and what they weigh (`op_weight_bytes`, per op)."""
         w, cfg = self.ckpt.weights, self.cfg
-        self.embed = convert(w.embed)  # (V, H)
+        self.embed = convert(w.embed, "embed")  # (V, H)
         self.layers = []
         for i in range(cfg.num_layers):
             self.layers.append(w.layer(i).map(convert))
             if progress:
                 progress(i + 1, cfg.num_layers)
-        self.final_norm = convert(w.final_norm)  # (H,)
-        self.lm_head = self.embed if w.lm_head is None else convert(w.lm_head)  # (V, H); tied: the embedding
+        self.final_norm = convert(w.final_norm, "vector")  # (H,)
+        # (V, H); tied: the embedding
+        self.lm_head = self.embed if w.lm_head is None else convert(w.lm_head, "lm_head")
         parts = (self.layers, self.embed, self.final_norm, self.lm_head)
         self.op_weight_bytes = op_weight_bytes(*parts, cfg.vocab_size, self.nbytes)
         self.resident_weight_bytes = resident_bytes(*parts, self.nbytes)
+        from .quant import formats
+
+        # what the matrices are held as ('Q4_1+Q8_0'), and the bits a parameter takes overall,
+        # scales and norms included: from the bytes held, not from a format's nominal size
+        self.weight_format = formats([t for lw in self.layers for t in (lw.qkv, lw.o_proj, lw.gate_up, lw.down)]
+                                     + [self.embed, self.lm_head])
+        self.bits_per_weight = self.resident_weight_bytes * 8 / cfg.num_params()
 
     def check_room(self, n: int) -> None:
         if self.pos + n > self.capacity:

@@ -40,11 +40,21 @@ def _ends_past(raw: bytes, data_bytes: int) -> bool:
 
 @dataclass(frozen=True)
 class TensorRef:
-    array: np.ndarray  # raw view: float32/float16/float64, or uint16 bits for bfloat16
-    dtype: str  # float32 | float16 | bfloat16 | float64
+    """A tensor as a file stores it. Quantized (a GGUF block format, `engines.quant`): `array` is
+    uint8 (rows, row bytes) and `cols` the logical row length."""
+
+    array: np.ndarray  # raw view: float32/float16/float64, uint16 bits for bfloat16, uint8 blocks
+    dtype: str  # float32 | float16 | bfloat16 | float64 | a GGUF block format: Q8_0, Q4_K, ...
+    cols: int | None = None  # quantized only: the row length in weights
+
+    @property
+    def quantized(self) -> bool:
+        return self.cols is not None
 
     @property
     def shape(self) -> tuple[int, ...]:
+        if self.cols is not None:
+            return (int(self.array.shape[0]), self.cols)
         return tuple(self.array.shape)
 
     @property

@@ -90,7 +90,7 @@ class ScalarEngine(Engine):
         self.preflight(self.cfg, ckpt.name)
         # weights as Python lists of float64: matrices W[out][in], vectors (the layout and its
         # shapes: engines.weights.LayerWeights)
-        self.load_weights(lambda t: to_float32(t).astype(np.float64).tolist(), progress)
+        self.load_weights(lambda t, role: to_float32(t).astype(np.float64).tolist(), progress)
         self.cos_table: list = []
         self.sin_table: list = []
         self.reset(64)
@@ -98,7 +98,7 @@ class ScalarEngine(Engine):
     too_big_fix = "use --backend simd, or a smaller model such as --model tiny"
 
     @classmethod
-    def host_bytes_per_param(cls, dtype):
+    def host_bytes_per_param(cls, dtype, quant=None):
         return _BYTES_PER_PARAM  # a Python float object and its pointer in the list
 
     @staticmethod

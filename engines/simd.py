@@ -16,12 +16,15 @@ import numba
 import numpy as np
 
 from . import resolve_dtype
+from . import quant
 from . import simd_kernels as K
+from . import simd_qkernels as QK
 from .base import Engine, attn_scale, rope_tables
 from .ops import (
     ATTN_MIX, ATTN_NORM, ATTN_SCORES, ATTN_SOFTMAX, DOWN_PROJ, EMBED, FINAL_NORM, GATE_UP_PROJ,
     LM_HEAD, MLP_NORM, O_PROJ, QK_NORM, QKV_PROJ, ROPE, SILU_MUL,
 )
+from .quant import bytes_per_weight as quant_bytes_per_weight
 from .weights import to_float32
 
 f32 = np.float32
@@ -32,14 +35,17 @@ class SimdEngine(Engine):
     name = "simd"
     dtype = "float32"
 
-    def __init__(self, ckpt, dtype: str | None = None, progress=None):
+    def __init__(self, ckpt, dtype: str | None = None, progress=None, quant: str | None = None):
         super().__init__(ckpt)
         resolve_dtype(self.name, dtype)
+        self.quant = quant
         cfg = self.cfg
-        # C-contiguous float32: what the kernels take (a float32 checkpoint stays mapped, no copy)
-        self.load_weights(lambda t: np.ascontiguousarray(to_float32(t)), progress)
+        self.load_weights(self._convert, progress)
         # decode buffers, reused every token
         H, I = cfg.hidden_size, cfg.intermediate_size
+        tiled = [t for t in self._matrices() if isinstance(t, QK.Tiled)]
+        self.xpad = np.zeros(max([t.blocks * 33 for t in tiled], default=0), f32)  # quantized matvec scratch
+        self.qout = np.zeros(max([t.q.shape[0] * QK.R for t in tiled], default=0), f32)
         self.x = np.zeros((1, H), f32)
         self.h = np.zeros((1, H), f32)
         self.qkv = np.zeros(cfg.q_dim + 2 * cfg.kv_dim, f32)
@@ -49,20 +55,89 @@ class SimdEngine(Engine):
         self.logits = np.zeros(cfg.vocab_size, f32)
         self.reset(64)
 
+    def _convert(self, t, role: str):
+        """A stored tensor -> what the kernels take: C-contiguous float32 (a float32 checkpoint
+        stays mapped, no copy), or a quantized matrix in the kernels' tiled layout. A tensor the
+        file holds in a format the kernels read stays in it; other quantized ones are dequantized;
+        float matrices are quantized as `--quant` plans (`engines.quant.plan`)."""
+        if t.quantized and t.dtype in QK.CODES and role != "vector":
+            return QK.Tiled(t.array, t.dtype, t.cols)
+        a = np.ascontiguousarray(to_float32(t))
+        fmt = None if t.quantized else quant.plan(role, self.quant)
+        if fmt is None or a.ndim != 2:
+            return a
+        return QK.Tiled(quant.quantize(a, fmt).blocks, fmt, a.shape[1])
+
+    def _matrices(self):
+        for lw in self.layers:
+            yield from (lw.qkv, lw.o_proj, lw.gate_up, lw.down)
+        yield self.embed
+        yield self.lm_head
+
     @staticmethod
-    def nbytes(tensor: np.ndarray) -> int:
+    def nbytes(tensor) -> int:
         return int(tensor.nbytes)
+
+    @staticmethod
+    def all_finite(tensor) -> bool:
+        if isinstance(tensor, QK.Tiled):
+            a = np.empty((tensor.cols, tensor.q.shape[0] * QK.R), f32)
+            QK.dequant_tiles(tensor.q, tensor.d, tensor.m, tensor.code, 0, tensor.cols, a)
+            tensor = a
+        return bool(np.isfinite(np.asarray(tensor, dtype=np.float64)).all())
+
+    # --- one matvec / matmul over either kind of weight ------------------------------------
+    def _mv(self, W, x, out, add=None):
+        """out = W @ x (+ add); add may be out (a residual). W float32 or quantized (tiled)."""
+        if isinstance(W, QK.Tiled):
+            QK.qmatvec(W.q, W.d, W.m, W.code, x, self.xpad, self.qout, out if add is None else add, add is not None, out)
+        elif add is None:
+            K.matvec(W, x, out)
+        elif add is out:
+            K.matvec_residual(W, x, out, out)
+        else:
+            K.matvec_bias(W, x, add, out)
+
+    # rows of a quantized matrix dequantized at once in prefill: a float32 tile that stays in cache
+    PREFILL_TILE_ROWS = 8 * QK.R
+
+    def _mm(self, h, W):
+        """h @ W.T for prefill: BLAS on float32, or on a few dequantized tiles of rows at a time."""
+        if not isinstance(W, QK.Tiled):
+            return h @ W.T
+        out = np.empty((h.shape[0], W.rows), f32)
+        step = self.PREFILL_TILE_ROWS
+        buf = np.empty((W.cols, step), f32)
+        for r0 in range(0, W.rows, step):
+            r1 = min(W.rows, r0 + step)
+            tile = buf[:, : -(-(r1 - r0) // QK.R) * QK.R]
+            QK.dequant_tiles(W.q, W.d, W.m, W.code, r0 // QK.R, W.cols, tile)
+            np.matmul(h, tile[:, : r1 - r0], out=out[:, r0:r1])
+        return out
+
+    def _embed_rows(self, ids, x):
+        """x[i] = the embedding of ids[i]."""
+        E = self.embed
+        if not isinstance(E, QK.Tiled):
+            x[:] = E[ids]
+            return
+        for i, t in enumerate(ids):
+            QK.dequant_row(E.q, E.d, E.m, E.code, int(t), E.cols, x[i:i + 1])
 
     has_jit = True
     too_big_fix = "use --backend torch --dtype bfloat16 (2 bytes a parameter), or a smaller --model"
 
     @classmethod
-    def host_bytes_per_param(cls, dtype):
-        return 4  # float32 copies of the weights
+    def host_bytes_per_param(cls, dtype, quant=None):
+        # float32 copies of the weights, or the quantized format's bytes (an estimate: the
+        # embedding and lm_head are Q8_0 under a 4-bit --quant)
+        return 4 if quant is None else quant_bytes_per_weight(quant)
 
     def warmup(self) -> float:
         t0 = time.perf_counter()
         K.warmup()
+        if self.xpad.size:
+            QK.warmup()
         return time.perf_counter() - t0
 
     def reset(self, capacity: int) -> None:
@@ -101,16 +176,13 @@ class SimdEngine(Engine):
         cos, sin = self.cos[P:n], self.sin[P:n]
         scores = self.scores_buf[: nh * n].reshape(nh, n)
 
-        x[0] = self.embed[token_id]
+        self._embed_rows((token_id,), x)
         lap(-1, EMBED)
         for li, lw in enumerate(self.layers):
             kc, vc = self.k_cache[li], self.v_cache[li]
             K.rmsnorm(x, lw.attn_norm, eps, h)
             lap(li, ATTN_NORM)
-            if lw.qkv_bias is not None:
-                K.matvec_bias(lw.qkv, h[0], lw.qkv_bias, qkv)
-            else:
-                K.matvec(lw.qkv, h[0], qkv)
+            self._mv(lw.qkv, h[0], qkv, lw.qkv_bias)
             q = qkv[:qd].reshape(1, nh, hd)
             k = qkv[qd:qd + kvd].reshape(1, nkv, hd)
             lap(li, QKV_PROJ)
@@ -124,20 +196,20 @@ class SimdEngine(Engine):
             lap(li, ATTN_SOFTMAX)
             K.attn_mix(scores, vc, n, attn)
             lap(li, ATTN_MIX)
-            K.matvec_residual(lw.o_proj, attn.reshape(-1), x[0], x[0])
+            self._mv(lw.o_proj, attn.reshape(-1), x[0], x[0])
             lap(li, O_PROJ)
             K.rmsnorm(x, lw.mlp_norm, eps, h)
             lap(li, MLP_NORM)
-            K.matvec(lw.gate_up, h[0], gu[0])
+            self._mv(lw.gate_up, h[0], gu[0])
             lap(li, GATE_UP_PROJ)
             K.silu_mul(gu, act)
             lap(li, SILU_MUL)
-            K.matvec_residual(lw.down, act[0], x[0], x[0])
+            self._mv(lw.down, act[0], x[0], x[0])
             lap(li, DOWN_PROJ)
         self.pos = n
         K.rmsnorm(x, self.final_norm, eps, h)
         lap(-1, FINAL_NORM)
-        K.matvec(self.lm_head, h[0], self.logits)
+        self._mv(self.lm_head, h[0], self.logits)
         lap(-1, LM_HEAD)
         return self.logits
 
@@ -168,13 +240,14 @@ class SimdEngine(Engine):
         h = np.empty((T, cfg.hidden_size), f32)
         act = np.empty((T, I), f32)
 
-        x = self.embed[ids]  # (T, H) fancy indexing copies
+        x = np.empty((T, cfg.hidden_size), f32)
+        self._embed_rows(ids, x)
         lap(-1, EMBED)
         for li, lw in enumerate(self.layers):
             kc, vc = self.k_cache[li], self.v_cache[li]
             KS.rmsnorm(x, lw.attn_norm, eps, h)
             lap(li, ATTN_NORM)
-            qkv = h @ lw.qkv.T  # (T, q+2kv)
+            qkv = self._mm(h, lw.qkv)  # (T, q+2kv)
             if lw.qkv_bias is not None:
                 qkv += lw.qkv_bias
             q = np.ascontiguousarray(qkv[:, :qd]).reshape(T, nh, hd)
@@ -194,26 +267,29 @@ class SimdEngine(Engine):
             mixed = np.matmul(scores, vc[:, :S])  # (nkv, g*T, hd)
             attn = mixed.reshape(nh, T, hd).transpose(1, 0, 2).reshape(T, qd)
             lap(li, ATTN_MIX)
-            x += attn @ lw.o_proj.T
+            x += self._mm(attn, lw.o_proj)
             lap(li, O_PROJ)
             KS.rmsnorm(x, lw.mlp_norm, eps, h)
             lap(li, MLP_NORM)
-            gu = h @ lw.gate_up.T  # (T, 2I)
+            gu = self._mm(h, lw.gate_up)  # (T, 2I)
             lap(li, GATE_UP_PROJ)
             KS.silu_mul(gu, act)
             lap(li, SILU_MUL)
-            x += act @ lw.down.T
+            x += self._mm(act, lw.down)
             lap(li, DOWN_PROJ)
         self.pos = S
         if all_logits:
             KS.rmsnorm(x, self.final_norm, eps, h)
             lap(-1, FINAL_NORM)
-            out = h @ self.lm_head.T
+            out = self._mm(h, self.lm_head)
             lap(-1, LM_HEAD)
             return out
         last = np.ascontiguousarray(x[-1:])
         KS.rmsnorm(last, self.final_norm, eps, h[:1])
         lap(-1, FINAL_NORM)
-        np.dot(self.lm_head, h[0], out=self.logits)
+        if isinstance(self.lm_head, QK.Tiled):
+            self.logits[:] = self._mm(h[:1], self.lm_head)[0]
+        else:
+            np.dot(self.lm_head, h[0], out=self.logits)
         lap(-1, LM_HEAD)
         return self.logits

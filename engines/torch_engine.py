@@ -23,7 +23,10 @@ from .ops import (
     GATE_UP_PROJ, LM_HEAD, MLP_NORM, O_PROJ, QK_NORM, QKV_PROJ, ROPE, SILU_MUL,
 )
 from .sampling import SamplingParams
+from .safetensors_mmap import TensorRef
+from .torch_quant import QLinear, linear
 from .torch_sampling import TorchSampler
+from .weights import to_float32
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -57,8 +60,9 @@ class TorchEngine(Engine):
     name = "torch"
 
     def __init__(self, ckpt, dtype: str | None = None, device: str = "cpu", progress=None,
-                 fused_attention: bool = False):
+                 fused_attention: bool = False, quant: str | None = None):
         super().__init__(ckpt)
+        self.quant = quant
         self.dtype = dtype = resolve_dtype(self.name, dtype)
         self.tdtype = TORCH_DTYPES[dtype]
         self.act_itemsize = torch.finfo(self.tdtype).bits // 8
@@ -66,11 +70,31 @@ class TorchEngine(Engine):
         self.tdev = torch.device(device)
         # attention as one SDPA call, reported as the composite op `attention`
         self.fused_attention = fused_attention
-        self.load_weights(lambda t: to_tensor(t, self.tdtype, self.tdev), progress)
+        self.load_weights(self._convert, progress)
         self.reset(64)
 
+    def _convert(self, t, role: str):
+        """A stored tensor -> a tensor on the device, or a quantized weight (`torch_quant`): a
+        format the file holds and PyTorch has a kernel for stays in it (on the CPU), float
+        matrices are quantized as `--quant` plans (`engines.quant.plan`), the rest is widened."""
+        from . import quant as Q
+
+        kernels = ("Q8_0",) if role == "embed" else ("Q8_0", "Q4_0", "Q4_1")
+        if self.tdev.type == "cpu" and role != "vector":
+            if t.quantized and t.dtype in kernels:
+                return QLinear(t.array, t.dtype, t.cols, self.tdtype, self.tdev)
+            fmt = None if t.quantized else Q.plan(role, self.quant)
+            if fmt is not None and len(t.shape) == 2:
+                q = Q.quantize(to_float32(t), fmt)
+                return QLinear(q.blocks, fmt, q.cols, self.tdtype, self.tdev)
+        if t.quantized:
+            t = TensorRef(to_float32(t), "float32")
+        return to_tensor(t, self.tdtype, self.tdev)
+
     @staticmethod
-    def nbytes(tensor: torch.Tensor) -> int:
+    def nbytes(tensor) -> int:
+        if isinstance(tensor, QLinear):
+            return tensor.nbytes
         return tensor.numel() * tensor.element_size()
 
     def make_sampler(self, params: SamplingParams) -> TorchSampler:
@@ -87,6 +111,8 @@ class TorchEngine(Engine):
 
     @staticmethod
     def all_finite(tensor) -> bool:
+        if isinstance(tensor, QLinear):
+            return tensor.isfinite()
         return bool(torch.isfinite(tensor).all())
 
     def reset(self, capacity: int) -> None:
@@ -135,12 +161,12 @@ class TorchEngine(Engine):
         if T > 1:  # query t (absolute P+t) sees keys 0..P+t
             mask = torch.ones(T, S, dtype=torch.bool, device=self.tdev).tril(diagonal=P).logical_not()
 
-        x = self.embed[idx]  # (T, H)
+        x = self.embed.rows_of(idx) if isinstance(self.embed, QLinear) else self.embed[idx]  # (T, H)
         lap(-1, EMBED)
         for li, lw in enumerate(self.layers):
             h = rmsnorm(x, lw.attn_norm, eps)
             lap(li, ATTN_NORM)
-            qkv = F.linear(h, lw.qkv, lw.qkv_bias)  # (T, q+2kv)
+            qkv = linear(h, lw.qkv, lw.qkv_bias)  # (T, q+2kv)
             q = qkv[:, :qd].view(T, nh, hd)
             k = qkv[:, qd:qd + kvd].view(T, nkv, hd)
             v = qkv[:, qd + kvd:].view(T, nkv, hd)
@@ -174,21 +200,21 @@ class TorchEngine(Engine):
                 mixed = torch.matmul(probs, values)  # (nkv, g*T, hd)
                 attn = mixed.view(nh, T, hd).transpose(0, 1).reshape(T, qd)
                 lap(li, ATTN_MIX)
-            x = x + F.linear(attn, lw.o_proj)
+            x = x + linear(attn, lw.o_proj)
             lap(li, O_PROJ)
             h = rmsnorm(x, lw.mlp_norm, eps)
             lap(li, MLP_NORM)
-            gu = F.linear(h, lw.gate_up)  # (T, 2I): gate | up
+            gu = linear(h, lw.gate_up)  # (T, 2I): gate | up
             lap(li, GATE_UP_PROJ)
             act = F.silu(gu[:, :I]) * gu[:, I:]
             lap(li, SILU_MUL)
-            x = x + F.linear(act, lw.down)
+            x = x + linear(act, lw.down)
             lap(li, DOWN_PROJ)
         self.pos = S
         rows = x if all_logits else x[-1:]
         h = rmsnorm(rows, self.final_norm, eps)
         lap(-1, FINAL_NORM)
-        logits = F.linear(h, self.lm_head).float()  # (rows, V), on the device
+        logits = linear(h, self.lm_head).float()  # (rows, V), on the device
         lap(-1, LM_HEAD)
         return logits.cpu().numpy() if all_logits else logits[0]
 
@@ -198,18 +224,28 @@ class TorchCpuEngine(TorchEngine):
     too_big_fix = "use --dtype bfloat16 (2 bytes a parameter), or a smaller --model"
 
     @classmethod
-    def host_bytes_per_param(cls, dtype):
+    def host_bytes_per_param(cls, dtype, quant=None):
+        if quant is not None:
+            from .quant import bytes_per_weight
+
+            return bytes_per_weight(quant)
         return TORCH_DTYPES[resolve_dtype(cls.name, dtype)].itemsize
 
-    def __init__(self, ckpt, dtype=None, progress=None, fused_attention: bool = False):
-        super().__init__(ckpt, dtype=dtype, device="cpu", progress=progress, fused_attention=fused_attention)
+    def __init__(self, ckpt, dtype=None, progress=None, fused_attention: bool = False, quant: str | None = None):
+        super().__init__(ckpt, dtype=dtype, device="cpu", progress=progress, fused_attention=fused_attention,
+                         quant=quant)
 
 
 class CudaEngine(TorchEngine):
     name = "cuda"
 
-    def __init__(self, ckpt, dtype=None, progress=None, fused_attention: bool = False):
+    def __init__(self, ckpt, dtype=None, progress=None, fused_attention: bool = False, quant: str | None = None):
         check_backend("cuda")
+        if quant is not None:
+            from .errors import BackendError
+
+            raise BackendError("--quant is not available on the cuda engine yet (its int4/int8 kernels are not "
+                               "verified on a GPU)", "use --backend simd or torch with --quant")
         super().__init__(ckpt, dtype=dtype, device="cuda", progress=progress, fused_attention=fused_attention)
 
     def warmup(self) -> float:

@@ -50,9 +50,10 @@ class LayerWeights(Generic[T]):
     gate_up: T  # (2I, H): gate_proj | up_proj
     down: T  # (H, I)
 
-    def map(self, convert: Callable[[T], U]) -> "LayerWeights[U]":
-        """The same record with every tensor converted (None stays None)."""
-        return LayerWeights(**{f.name: None if (t := getattr(self, f.name)) is None else convert(t)
+    def map(self, convert: Callable[[T, str], U]) -> "LayerWeights[U]":
+        """The same record with every tensor converted by convert(tensor, role) (None stays None;
+        role as `weights.role`: linear or vector)."""
+        return LayerWeights(**{f.name: None if (t := getattr(self, f.name)) is None else convert(t, role(f.name))
                                for f in dataclasses.fields(self)})
 
     def tensors(self) -> Iterator[T]:
@@ -105,9 +106,14 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 
 def to_float32(t: TensorRef) -> np.ndarray:
-    """Widen any stored dtype to a C-contiguous float32 array (bf16: shift the bits up). A
-    float32 tensor comes back as is: a view of the mapped file, no copy."""
+    """Widen any stored dtype to a C-contiguous float32 array (bf16: shift the bits up; a GGUF
+    block format: the `gguf` package dequantizes). A float32 tensor comes back as is: a view of
+    the mapped file, no copy."""
     a = t.array
+    if t.quantized:
+        from .quant import QTensor
+
+        return QTensor(t.dtype, a, t.cols).dequantize()
     if t.dtype == "bfloat16":
         return (a.astype(np.uint32) << 16).view(np.float32)
     if t.dtype == "float32":
@@ -116,12 +122,24 @@ def to_float32(t: TensorRef) -> np.ndarray:
 
 
 def _fuse(parts: list[TensorRef]) -> TensorRef:
-    """Concatenate along dim 0 in the stored dtype (float32 if the parts differ)."""
+    """Concatenate along dim 0 in the stored dtype (float32 if the parts differ). Quantized rows
+    are whole blocks, so rows of one format concatenate as bytes."""
     if len(parts) == 1:
         return parts[0]
-    if len({p.dtype for p in parts}) == 1:
-        return TensorRef(np.concatenate([p.array for p in parts]), parts[0].dtype)
+    if len({(p.dtype, p.cols) for p in parts}) == 1:
+        return TensorRef(np.concatenate([p.array for p in parts]), parts[0].dtype, parts[0].cols)
     return TensorRef(np.concatenate([to_float32(p) for p in parts]), "float32")
+
+
+# The role of each weight, which decides what `--quant` does to it (`engines.quant.plan`).
+VECTOR_FIELDS = frozenset({"attn_norm", "qkv_bias", "q_norm", "k_norm", "mlp_norm"})
+
+
+def role(field_name: str) -> str:
+    """linear | embed | lm_head | vector, for a LayerWeights field or embed/final_norm/lm_head."""
+    if field_name in VECTOR_FIELDS or field_name == "final_norm":
+        return "vector"
+    return field_name if field_name in ("embed", "lm_head") else "linear"
 
 
 class ModelWeights:
