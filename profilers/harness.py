@@ -37,16 +37,19 @@ class RunOptions:
     warmup: bool = True
     ignore_eos: bool = False
     threads: ThreadPlan | None = None  # the plan the command applied (None: pools as they were)
+    quant: str | None = None  # --quant: the format linear weights are quantized to as they load
 
 
 def new_run_id(backend: str) -> str:
     return f"{time.strftime('%Y%m%dT%H%M%S')}-{backend}-{uuid.uuid4().hex[:6]}"
 
 
-def build_engine(ckpt: Checkpoint, backend: str, dtype: str | None, progress: Callable | None = None):
-    """(engine, seconds to build it)."""
+def build_engine(ckpt: Checkpoint, backend: str, dtype: str | None, progress: Callable | None = None,
+                 quant: str | None = None):
+    """(engine, seconds to build it). `quant` is passed only when set: not every engine takes it."""
     t0 = time.perf_counter()
-    engine = engine_class(backend)(ckpt, dtype=dtype, progress=progress)
+    kw = {"quant": quant} if quant is not None else {}
+    engine = engine_class(backend)(ckpt, dtype=dtype, progress=progress, **kw)
     return engine, time.perf_counter() - t0
 
 
@@ -145,7 +148,7 @@ def start_run(ckpt: Checkpoint, backend: str, prompt_ids: list[int], opts: RunOp
     load_s = 0.0
     if engine is None:
         phase(f"loading weights into the {backend} engine")
-        engine, load_s = build_engine(ckpt, backend, opts.dtype, progress)
+        engine, load_s = build_engine(ckpt, backend, opts.dtype, progress, opts.quant)
     jit_s = None  # not measured: --no-warmup
     if opts.warmup:
         phase("warming up (JIT compile, caches)")
@@ -176,7 +179,8 @@ def make_record(ckpt: Checkpoint, backend: str, engine, opts: RunOptions, prompt
         peak_bw = g.peak_bandwidth_bytes_s() if g else None
     return RunRecord(
         run_id=run_id or new_run_id(backend), backend=backend, model=ckpt.name, config=ckpt.config,
-        dtype=engine.dtype, device=device_label(engine), profile=opts.profile,
+        dtype=engine.dtype, device=device_label(engine), profile=opts.profile, quant=opts.quant,
+        weight_format=engine.weight_format, bits_per_weight=engine.bits_per_weight,
         op_weight_bytes=engine.op_weight_bytes, act_itemsize=engine.act_itemsize,
         prompt_ids=list(prompt_ids), generated_ids=list(generated_ids), text=text, steps=list(steps),
         memory=list(memory), load_s=load_s, jit_s=jit_s if engine.has_jit else None,

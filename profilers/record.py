@@ -74,6 +74,9 @@ class RunRecord:
     peak_rss_bytes: int
     sampling: str
     device_peak_bandwidth: float | None = None  # bytes/s, GPU only (from NVML clocks)
+    quant: str | None = None  # --quant as asked
+    weight_format: str = ""  # what the engine holds the matrices as: Q4_1+Q8_0, float32, ...
+    bits_per_weight: float | None = None  # bytes held per parameter x 8, scales and norms included
     provenance: dict = field(default_factory=dict)  # versions, threads, machine load (PROVENANCE_FIELDS)
     meta: dict = field(default_factory=dict)
 
@@ -107,6 +110,9 @@ class RunRecord:
             "model": self.model,
             "arch": self.config.arch,
             "dtype": self.dtype,
+            "quant": self.quant,
+            "weight_format": self.weight_format,
+            "bits_per_weight": self.bits_per_weight,
             "device": self.device,
             "profile": self.profile,
             "num_layers": self.config.num_layers,

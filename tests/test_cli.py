@@ -68,7 +68,7 @@ def test_unknown_backend_in_a_list(out_files):
 
 
 def test_unknown_preset(out_files):
-    assert_bad_input(run_bad(out_files, "--model", "qwen9-huge"), "no such model directory or preset", "tiny")
+    assert_bad_input(run_bad(out_files, "--model", "qwen9-huge"), "no such model directory, file or preset", "tiny")
 
 
 def test_missing_directory(out_files, tmp_path):
