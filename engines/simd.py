@@ -60,10 +60,10 @@ class SimdEngine(Engine):
         stays mapped, no copy), or a quantized matrix in the kernels' tiled layout. A tensor the
         file holds in a format the kernels read stays in it; other quantized ones are dequantized;
         float matrices are quantized as `--quant` plans (`engines.quant.plan`)."""
-        if t.quantized and t.dtype in QK.CODES and role != "vector":
-            return QK.Tiled(t.array, t.dtype, t.cols)
+        fmt = quant.target(t.dtype if t.quantized else None, role, self.quant, QK.CODES)
+        if fmt is not None and t.dtype == fmt:
+            return QK.Tiled(t.array, fmt, t.cols)  # the file's own bytes
         a = np.ascontiguousarray(to_float32(t))
-        fmt = None if t.quantized else quant.plan(role, self.quant)
         if fmt is None or a.ndim != 2:
             return a
         return QK.Tiled(quant.quantize(a, fmt).blocks, fmt, a.shape[1])
@@ -98,21 +98,30 @@ class SimdEngine(Engine):
         else:
             K.matvec_bias(W, x, add, out)
 
-    # rows of a quantized matrix dequantized at once in prefill: a float32 tile that stays in cache
-    PREFILL_TILE_ROWS = 8 * QK.R
+    # prefill over quantized weights: up to this many tokens, one matvec each (no float copy of the
+    # weights at all); past it, the weights dequantized into a float32 scratch of at most
+    # PREFILL_SCRATCH_BYTES, one BLAS call per scratchful
+    PREFILL_MATVEC_TOKENS = 8
+    PREFILL_SCRATCH_BYTES = 64 * 2**20
 
     def _mm(self, h, W):
-        """h @ W.T for prefill: BLAS on float32, or on a few dequantized tiles of rows at a time."""
+        """h @ W.T for prefill, over a float32 or a quantized matrix."""
         if not isinstance(W, QK.Tiled):
             return h @ W.T
-        out = np.empty((h.shape[0], W.rows), f32)
-        step = self.PREFILL_TILE_ROWS
-        buf = np.empty((W.cols, step), f32)
-        for r0 in range(0, W.rows, step):
-            r1 = min(W.rows, r0 + step)
-            tile = buf[:, : -(-(r1 - r0) // QK.R) * QK.R]
-            QK.dequant_tiles(W.q, W.d, W.m, W.code, r0 // QK.R, W.cols, tile)
-            np.matmul(h, tile[:, : r1 - r0], out=out[:, r0:r1])
+        T = h.shape[0]
+        out = np.empty((T, W.rows), f32)
+        if T <= self.PREFILL_MATVEC_TOKENS:
+            for i in range(T):
+                self._mv(W, np.ascontiguousarray(h[i]), out[i])
+            return out
+        tiles = W.q.shape[0]
+        step = max(1, min(tiles, self.PREFILL_SCRATCH_BYTES // (W.cols * QK.R * 4)))  # tiles a scratchful
+        buf = np.empty((W.cols, step * QK.R), f32)
+        for t0 in range(0, tiles, step):
+            k = min(step, tiles - t0)
+            r0, r1 = t0 * QK.R, min(W.rows, (t0 + k) * QK.R)
+            QK.dequant_tiles(W.q, W.d, W.m, W.code, t0, W.cols, buf[:, : k * QK.R])
+            np.matmul(h, buf[:, : r1 - r0], out=out[:, r0:r1])
         return out
 
     def _embed_rows(self, ids, x):
@@ -131,7 +140,7 @@ class SimdEngine(Engine):
     def host_bytes_per_param(cls, dtype, quant=None):
         # float32 copies of the weights, or the quantized format's bytes (an estimate: the
         # embedding and lm_head are Q8_0 under a 4-bit --quant)
-        return 4 if quant is None else quant_bytes_per_weight(quant)
+        return 4 if quant in (None, "none") else quant_bytes_per_weight(quant)
 
     def warmup(self) -> float:
         t0 = time.perf_counter()

@@ -46,6 +46,9 @@ from numba import prange
 from .simd_kernels import _PAR_MIN_MATVEC, jit
 
 R = 64  # rows per tile
+# parallel matvec: the tiles split into this many runs (a run shares its scratch arrays), several
+# per thread for balance; a constant, since a kernel reading the thread count cannot be cached
+_CHUNKS = 32
 Q8_0, Q4_0, Q4_1 = 0, 1, 2  # format codes the kernels take
 CODES = {"Q8_0": Q8_0, "Q4_0": Q4_0, "Q4_1": Q4_1}
 
@@ -120,27 +123,33 @@ def _tile_q4(q, d, m, has_min, x, xs, t, out, sacc, tacc, ds, ms):
 
 
 @jit()
-def _tile(q, d, m, code, x, xs, t, out):
+def _tiles(q, d, m, code, x, xs, t0, t1, out):
+    """Tiles t0..t1-1, with one set of scratch arrays (allocated here, once per call and thread:
+    an allocation per tile inside a parallel loop serialized the threads on the allocator)."""
     nb = q.shape[1]
     sacc = np.empty(R, np.float32)
     tacc = np.empty(R, np.float32)
     ds = np.empty((nb, R), np.float32)
-    if code == Q8_0:
-        _tile_q8(q, d, x, t, out, sacc, tacc, ds)
-    else:
-        _tile_q4(q, d, m, code == Q4_1, x, xs, t, out, sacc, tacc, ds, np.empty((nb, R), np.float32))
+    ms = np.empty((nb, R), np.float32)
+    for t in range(t0, t1):
+        if code == Q8_0:
+            _tile_q8(q, d, x, t, out, sacc, tacc, ds)
+        else:
+            _tile_q4(q, d, m, code == Q4_1, x, xs, t, out, sacc, tacc, ds, ms)
 
 
 @jit(parallel=True)
 def _qmv_par(q, d, m, code, x, xs, out):
-    for t in prange(q.shape[0]):
-        _tile(q, d, m, code, x, xs, t, out)
+    nt = q.shape[0]
+    chunks = min(nt, _CHUNKS)
+    per = -(-nt // chunks)
+    for c in prange(chunks):
+        _tiles(q, d, m, code, x, xs, c * per, min(nt, (c + 1) * per), out)
 
 
 @jit()
 def _qmv_ser(q, d, m, code, x, xs, out):
-    for t in range(q.shape[0]):
-        _tile(q, d, m, code, x, xs, t, out)
+    _tiles(q, d, m, code, x, xs, 0, q.shape[0], out)
 
 
 @jit()

@@ -80,13 +80,12 @@ class TorchEngine(Engine):
         from . import quant as Q
 
         kernels = ("Q8_0",) if role == "embed" else ("Q8_0", "Q4_0", "Q4_1")
-        if self.tdev.type == "cpu" and role != "vector":
-            if t.quantized and t.dtype in kernels:
-                return QLinear(t.array, t.dtype, t.cols, self.tdtype, self.tdev)
-            fmt = None if t.quantized else Q.plan(role, self.quant)
-            if fmt is not None and len(t.shape) == 2:
-                q = Q.quantize(to_float32(t), fmt)
-                return QLinear(q.blocks, fmt, q.cols, self.tdtype, self.tdev)
+        fmt = Q.target(t.dtype if t.quantized else None, role, self.quant, kernels)
+        if self.tdev.type == "cpu" and fmt is not None and len(t.shape) == 2:
+            if t.dtype == fmt:
+                return QLinear(t.array, fmt, t.cols, self.tdtype, self.tdev)  # the file's own bytes
+            q = Q.quantize(to_float32(t), fmt)
+            return QLinear(q.blocks, fmt, q.cols, self.tdtype, self.tdev)
         if t.quantized:
             t = TensorRef(to_float32(t), "float32")
         return to_tensor(t, self.tdtype, self.tdev)
@@ -225,7 +224,7 @@ class TorchCpuEngine(TorchEngine):
 
     @classmethod
     def host_bytes_per_param(cls, dtype, quant=None):
-        if quant is not None:
+        if quant not in (None, "none"):
             from .quant import bytes_per_weight
 
             return bytes_per_weight(quant)
@@ -241,7 +240,7 @@ class CudaEngine(TorchEngine):
 
     def __init__(self, ckpt, dtype=None, progress=None, fused_attention: bool = False, quant: str | None = None):
         check_backend("cuda")
-        if quant is not None:
+        if quant not in (None, "none"):
             from .errors import BackendError
 
             raise BackendError("--quant is not available on the cuda engine yet (its int4/int8 kernels are not "

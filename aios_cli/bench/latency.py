@@ -145,7 +145,7 @@ def _open_models(models, backends, tokens, err, quiet):
             raise UserError(f"the longest --n-prompt + --n-gen + 1 ({tokens} positions) exceed the model's context of "
                             f"{limit}", "pass shorter prompts or fewer decode passes")
         for b in backends:
-            engine_class(b).preflight(ckpt.config, ckpt.name)
+            engine_class(b).preflight(ckpt.config, ckpt.name, None, ckpt.quant)
         ckpts[m] = ckpt
     return ckpts
 

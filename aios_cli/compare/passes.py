@@ -19,7 +19,8 @@ from profilers.provenance import PROVENANCE_FIELDS
 from .. import console
 
 PASSES_COLUMNS = (
-    "run_id", "host", "cpu", "backend", "model", "dtype", "tokens", "mode", "forward_passes", "median_s", "min_s",
+    "run_id", "host", "cpu", "backend", "model", "dtype", "weight_format", "bits_per_weight", "tokens", "mode",
+    "forward_passes", "median_s", "min_s",
     "max_s", "repeats", "tokens_per_s", "reduction_barriers", "barriers_per_pass", "weight_bytes_read",
     "slowdown_vs_parallel", *PROVENANCE_FIELDS,
 )
@@ -32,6 +33,7 @@ def prefill_decode(
     tokens: Annotated[str, typer.Option("--tokens", "-t", help="Comma list of N: tokens pushed through both ways.")] = "32",
     repeat: Annotated[int, typer.Option("--repeat", "-r", help="Timed repeats (median and min–max).")] = 3,
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="Engine dtype (as in `aios run`).")] = None,
+    quant: Annotated[Optional[str], typer.Option("--quant", help="Weights as q8_0, q4_0, q4_1 or none (as in `aios run`).", show_default=False)] = None,
     format: Annotated[str, typer.Option("--format", "-f", help="table, csv, json or md.")] = "table",
     csv_file: Annotated[Optional[Path], typer.Option("--csv", help="Write one row per N × mode to FILE.")] = None,
     threads: ThreadsOpt = None,
@@ -39,7 +41,7 @@ def prefill_decode(
 ) -> None:
     """The same N tokens as one parallel pass (training, prefill) and as N one-token passes
     (generation): time, forward passes, reduction barriers and weight bytes read."""
-    from engines import check_backend, default_backend, engine_class
+    from engines import check_backend, check_quant, default_backend, engine_class
     from engines.checkpoint import open_model
     from profilers.harness import new_run_id
     from profilers.passes import prefill_vs_decode
@@ -61,6 +63,7 @@ def prefill_decode(
         backend, why = default_backend()
         note = f"backend: {backend} ({why})"
     check_backend(backend, dtype)
+    check_quant(backend, quant)
     with err.status(f"opening {model}", spinner="dots") if not quiet else nullcontext():
         ckpt = open_model(model)
     if note and not quiet:  # printed once the input is known to be good
@@ -70,9 +73,9 @@ def prefill_decode(
     if max(ns) > limit:
         fail(f"--tokens {max(ns)} exceeds the model's context of {limit} — use smaller N")
     cls = engine_class(backend)
-    cls.preflight(ckpt.config, ckpt.name, dtype)
+    cls.preflight(ckpt.config, ckpt.name, dtype, quant or ckpt.quant)
     with err.status(f"loading {model} into the {backend} engine", spinner="dots") if not quiet else nullcontext():
-        engine = cls(ckpt, dtype=dtype)
+        engine = cls(ckpt, dtype=dtype, **({"quant": quant} if quant is not None else {}))
         engine.warmup()
     run_id = new_run_id(f"passes-{backend}")
     rows = []
@@ -83,19 +86,22 @@ def prefill_decode(
         for r in (par, seq):
             d = r.to_dict()
             d.update(run_id=run_id, backend=backend, model=ckpt.name, dtype=engine.dtype,
+                     weight_format=engine.weight_format, bits_per_weight=engine.bits_per_weight,
                      slowdown_vs_parallel=r.median_s / par.median_s, **m)
             rows.append(d)
     if format == "json":
         import json
 
         print(json.dumps({"run_id": run_id, "backend": backend, "model": ckpt.name, "dtype": engine.dtype,
+                          "weight_format": engine.weight_format, "bits_per_weight": engine.bits_per_weight,
                           "machine": m, "results": rows}, indent=2))
     elif format == "csv":
         sys.stdout.write(to_csv(rows, PASSES_COLUMNS))
     elif format == "md":
         sys.stdout.write(_passes_md(rows))
     else:
-        _passes_table(console.stdout(), rows, backend, ckpt.name, engine.dtype)
+        _passes_table(console.stdout(), rows, backend, ckpt.name,
+                      f"{engine.dtype} · {engine.weight_format} {engine.bits_per_weight:.2f} bits/weight")
     if csv_file is not None:
         write("--csv", csv_file, to_csv(rows, PASSES_COLUMNS))
     said_busy()

@@ -16,7 +16,7 @@ def usable_backends(ckpt) -> tuple[str, ...]:
         if not backend_status(b)[0]:
             continue
         try:
-            engine_class(b).preflight(ckpt.config, ckpt.name)
+            engine_class(b).preflight(ckpt.config, ckpt.name, None, ckpt.quant)
         except UserError:
             continue
         out.append(b)

@@ -422,7 +422,7 @@ def status_line(v: TopView, ui_hz: float | None = None, wrap: bool = False, widt
     """Most useful first, so a narrow terminal drops the least useful, whole: state, what runs,
     where the generation is, then device, size, profile level and the UI rate."""
     segments = [(f"● {v.state}", STATE_STYLE.get(v.state, "")), (f"  {v.model}", ""), (f" · {v.backend}", ""),
-                (f" · {v.dtype}", ""), (f" · gen {v.generation}", "bold"), (f" · tok {v.token_index}", "bold"),
+                (f" · {v.dtype}", ""), (f" · {v.weights}", ""), (f" · gen {v.generation}", "bold"), (f" · tok {v.token_index}", "bold"),
                 (f" · {v.total_tokens:,} total", "bold"), (f" · {v.device}", ""),
                 (f" · {_params(v.num_params)} params", ""), (f" · profile {v.profile}", "")]
     if v.threads is not None:

@@ -209,7 +209,9 @@ class TopSession:
             self.v.load_progress = None
             self._loading_backend = backend
         phase(msg)
-        engine_class(backend).preflight(self.ckpt.config, self.ckpt.name)
+        # --quant holds for the engines that take it; switching live to another keeps its floats
+        quant = self.opts.quant if backend in ("simd", "torch") else None
+        engine_class(backend).preflight(self.ckpt.config, self.ckpt.name, None, quant or self.ckpt.quant)
 
         def progress(done: int, total: int) -> None:
             with self._lock:
@@ -218,7 +220,7 @@ class TopSession:
         old = self.engine
         try:
             dtype = self.opts.dtype if backend == self._first_backend else None
-            engine, _ = build_engine(self.ckpt, backend, dtype, progress)
+            engine, _ = build_engine(self.ckpt, backend, dtype, progress, quant)
             msg = f"warming up {backend} (JIT compile, caches)"
             with self._lock:
                 self._set_state("warming", msg)
@@ -231,6 +233,7 @@ class TopSession:
         with self._lock:
             self.engine, self.backend = engine, backend
             self.v.backend, self.v.dtype = backend, engine.dtype
+            self.v.weights = f"{engine.weight_format} {engine.bits_per_weight:.2f} b/w"
             self.v.device = device_label(engine)
             self.v.threads = pool_threads(backend)["threads"]
             self.v.load_progress = None

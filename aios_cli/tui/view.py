@@ -32,6 +32,7 @@ class TopView:
     model: str
     backend: str
     dtype: str = "…"
+    weights: str = "…"  # what the engine holds its matrices as, and the bits a weight takes
     device: str = "…"
     threads: int | None = None  # what the engine's pool runs with
     num_params: int = 0
