@@ -191,10 +191,10 @@ def test_failed_switch_keeps_the_old_engine(tiny, monkeypatch):
         wait_for(lambda: s.view().total_tokens > 0, what="a first token")
         real = sess.build_engine
 
-        def fail_torch(ckpt, backend, dtype, progress=None):
+        def fail_torch(ckpt, backend, dtype, progress=None, quant=None):
             if backend == "torch":
                 raise RuntimeError("CUDA out of memory (simulated)")
-            return real(ckpt, backend, dtype, progress)
+            return real(ckpt, backend, dtype, progress, quant)
 
         monkeypatch.setattr(sess, "build_engine", fail_torch)
         s.switch_backend("torch")
@@ -499,9 +499,9 @@ def test_b_while_loading_cycles_on(tiny, monkeypatch):
         wait_for(lambda: s.view().total_tokens > 0, what="a first token")
         gate, real = threading.Event(), sess.build_engine
 
-        def slow(ckpt, backend, dtype, progress=None):
+        def slow(ckpt, backend, dtype, progress=None, quant=None):
             gate.wait(30)
-            return real(ckpt, backend, dtype, progress)
+            return real(ckpt, backend, dtype, progress, quant)
 
         monkeypatch.setattr(sess, "build_engine", slow)
         assert s.switch_backend() == "torch"

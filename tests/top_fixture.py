@@ -77,6 +77,7 @@ def frozen_session(n_tokens: int = 40) -> FrozenSession:
     s.engine = FakeEngine(len(ids) + 64, ckpt.config)
     v = s.v
     v.dtype, v.device, v.state, v.generation = "float32", "cpu: Example 8-core CPU", "generating", 3
+    v.weights = "float32 32.00 b/w"
     v.no_gpu_reason = "torch 2.13.0+cpu is a CPU-only build"
     text_ids = ckpt.tokenizer.encode(" jumps over the lazy dog, and the dog sleeps on in the warm sun while"
                                      " the fox runs far away into the quiet green woods beyond the hill.").ids
