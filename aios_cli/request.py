@@ -127,7 +127,10 @@ class GenerateRequest:
             prompts = [(self.prompt_ids, self._ids)]
         else:
             if ckpt.tokenizer is None:
-                fail(f"{self.model} has no tokenizer.json, so no text prompt can be encoded — pass token ids with "
+                if ckpt.tokenizer_problem:
+                    fail(f"{ckpt.tokenizer_problem}, so no text prompt can be encoded — pass token ids with "
+                         "--prompt-ids 1,2,3")
+                fail(f"{self.model} has no tokenizer, so no text prompt can be encoded — pass token ids with "
                      "--prompt-ids 1,2,3")
             from engines.tokenizer import encode
 

@@ -122,7 +122,8 @@ class Engine:
 
     @staticmethod
     def all_finite(tensor) -> bool:
-        return bool(np.isfinite(np.asarray(tensor, dtype=np.float64)).all())
+        with np.errstate(invalid="ignore"):  # a signalling NaN warns as it widens: it is the answer here
+            return bool(np.isfinite(np.asarray(tensor, dtype=np.float64)).all())
 
     def nonfinite_weight(self) -> str | None:
         """Where the first NaN or Inf weight is ("layer 3 gate_up"), or None. A scan of every

@@ -43,6 +43,7 @@ class Checkpoint:
     open_seconds: float
     notes: list[str] = field(default_factory=list)
     quant: str | None = None  # the block format most weights are stored in (GGUF), or None: floats
+    tokenizer_problem: str | None = None  # why the file's tokenizer cannot be used (it is None then)
 
     @property
     def name(self) -> str:
@@ -330,6 +331,8 @@ def open_model(source: str) -> Checkpoint:
         raise ModelError(f"cannot look up {source[:60]!r}{'…' if len(source) > 60 else ''}: {e.strerror}",
                          "pass a model directory, a cached repo id or a preset") from None
     if exists:
+        if not p.is_dir() and not p.is_file():  # a FIFO or a device would block on open
+            raise ModelError(f"{source} is not a regular file or a directory", "pass a model directory or a .gguf file")
         if not p.is_dir():
             if p.suffix.lower() == ".gguf" or _has_gguf_magic(p):
                 from .gguf_file import open_gguf

@@ -200,19 +200,19 @@ def config_from_hf(d: dict, source: str = "config.json", name: str = "") -> Mode
     return cfg
 
 
-def validate(cfg: ModelConfig, source: str) -> None:
+def validate(cfg: ModelConfig, source: str, fix: str = "fix config.json") -> None:
     positive = ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
                 "max_position_embeddings")
     for k in positive:
         if getattr(cfg, k) <= 0:
-            raise ModelError(f"{source}: {k} must be positive, got {getattr(cfg, k)}", "fix config.json")
+            raise ModelError(f"{source}: {k} must be positive, got {getattr(cfg, k)}", fix)
     if cfg.num_heads % cfg.num_kv_heads:
         raise ModelError(
             f"{source}: num_attention_heads ({cfg.num_heads}) is not a multiple of num_key_value_heads ({cfg.num_kv_heads})",
-            "fix config.json",
+            fix,
         )
     if cfg.head_dim % 2:
-        raise ModelError(f"{source}: head_dim must be even for RoPE, got {cfg.head_dim}", "fix config.json")
+        raise ModelError(f"{source}: head_dim must be even for RoPE, got {cfg.head_dim}", fix)
 
 
 # --- built-in presets --------------------------------------------------------------------

@@ -101,7 +101,8 @@ def _number(fields: dict, key: str, source: str, default=None, integer: bool = T
     return int(v) if integer else float(v)
 
 
-def config_from_gguf(fields: dict, tensors: dict[str, TensorRef], source: str, name: str) -> ModelConfig:
+def config_from_gguf(fields: dict, tensors: dict[str, TensorRef], source: str, name: str,
+                     tensor_names: frozenset = frozenset()) -> ModelConfig:
     """The forward pass's configuration from a GGUF file's metadata (and, where GGUF says it
     only through tensors, from them: biases, q/k norms, a tied lm_head)."""
     arch = _value(fields, "general.architecture")
@@ -112,6 +113,15 @@ def config_from_gguf(fields: dict, tensors: dict[str, TensorRef], source: str, n
     scaling = _value(fields, a + "rope.scaling.type")
     if scaling not in (None, "none"):
         raise ModelError(f"{source}: unsupported RoPE scaling {str(scaling)[:40]!r}", "aios implements plain RoPE")
+    for key in ("rope.scaling.factor", "rope.scale_linear"):  # llama.cpp reads a factor without a type as linear
+        factor = _value(fields, a + key) if scaling is None else None
+        if factor not in (None, 0, 1, 0.0, 1.0):
+            raise ModelError(f"{source}: unsupported RoPE scaling ({a + key} = {str(factor)[:20]})", "aios implements plain RoPE")
+    if "rope_freqs.weight" in tensor_names:
+        raise ModelError(f"{source}: the file carries rope_freqs (Llama 3.1-style RoPE frequency scaling)",
+                         "aios implements plain RoPE")
+    if _value(fields, a + "expert_count") not in (None, 0):
+        raise ModelError(f"{source}: mixture-of-experts models are not supported", "aios runs dense models")
     if _value(fields, a + "attention.sliding_window") not in (None, 0):
         raise ModelError(f"{source}: sliding-window attention is not supported", "aios runs full causal attention")
     H = _number(fields, a + "embedding_length", source)
@@ -148,7 +158,7 @@ def config_from_gguf(fields: dict, tensors: dict[str, TensorRef], source: str, n
     )
     if cfg.rope_theta <= 0 or cfg.rms_norm_eps <= 0:
         raise ModelError(f"{source}: rope.freq_base and layer_norm_rms_epsilon must be positive", _FIX)
-    validate(cfg, source)
+    validate(cfg, source, _FIX)
     return cfg
 
 
@@ -211,7 +221,23 @@ def open_gguf(path: Path, source: str, name: str | None = None, kind: str = "ggu
         hn = hf_name(t.name)
         if hn is not None:
             tensors[hn] = _tensor_ref(t, src)
-    cfg = config_from_gguf(fields, tensors, src, name or path.stem)
+    names = frozenset(t.name for t in reader.tensors)
+    cfg = config_from_gguf(fields, tensors, src, name or path.stem, names)
+    # the blocks the file holds, before anything is built per claimed layer (a block_count of 10^9)
+    blocks = {int(n.split(".")[1]) for n in names if n.startswith("blk.") and n.split(".")[1].isdigit()}
+    if cfg.num_layers != len(blocks) or blocks != set(range(len(blocks))):
+        raise ModelError(f"{src}: the metadata says {cfg.num_layers} layers, the file holds {len(blocks)} blocks "
+                         f"(blk.{min(blocks, default=0)}..blk.{max(blocks, default=-1)})", _FIX)
+    shapes = expected_shapes(cfg)
+    for hn, shape in shapes.items():
+        if hn not in tensors:
+            raise ModelError(f"{src}: tensor for {hn} is missing (the metadata says {cfg.num_layers} layers)", _FIX)
+        if tensors[hn].shape != shape:
+            raise ModelError(f"{src}: {hn} has shape {list(tensors[hn].shape)}, the metadata implies {list(shape)}", _FIX)
+    v_len = _number(fields, cfg.arch + ".attention.value_length", src, cfg.head_dim)
+    if v_len != cfg.head_dim:
+        raise ModelError(f"{src}: attention.value_length ({v_len}) differs from key_length ({cfg.head_dim}); "
+                         "aios runs equal key and value heads", _FIX)
     if cfg.arch == "llama":  # undo llama.cpp's q/k row permutation (module docstring)
         for i in range(cfg.num_layers):
             for proj, heads in (("q_proj", cfg.num_heads), ("k_proj", cfg.num_kv_heads)):
@@ -219,16 +245,22 @@ def open_gguf(path: Path, source: str, name: str | None = None, kind: str = "ggu
                     key = f"model.layers.{i}.self_attn.{proj}.{part}"
                     if key in tensors:
                         tensors[key] = _permuted(tensors[key], heads)
-    shapes = expected_shapes(cfg)
-    for hn, shape in shapes.items():
-        if hn not in tensors:
-            raise ModelError(f"{src}: tensor for {hn} is missing (the metadata says {cfg.num_layers} layers)", _FIX)
-        if tensors[hn].shape != shape:
-            raise ModelError(f"{src}: {hn} has shape {list(tensors[hn].shape)}, the metadata implies {list(shape)}", _FIX)
     from .gguf_tokenizer import gguf_metadata, tokenizer_from_gguf
 
-    tok = tokenizer_from_gguf(gguf_metadata(reader), src)
-    notes = [] if tok is not None else ["no tokenizer in the GGUF file: use --prompt-ids; output shows token ids"]
+    # a tokenizer aios cannot build does not stop the model: --prompt-ids still runs it
+    meta = gguf_metadata(reader)  # a field that cannot be decoded at all: the file is damaged
+    tok, problem = None, None
+    try:
+        tok = tokenizer_from_gguf(meta, src)
+    except ModelError as e:
+        problem = e.problem
+    if tok is not None and tok.get_vocab_size(with_added_tokens=True) > cfg.vocab_size:
+        tok, problem = None, (f"{src}: the tokenizer has {tok.get_vocab_size(with_added_tokens=True)} tokens, the "
+                              f"embedding {cfg.vocab_size} rows")
+    notes = []
+    if tok is None:
+        notes.append(f"the tokenizer cannot be used ({problem}): pass --prompt-ids; output shows token ids"
+                     if problem else "no tokenizer in the GGUF file: use --prompt-ids; output shows token ids")
     used = [tensors[n] for n in shapes]
     counts: dict[str, int] = {}
     for t in used:
@@ -238,5 +270,5 @@ def open_gguf(path: Path, source: str, name: str | None = None, kind: str = "ggu
         config=cfg, weights=ModelWeights(cfg, tensors.__getitem__, "+".join(sorted(counts))), tokenizer=tok,
         source=source, kind=kind, path=str(path), stored_bytes=sum(t.nbytes for t in used),
         open_seconds=time.perf_counter() - t0, notes=notes,
-        quant=main if main in BLOCK_TYPES else None,
+        quant=main if main in BLOCK_TYPES else None, tokenizer_problem=problem,
     )

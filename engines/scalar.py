@@ -84,13 +84,18 @@ class ScalarEngine(Engine):
     dtype = "float64"
     act_itemsize = 8
 
-    def __init__(self, ckpt, dtype: str | None = None, progress=None):
+    def __init__(self, ckpt, dtype: str | None = None, progress=None, quant: str | None = None):
         super().__init__(ckpt)
         resolve_dtype(self.name, dtype)
+        if quant not in (None, "none"):  # every weight is a float64 here: `none` is what it does anyway
+            from .errors import BackendError
+
+            raise BackendError("the scalar engine runs float64 only", "use --quant with --backend simd or torch")
         self.preflight(self.cfg, ckpt.name)
         # weights as Python lists of float64: matrices W[out][in], vectors (the layout and its
-        # shapes: engines.weights.LayerWeights)
-        self.load_weights(lambda t, role: to_float32(t).astype(np.float64).tolist(), progress)
+        # shapes: engines.weights.LayerWeights); a file's blocks dequantized
+        with np.errstate(invalid="ignore"):  # a signalling NaN warns as it widens; the logits check names it
+            self.load_weights(lambda t, role: to_float32(t).astype(np.float64).tolist(), progress)
         self.cos_table: list = []
         self.sin_table: list = []
         self.reset(64)

@@ -84,7 +84,8 @@ class SimdEngine(Engine):
             a = np.empty((tensor.cols, tensor.q.shape[0] * QK.R), f32)
             QK.dequant_tiles(tensor.q, tensor.d, tensor.m, tensor.code, 0, tensor.cols, a)
             tensor = a
-        return bool(np.isfinite(np.asarray(tensor, dtype=np.float64)).all())
+        with np.errstate(invalid="ignore"):  # a signalling NaN warns as it widens: it is the answer here
+            return bool(np.isfinite(np.asarray(tensor, dtype=np.float64)).all())
 
     # --- one matvec / matmul over either kind of weight ------------------------------------
     def _mv(self, W, x, out, add=None):
