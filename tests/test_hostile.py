@@ -259,13 +259,20 @@ def test_hostile_input(sandbox, build, needle):
     argv = list(build(sandbox))
     before = tree(sandbox.root)
     res = CliRunner().invoke(app, argv)
+    assert_refused(res, needle)
+    assert tree(sandbox.root) == before, "the sandbox changed"
+
+
+def assert_refused(res, needle: str) -> str:
+    """Exit 2, nothing on stdout, no traceback, and exactly one `aios: error:` line on stderr that
+    says `needle`; returns the line."""
     assert res.exit_code == BAD_INPUT, (res.exit_code, res.output)
     assert "Traceback" not in res.output
     assert res.stdout == "", res.stdout
     lines = res.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("aios: error: "), res.stderr
     assert needle in lines[0], lines[0]
-    assert tree(sandbox.root) == before, "the sandbox changed"
+    return lines[0]
 
 
 # --- 3. export targets that are written, not refused ------------------------------------

@@ -39,7 +39,7 @@ from typer.testing import CliRunner
 from aios_cli.errors import BAD_INPUT
 from aios_cli.main import app
 
-from .test_hostile import tree
+from .test_hostile import assert_refused, tree
 
 gguf = pytest.importorskip("gguf")
 
@@ -338,14 +338,6 @@ def invoke(argv, seconds: float = 60):
     return res
 
 
-def assert_refused(res, needle: str) -> str:
-    assert res.exit_code == BAD_INPUT, (res.exit_code, res.output)
-    assert "Traceback" not in res.output
-    assert res.stdout == "", res.stdout
-    lines = res.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("aios: error: "), res.stderr
-    assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 # --- builders of the cases that need more than one line ----------------------------------------
