@@ -100,6 +100,8 @@ class TorchEngine(Engine):
         return TorchSampler(params)
 
     def to_host(self, logits) -> np.ndarray:
+        if isinstance(logits, np.ndarray):  # prefill(all_logits=True) already returns host logits
+            return logits
         return logits.float().cpu().numpy()
 
     def read_token(self, token, logits) -> tuple[int, bool]:
