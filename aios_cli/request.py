@@ -130,7 +130,8 @@ class GenerateRequest:
                 if ckpt.tokenizer_problem:
                     fail(f"{ckpt.tokenizer_problem}, so no text prompt can be encoded — pass token ids with "
                          "--prompt-ids 1,2,3")
-                fail(f"{self.model} has no tokenizer, so no text prompt can be encoded — pass token ids with "
+                what = "tokenizer" if ckpt.kind in ("gguf", "packaged") else "tokenizer.json"
+                fail(f"{self.model} has no {what}, so no text prompt can be encoded — pass token ids with "
                      "--prompt-ids 1,2,3")
             from engines.tokenizer import encode
 
