@@ -35,17 +35,12 @@ BLOCK = 32  # weights per block, in every format here
 @dataclass(frozen=True)
 class Format:
     name: str  # GGUF's name: Q8_0
+    block_weights: int  # 32; 256 for the K-quants
     block_bytes: int
-    quantizable: bool  # the gguf package can quantize to it (K-quants: dequantize only)
 
     @property
     def bits_per_weight(self) -> float:
-        return self.block_bytes * 8 / BLOCK if self.name in _SMALL else _KQ_BITS[self.name]
-
-
-_SMALL = {"Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1"}
-_KQ_BITS = {"Q2_K": 84 * 8 / 256, "Q3_K": 110 * 8 / 256, "Q4_K": 144 * 8 / 256, "Q5_K": 176 * 8 / 256,
-            "Q6_K": 210 * 8 / 256, "Q8_K": 292 * 8 / 256}
+        return self.block_bytes * 8 / self.block_weights
 
 # What --quant offers: the formats the gguf package quantizes and the simd engine has kernels for,
 # and `none`: every weight as a float (a GGUF file's blocks dequantized).
@@ -62,9 +57,8 @@ def ggml_type(name: str):
 def format_info(name: str) -> Format:
     import gguf
 
-    t = ggml_type(name)
-    block, nbytes = gguf.GGML_QUANT_SIZES[t]
-    return Format(name, nbytes, name in QUANTS.values())
+    block, nbytes = gguf.GGML_QUANT_SIZES[ggml_type(name)]  # the package's own table
+    return Format(name, block, nbytes)
 
 
 @dataclass(frozen=True)

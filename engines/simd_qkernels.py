@@ -43,6 +43,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
+from .quant import format_info
 from .simd_kernels import _PAR_MIN_MATVEC, jit
 
 R = 64  # rows per tile
@@ -258,9 +259,6 @@ def warmup() -> None:
 
 # ------------------------------------------------------------------------- the tiled layout
 
-_BLOCK_BYTES = {"Q8_0": 34, "Q4_0": 18, "Q4_1": 20}
-
-
 class Tiled:
     """A quantized matrix in the kernels' tiled layout (see the module docstring)."""
 
@@ -269,7 +267,7 @@ class Tiled:
     def __init__(self, blocks: np.ndarray, fmt: str, cols: int):
         """`blocks`: uint8 (O, row bytes), GGUF's rows of `fmt` blocks, for a matrix of `cols` columns."""
         O, row_bytes = blocks.shape
-        bb = _BLOCK_BYTES[fmt]
+        bb = format_info(fmt).block_bytes
         nb = row_bytes // bb
         if nb * bb != row_bytes or nb * 32 < cols:
             raise ValueError(f"{fmt}: {row_bytes} bytes a row is not whole blocks for {cols} columns")

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .quant import format_info
+
 GROUP = 32
 TILE_ROWS = 2048  # rows of a Q8_0 matrix dequantized at once
 
@@ -29,7 +31,7 @@ def _blocks(a: np.ndarray, fmt: str):
     """GGUF rows (O, row bytes) -> (d float32 (O, nb), m float32 (O, nb) or None, q: int8 (O, nb*32)
     for Q8_0, uint8 nibbles 0..15 (O, nb*32) for the 4-bit formats)."""
     O = a.shape[0]
-    bb = {"Q8_0": 34, "Q4_0": 18, "Q4_1": 20}[fmt]
+    bb = format_info(fmt).block_bytes
     b = a.reshape(O, -1, bb)
     d = np.ascontiguousarray(b[:, :, 0:2]).view(np.float16)[..., 0].astype(np.float32)
     if fmt == "Q8_0":
