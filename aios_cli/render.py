@@ -34,7 +34,8 @@ def summary_lines(r: RunRecord) -> list[tuple[str, str]]:
     return [
         ("backend", f"{r.backend} · {r.dtype} · {r.device}"),
         ("model", f"{r.model} ({r.config.arch}, {r.config.num_params() / 1e6:.1f}M params, {r.config.num_layers} layers)"),
-        ("weights", f"{r.weight_format}, {r.bits_per_weight:.2f} bits/weight" + (f" (--quant {r.quant})" if r.quant else "")
+        ("weights", f"{r.weight_format}, {r.bits_per_weight:.2f} bits/weight"
+         + (f", {r.quant_dot} activations" if r.quant_dot else "") + (f" (--quant {r.quant})" if r.quant else "")
          if r.bits_per_weight is not None else r.weight_format or "n/a"),
         ("prompt / new tokens", f"{s['prompt_tokens']} / {s['new_tokens']}"),
         ("load · JIT", f"{fmt_t(s['load_s'])} · " + (fmt_t(s["jit_s"]) if s["jit_s"] is not None else

@@ -20,7 +20,16 @@ Weights compared (the engine's `quant=`):
   * q8_0, q4_0, q4_1: the layers' linear weights quantized from those float32 values, the
     embedding / lm_head Q8_0 (`engines.quant.plan`). The fp32 reference is itself the
     dequantized Q4_1 file, so these are re-quantized weights: two roundings, not one;
-  * stored    `quant=None`: the file's own Q4_1 / Q8_0 blocks, as they are.
+  * stored    `quant=None`: the file's own Q4_1 / Q8_0 blocks, as they are;
+  * .../i8    the same weights with int8 inputs (simd on x86-64 with AVX2 only): every quantized
+    matvec's input quantized to Q8_0 per block, as llama.cpp does and as `simd` decodes by
+    default there (`AIOS_QUANT_DOT`). The rows without /i8 multiply float32 inputs.
+
+A window is one prefill. simd's prefill of more than 8 tokens multiplies float32 activations by
+dequantized weights (BLAS), which is what its float32-input decode kernels compute, to
+rounding; for the /i8 rows every prompt token goes through the decode matvecs instead
+(`PREFILL_MATVEC_TOKENS` raised on that engine), so those rows measure the int8 decode kernels,
+at decode's speed (~1 min a row for the default 8 x 512 tokens).
 
 Text: the source of a few Python standard-library modules (`inspect.getsource`; real text on
 every machine, though it changes a little between Python versions: the version and a hash of
@@ -75,8 +84,10 @@ from engines.tokenizer import encode  # noqa: E402
 
 MODEL = "smollm2"
 MODULES = ("json.decoder", "textwrap", "difflib", "argparse", "shlex", "fractions", "calendar", "string")
-# (row name, quant= for the engine)
-WEIGHTS = (("fp32", "none"), ("q8_0", "q8_0"), ("q4_0", "q4_0"), ("q4_1", "q4_1"), ("stored", None))
+# (row name, quant= for the engine, how its quantized matrices take their inputs)
+WEIGHTS = (("fp32", "none", None), ("q8_0", "q8_0", "float32"), ("q4_0", "q4_0", "float32"),
+           ("q4_1", "q4_1", "float32"), ("stored", None, "float32"),
+           ("q8_0/i8", "q8_0", "int8"), ("q4_0/i8", "q4_0", "int8"), ("stored/i8", None, "int8"))
 # aios fp32 vs transformers: both run float32 on the same dequantized weights, so they differ only
 # by summation order; a relative perplexity difference over this is a bug
 ORACLE_REL_TOL = 1e-3
@@ -211,7 +222,7 @@ def main() -> int:
     ap.add_argument("--windows", type=int, default=8, help="windows (fresh prefills) per set of weights")
     ap.add_argument("--window", type=int, default=512, help="tokens per window (it predicts window-1 positions)")
     ap.add_argument("--modules", default=",".join(MODULES), help="standard-library modules whose source is the text")
-    ap.add_argument("--weights", default=",".join(n for n, _ in WEIGHTS),
+    ap.add_argument("--weights", default=",".join(n for n, _, _ in WEIGHTS),
                     help="rows to run (fp32 always runs: it is the reference)")
     ap.add_argument("--no-hf", action="store_true", help="skip the transformers oracle")
     ap.add_argument("--hf-requant", default="", help="quantized rows (q8_0,q4_0,q4_1) to check against transformers "
@@ -222,10 +233,14 @@ def main() -> int:
     if args.quick:
         args.windows, args.window = 1, 384
     wanted = set(args.weights.split(",")) | {"fp32"}
-    unknown = wanted - {n for n, _ in WEIGHTS}
+    unknown = wanted - {n for n, _, _ in WEIGHTS}
     if unknown:
-        ap.error(f"unknown --weights {', '.join(sorted(unknown))}; choose from {', '.join(n for n, _ in WEIGHTS)}")
-    weights = [(n, q) for n, q in WEIGHTS if n in wanted]
+        ap.error(f"unknown --weights {', '.join(sorted(unknown))}; choose from {', '.join(n for n, _, _ in WEIGHTS)}")
+    from engines.simd_qkernels import HAVE_AVX2
+
+    no_int8 = args.backend != "simd" or not HAVE_AVX2
+    skipped = [n for n, _, dot in WEIGHTS if n in wanted and dot == "int8" and no_int8]
+    weights = [(n, q, dot) for n, q, dot in WEIGHTS if n in wanted and n not in skipped]
     requant = [r for r in args.hf_requant.split(",") if r]
     if set(requant) - ({"q8_0", "q4_0", "q4_1"} & wanted):
         ap.error("--hf-requant takes rows among q8_0,q4_0,q4_1 that --weights runs")
@@ -263,13 +278,20 @@ def main() -> int:
     # fp32 log-probs are the reference for the others, and nothing (V, positions) is kept
     Eng = engine_class(args.backend)
     engines = {}
-    for name, q in weights:
+    if skipped:
+        print(f"skipped {', '.join(skipped)}: int8 inputs are simd's, on x86-64 with AVX2")
+    for name, q, dot in weights:
         t = time.perf_counter()
+        if dot is not None and args.backend == "simd":
+            os.environ["AIOS_QUANT_DOT"] = dot  # read when the engine is built
         eng = Eng(ckpt, quant=q)
+        os.environ.pop("AIOS_QUANT_DOT", None)
+        if dot == "int8":
+            eng.PREFILL_MATVEC_TOKENS = 1 << 30  # every prompt token through the decode kernels
         load_s = time.perf_counter() - t
         jit_s = eng.warmup()
         engines[name] = eng
-        print(f"loaded {name:6s} (quant={q!r}): {eng.weight_format:10s} {eng.bits_per_weight:5.2f} bits/weight, "
+        print(f"loaded {name:9s} (quant={q!r}{', ' + eng.quant_dot + ' inputs' if eng.quant_dot else ''}): {eng.weight_format:10s} {eng.bits_per_weight:5.2f} bits/weight, "
               f"{eng.resident_weight_bytes / 2**20:6.1f} MiB  (load {load_s:.1f} s, warmup {jit_s:.1f} s)")
     hf = None
     if not args.no_hf:
@@ -292,7 +314,7 @@ def main() -> int:
         print(f"transformers weights for {r}: round-tripped through gguf's quantizer ({time.perf_counter() - t:.1f} s)")
     print()
 
-    rows = {name: Row(name) for name, _ in weights}
+    rows = {name: Row(name) for name, _, _ in weights}
     hf_row = Row("transformers")
     rq_rows = {r: Row(f"transformers {r}") for r in requant}
     rq_max_dlogit = dict.fromkeys(requant, 0.0)
@@ -302,7 +324,7 @@ def main() -> int:
         targets = np.asarray(ids[1:], np.int64)
         ref_lp = ref_top1 = None
         logits_by = {}
-        for name, _ in weights:
+        for name, _, _ in weights:
             eng, row = engines[name], rows[name]
             t = time.perf_counter()
             eng.reset(len(ids))
@@ -340,11 +362,11 @@ def main() -> int:
     print()
     print(f"perplexity of {MODEL} on Python stdlib source, {args.backend} engine, "
           f"{len(wins)} windows x {args.window} tokens (non-overlapping)")
-    hdr = (f"{'weights':8s} | {'bits/weight':>11s} | {'format':10s} | {'perplexity':>10s} | {'Δ vs fp32':>18s} | "
+    hdr = (f"{'weights':9s} | {'bits/weight':>11s} | {'format':10s} | {'perplexity':>10s} | {'Δ vs fp32':>18s} | "
            f"{'top-1 agreement':>15s} | {'positions':>9s} | {'KL vs fp32':>10s}")
     print(hdr)
     print("-" * len(hdr))
-    for name, _ in weights:
+    for name, _, _ in weights:
         r, eng = rows[name], engines[name]
         d = r.all_nll() - fp_nll  # paired per position: its standard error bounds the Δ
         se = d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
@@ -352,7 +374,7 @@ def main() -> int:
         delta = "" if name == "fp32" else f"{ppl - fp.ppl():+7.3f} (±{ppl * se:.3f})"
         agree = np.concatenate(r.agree).mean() if r.agree else 1.0
         kl = f"{np.concatenate(r.kl).mean():.5f}" if r.kl else "0"
-        print(f"{name:8s} | {eng.bits_per_weight:11.3f} | {eng.weight_format:10s} | {ppl:10.4f} | {delta:>18s} | "
+        print(f"{name:9s} | {eng.bits_per_weight:11.3f} | {eng.weight_format:10s} | {ppl:10.4f} | {delta:>18s} | "
               f"{agree:15.2%} | {r.positions:9d} | {kl:>10s}")
     print("  (bits/weight: resident weight bytes x 8 / parameters, scales and norms included; "
           "Δ ± one standard error of the paired per-position difference, in perplexity)")

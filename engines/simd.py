@@ -10,6 +10,7 @@ Weights are fused where the math allows (q|k|v in one matrix, gate|up in one: th
 
 from __future__ import annotations
 
+import os
 import time
 
 import numba
@@ -20,6 +21,7 @@ from . import quant
 from . import simd_kernels as K
 from . import simd_qkernels as QK
 from .base import Engine, attn_scale, rope_tables
+from .errors import UserError
 from .ops import (
     ATTN_MIX, ATTN_NORM, ATTN_SCORES, ATTN_SOFTMAX, DOWN_PROJ, EMBED, FINAL_NORM, GATE_UP_PROJ,
     LM_HEAD, MLP_NORM, O_PROJ, QK_NORM, QKV_PROJ, ROPE, SILU_MUL,
@@ -29,6 +31,22 @@ from .weights import to_float32
 
 f32 = np.float32
 KS = K.serial
+
+QUANT_DOTS = ("int8", "float32")
+
+
+def quant_dot() -> str:
+    """How the quantized matvecs multiply (`engines.simd_qkernels`): ``int8`` (the input quantized
+    per 32-element block, as llama.cpp does; x86-64 with AVX2) or ``float32`` (exact, every
+    machine). ``AIOS_QUANT_DOT`` picks one; the default is int8 where the machine has it."""
+    want = os.environ.get("AIOS_QUANT_DOT", "").strip().lower()
+    if want and want not in QUANT_DOTS:
+        raise UserError(f"AIOS_QUANT_DOT={want!r} is not one of {', '.join(QUANT_DOTS)}",
+                        "set AIOS_QUANT_DOT=int8 or AIOS_QUANT_DOT=float32, or unset it")
+    if want == "int8" and not QK.HAVE_AVX2:
+        raise UserError("AIOS_QUANT_DOT=int8 needs an x86-64 CPU with AVX2, and this one has none",
+                        "unset AIOS_QUANT_DOT (float32 is the default here)")
+    return want or ("int8" if QK.HAVE_AVX2 else "float32")
 
 
 class SimdEngine(Engine):
@@ -44,8 +62,12 @@ class SimdEngine(Engine):
         # decode buffers, reused every token
         H, I = cfg.hidden_size, cfg.intermediate_size
         tiled = [t for t in self._matrices() if isinstance(t, QK.Tiled)]
-        self.xpad = np.zeros(max([t.blocks * 33 for t in tiled], default=0), f32)  # quantized matvec scratch
+        # quantized matvec scratch: the padded input (and its int8 copy), the output's padded rows
+        self.xpad = np.zeros(max([QK.xpad_size(t.blocks) for t in tiled], default=0), f32)
+        self.xq = np.zeros(max([t.blocks * 32 for t in tiled], default=0), np.int8)
         self.qout = np.zeros(max([t.q.shape[0] * QK.R for t in tiled], default=0), f32)
+        # how a quantized matrix meets its input: int8 x int8 where the machine has the kernels
+        self.quant_dot = quant_dot() if tiled else ""
         self.x = np.zeros((1, H), f32)
         self.h = np.zeros((1, H), f32)
         self.qkv = np.zeros(cfg.q_dim + 2 * cfg.kv_dim, f32)
@@ -91,7 +113,11 @@ class SimdEngine(Engine):
     def _mv(self, W, x, out, add=None):
         """out = W @ x (+ add); add may be out (a residual). W float32 or quantized (tiled)."""
         if isinstance(W, QK.Tiled):
-            QK.qmatvec(W.q, W.d, W.m, W.code, x, self.xpad, self.qout, out if add is None else add, add is not None, out)
+            if self.quant_dot == "int8":
+                QK.qmatvec_int(W.q, W.d, W.m, W.code, x, self.xpad, self.xq, self.qout, out if add is None else add,
+                               add is not None, out)
+            else:
+                QK.qmatvec(W.q, W.d, W.m, W.code, x, self.xpad, self.qout, out if add is None else add, add is not None, out)
         elif add is None:
             K.matvec(W, x, out)
         elif add is out:

@@ -1,33 +1,45 @@
 """Numba kernels over quantized weights (Q8_0, Q4_0, Q4_1), for the ``simd`` engine.
 
 The bits are GGUF's (see `engines.quant`); only their order in memory changes. When the model
-loads, each matrix is repacked from GGUF's row-major blocks into *tiles* of R = 64 rows:
+loads, each matrix is repacked from GGUF's row-major blocks into *tiles* of R = 64 rows, with the
+bytes of a row's neighbouring weights side by side:
 
-    q  (tiles, blocks, 32, R) int8    Q8_0: the 32 weights of a block, row-minor
-       (tiles, blocks, 16, R) uint8   Q4_0/Q4_1: byte j = weight j (low nibble) | weight j+16 (high)
-    d  (tiles, blocks, R)     uint16  the fp16 scale of each row's block, as stored
-    m  (tiles, blocks, R)     uint16  Q4_1 only: the fp16 minimum
+    q  (tiles, blocks, 16, R, 2) int8    Q8_0: q[t, b, p, r, e] = weight 2p+e of row r's block b
+       (tiles, blocks,  8, R, 2) uint8   Q4_0/Q4_1: byte j = 2p+e of the block as GGUF stores it,
+                                         weight j in its low nibble and weight j+16 in its high
+    d  (tiles, blocks, R)        uint16  the fp16 scale of each row's block, as stored
+    m  (tiles, blocks, R)        uint16  Q4_1 only: the fp16 minimum
 
 so the bytes are exactly GGUF's (plus zero rows padding the last tile). Why: with the R rows of
-a tile side by side, one SIMD register holds 8 rows' weights for the same input element, the
+a tile side by side, one SIMD register holds several rows' weights for the same inputs, the
 per-block scale multiplies a whole register of rows at once, and no horizontal sum is ever
-needed inside the loop. In GGUF's own order each 32-weight block ends in a horizontal sum
-before its scale can be applied; measured on the dev VM that order ran at ~1 G weights/s per
-core, this one at ~5 (Q8_0).
+needed inside the loop. In GGUF's own order each 32-weight block ends in a horizontal sum before
+its scale can be applied; measured on the dev VM that order ran at ~1 G weights/s per core. The
+pairs (e) are what x86's multiply-and-add-pairs instructions take (`engines.simd_intrinsics`).
 
-Decode's matvec dequantizes in registers: the weights are widened to float32 and multiplied into
-the float32 input, with a float32 sum per block, then scaled. So a kernel's result is the float32
-dot product with the `gguf`-dequantized weights, to float32 rounding (llama.cpp instead
-quantizes the input to 8 bits too and multiplies integers: one more rounding).
+Two decode matvecs read these tiles:
 
-The 4-bit formats hold q in 0..15 with w = d*(q-8) (Q4_0) or d*q + m (Q4_1), so per block
+- **integer** (``qmatvec_int``, x86-64 with AVX2; the engine's default there). The input is
+  quantized to Q8_0 as llama.cpp quantizes it for its own dot products (``quantize_input``:
+  per 32-element block, xq = round(x / dx) in int8, dx = max|x| / 127 held as fp16). Then each
+  block's dot product is an integer sum, exact, and the result is W @ x^ to float32 rounding of
+  the per-block scaling, x^ being the Q8_0-dequantized input. Q8_0 uses ``vpmaddwd``; the 4-bit formats ``vpmaddubsw`` on the nibbles, into
+  int16 sums that wrap: sum_j q_j xq_j is up to 32*15*127 and does not fit int16, but
+  sum_j (q_j - 8) xq_j, which is the one wanted, is at most 32*8*127 = 32512, so it is recovered
+  exactly from the wrapped sum by subtracting 8 sum_j xq_j modulo 2^16.
+- **float** (``qmatvec``, every machine; the reference, and the engine's choice without AVX2 or
+  with ``AIOS_QDOT=float``). The weights are widened to float32 in registers and multiplied into
+  the float32 input, a float32 sum per block, then scaled: the float32 dot product with the
+  `gguf`-dequantized weights, to float32 rounding. The 4-bit formats use
 
-    sum_j w_j x_j = d * sum_j q_j x_j  -  8d * sum_j x_j        (Q4_0)
-                  = d * sum_j q_j x_j  +  m  * sum_j x_j        (Q4_1)
+      sum_j w_j x_j = d * sum_j q_j x_j  -  8d * sum_j x_j        (Q4_0)
+                    = d * sum_j q_j x_j  +  m  * sum_j x_j        (Q4_1)
 
-and the block sums of x are taken once per call, not once per row. A row whose length is not a
-multiple of 32 was padded with zero weights (`engines.quant.quantize`); the kernels read the
-input through a zero-padded copy, so the padding meets zeros.
+  with the block sums of x taken once per call, not once per row.
+
+Neither ever expands the weights in memory. A row whose length is not a multiple of 32 was padded
+with zero weights (`engines.quant.quantize`); the kernels read the input through a zero-padded
+copy, so the padding meets zeros.
 
 Prefill dequantizes a few tiles at a time (``dequant_tiles``), transposed, into a float32 buffer
 that stays in cache and hands it to BLAS; an embedding lookup dequantizes one row
@@ -44,6 +56,8 @@ import numpy as np
 from numba import prange
 
 from .quant import format_info
+from .simd_intrinsics import (HAVE_AVX2, HAVE_F16, fma_pairs_q4, fma_pairs_q8, half_to_float8, madd_nibbles_u4,
+                              madd_pairs_i8, round_to_half)
 from .simd_kernels import _PAR_MIN_MATVEC, jit
 
 R = 64  # rows per tile
@@ -53,9 +67,16 @@ _CHUNKS = 32
 Q8_0, Q4_0, Q4_1 = 0, 1, 2  # format codes the kernels take
 CODES = {"Q8_0": Q8_0, "Q4_0": Q4_0, "Q4_1": Q4_1}
 
+
+def xpad_size(blocks: int) -> int:
+    """float32 scratch a matvec over `blocks` blocks a row needs: the padded input, then two
+    numbers a block."""
+    return blocks * 34
+
+
 @jit()
-def _scales(h, t, out):
-    """out (nb, R) float32 = the fp16 bits h[t] (nb, R) as float32, with integer ops on the bits
+def _scales_bits(h, t, out):
+    """``_scales`` where fp16 is no instruction: integer ops on the bits
     (a vectorized loop, no table, no branch): sign, exponent rebased from 15 to 127, mantissa
     shifted up. Subnormal and zero scales (exponent 0) are then redone as m * 2^-24; an exponent
     of 31 (inf, NaN) becomes inf or NaN as it should."""
@@ -76,50 +97,68 @@ def _scales(h, t, out):
 
 
 @jit()
-def _tile_q8(q, d, x, t, out, sacc, tacc, ds):
-    """out[t*R : t*R + R] = tile t of a Q8_0 matrix @ x. Four inputs a step: fewer passes over
-    sacc (measured 20% faster than one)."""
+def _scales(h, t, out):
+    """out (nb, R) float32 = the fp16 bits h[t] (nb, R) as float32, eight at a time
+    (`engines.simd_intrinsics.half_to_float8`: one F16C instruction on x86; measured 13x faster
+    than the integer version, whose cost per tile had been a third of a Q8_0 matvec's)."""
+    if not HAVE_F16:  # a global, so a constant to Numba: the other branch is never compiled
+        _scales_bits(h, t, out)
+        return
+    nb = h.shape[1]
+    hf = h.reshape(-1)
+    of = out.reshape(-1)
+    base = t * nb * R
+    for i in range(0, nb * R, 8):
+        half_to_float8(hf, base + i, of, i)
+
+
+# ------------------------------------------------------------------ float32 input (reference)
+
+@jit()
+def _tile_q8(q, d, x, t, out, s2, tacc, ds):
+    """out[t*R : t*R + R] = tile t of a Q8_0 matrix @ x, with two float32 sums a row (the even
+    and the odd inputs of its pairs), added at the end of each block."""
     nb = q.shape[1]
+    qf = q.reshape(-1)
     _scales(d, t, ds)
     tacc[:] = 0
     for b in range(nb):
-        sacc[:] = 0
-        for j in range(0, 32, 4):
-            i = b * 32 + j
-            x0, x1, x2, x3 = x[i], x[i + 1], x[i + 2], x[i + 3]
-            for r in range(R):
-                sacc[r] += (np.float32(q[t, b, j, r]) * x0 + np.float32(q[t, b, j + 1, r]) * x1
-                            + np.float32(q[t, b, j + 2, r]) * x2 + np.float32(q[t, b, j + 3, r]) * x3)
+        s2[:] = 0
+        base = (t * nb + b) * 32 * R
+        for p in range(16):
+            x0, x1 = x[b * 32 + 2 * p], x[b * 32 + 2 * p + 1]
+            off = base + 2 * p * R
+            for lane in range(R // 8):
+                fma_pairs_q8(qf, off + lane * 16, x0, x1, s2, lane * 16)
         for r in range(R):
-            tacc[r] += ds[b, r] * sacc[r]
+            tacc[r] += ds[b, r] * (s2[2 * r] + s2[2 * r + 1])
     out[t * R:(t + 1) * R] = tacc
 
 
 @jit()
-def _tile_q4(q, d, m, has_min, x, xs, t, out, sacc, tacc, ds, ms):
+def _tile_q4(q, d, m, has_min, x, xs, t, out, s2, tacc, ds, ms):
     """The same for Q4_0 (has_min False; m unused) and Q4_1."""
     nb = q.shape[1]
+    qf = q.reshape(-1)
     _scales(d, t, ds)
     if has_min:
         _scales(m, t, ms)
     tacc[:] = 0
     for b in range(nb):
-        sacc[:] = 0
-        for j in range(16):
-            # byte v = lo + 16 hi, so lo*xl + hi*xh = v*xl + hi*(xh - 16 xl): no mask per byte
-            # (measured 1.8x faster than masking the low nibble out)
-            xl = x[b * 32 + j]
-            xh = x[b * 32 + 16 + j] - np.float32(16.0) * xl
-            for r in range(R):
-                v = q[t, b, j, r]
-                sacc[r] += np.float32(v) * xl + np.float32(v >> 4) * xh
+        s2[:] = 0
+        base = (t * nb + b) * 16 * R
+        for p in range(8):
+            i = b * 32 + 2 * p
+            off = base + 2 * p * R
+            for lane in range(R // 16):
+                fma_pairs_q4(qf, off + lane * 32, x[i], x[i + 1], x[i + 16], x[i + 17], s2, lane * 32)
         if has_min:
             for r in range(R):
-                tacc[r] += ds[b, r] * sacc[r] + ms[b, r] * xs[b]
+                tacc[r] += ds[b, r] * (s2[2 * r] + s2[2 * r + 1]) + ms[b, r] * xs[b]
         else:
             x8 = np.float32(8.0) * xs[b]
             for r in range(R):
-                tacc[r] += ds[b, r] * (sacc[r] - x8)
+                tacc[r] += ds[b, r] * ((s2[2 * r] + s2[2 * r + 1]) - x8)
     out[t * R:(t + 1) * R] = tacc
 
 
@@ -128,15 +167,15 @@ def _tiles(q, d, m, code, x, xs, t0, t1, out):
     """Tiles t0..t1-1, with one set of scratch arrays (allocated here, once per call and thread:
     an allocation per tile inside a parallel loop serialized the threads on the allocator)."""
     nb = q.shape[1]
-    sacc = np.empty(R, np.float32)
+    s2 = np.empty(2 * R, np.float32)
     tacc = np.empty(R, np.float32)
     ds = np.empty((nb, R), np.float32)
     ms = np.empty((nb, R), np.float32)
     for t in range(t0, t1):
         if code == Q8_0:
-            _tile_q8(q, d, x, t, out, sacc, tacc, ds)
+            _tile_q8(q, d, x, t, out, s2, tacc, ds)
         else:
-            _tile_q4(q, d, m, code == Q4_1, x, xs, t, out, sacc, tacc, ds, ms)
+            _tile_q4(q, d, m, code == Q4_1, x, xs, t, out, s2, tacc, ds, ms)
 
 
 @jit(parallel=True)
@@ -154,17 +193,34 @@ def _qmv_ser(q, d, m, code, x, xs, out):
 
 
 @jit()
-def qmatvec(q, d, m, code, x, xpad, out, add, use_add, res):
-    """res = W @ x (+ add), W the tiled matrix (q, d, m) in format `code` with x.shape[0] columns.
+def _check(q, x, xpad, out, add, use_add, res):
+    nt, nb = q.shape[0], q.shape[1]
+    O = res.shape[0]
+    if x.shape[0] > nb * 32 or xpad.shape[0] < nb * 34 or out.shape[0] < nt * R or O > nt * R \
+            or (use_add and add.shape[0] != O):
+        raise ValueError("qmatvec: shape mismatch")
 
-    Scratch the caller gives: xpad float32 (blocks*32 + blocks): x padded with zeros, then the
-    block sums; out float32 (tiles*R,) (the padded rows land there). res (O,) gets the O true
-    rows; ``add`` may be ``res`` (a residual)."""
+
+@jit()
+def _finish(out, add, use_add, res):
+    O = res.shape[0]
+    if use_add:
+        for o in range(O):
+            res[o] = out[o] + add[o]
+    else:
+        res[:] = out[:O]
+
+
+@jit()
+def qmatvec(q, d, m, code, x, xpad, out, add, use_add, res):
+    """res = W @ x (+ add), W the tiled matrix (q, d, m) in format `code` with x.shape[0] columns;
+    float32 input (see the module docstring).
+
+    Scratch the caller gives: xpad float32 (``xpad_size(blocks)``); out float32 (tiles*R,) (the
+    padded rows land there). res (O,) gets the O true rows; ``add`` may be ``res`` (a residual)."""
+    _check(q, x, xpad, out, add, use_add, res)
     nt, nb = q.shape[0], q.shape[1]
     n = x.shape[0]
-    O = res.shape[0]
-    if n > nb * 32 or xpad.shape[0] < nb * 33 or out.shape[0] < nt * R or O > nt * R or (use_add and add.shape[0] != O):
-        raise ValueError("qmatvec: shape mismatch")
     xp = xpad[: nb * 32]
     xs = xpad[nb * 32: nb * 33]
     xp[:n] = x
@@ -179,11 +235,137 @@ def qmatvec(q, d, m, code, x, xpad, out, add, use_add, res):
         _qmv_par(q, d, m, code, xp, xs, out)
     else:
         _qmv_ser(q, d, m, code, xp, xs, out)
-    if use_add:
-        for o in range(O):
-            res[o] = out[o] + add[o]
+    _finish(out, add, use_add, res)
+
+
+# ------------------------------------------------------------------ int8 input (AVX2)
+
+@jit()
+def quantize_input(x, xpad, xq):
+    """x (n,) float32 -> Q8_0 blocks, exactly as `gguf.quants` (and llama.cpp) quantize to Q8_0:
+    per 32-element block dx = max|x| / 127, xq = round(x / dx) half away from zero (from dx in
+    float32), and dx then stored as fp16. xq goes to xq (blocks*32,) int8; in xpad, dx (as
+    float32) to xpad[blocks*32 + b] and the block sum of xq to xpad[blocks*33 + b] (exact in
+    float32). Elements past n are zero."""
+    nb = xq.shape[0] // 32
+    n = x.shape[0]
+    xp = xpad[: nb * 32]
+    xp[:n] = x
+    xp[n:] = 0
+    for b in range(nb):
+        amax = np.float32(0.0)
+        for j in range(32):
+            amax = max(amax, abs(xp[b * 32 + j]))
+        dx = amax / np.float32(127.0)
+        inv = np.float32(1.0) / dx if dx > 0 else np.float32(0.0)  # from dx before its fp16 rounding
+        s = 0
+        for j in range(32):
+            v = xp[b * 32 + j] * inv
+            iv = np.int32(np.floor(abs(v) + np.float32(0.5)))
+            iv = -iv if v < 0 else iv
+            xq[b * 32 + j] = np.int8(iv)
+            s += iv
+        xpad[nb * 32 + b] = round_to_half(dx)  # stored as fp16, as the block_q8_0 it stands for
+        xpad[nb * 33 + b] = np.float32(s)
+
+
+@jit()
+def _tile_q8_int(q, d, xq, dx, t, out, iacc, tacc, ds):
+    nb = q.shape[1]
+    qf = q.reshape(-1)
+    _scales(d, t, ds)
+    tacc[:] = 0
+    for b in range(nb):
+        iacc[:] = 0
+        base = (t * nb + b) * 32 * R
+        for p in range(16):
+            x01 = (np.int32(xq[b * 32 + 2 * p]) & 0xFFFF) | (np.int32(xq[b * 32 + 2 * p + 1]) << 16)
+            off = base + p * 2 * R
+            for lane in range(R // 8):
+                madd_pairs_i8(qf, off + lane * 16, x01, iacc, lane * 8)
+        s = dx[b]
+        for r in range(R):
+            tacc[r] += (ds[b, r] * s) * np.float32(iacc[r])
+    out[t * R:(t + 1) * R] = tacc
+
+
+@jit()
+def _tile_q4_int(q, d, m, has_min, xq, dx, xs, t, out, acc, tacc, ds, ms):
+    nb = q.shape[1]
+    qf = q.reshape(-1)
+    _scales(d, t, ds)
+    if has_min:
+        _scales(m, t, ms)
+    tacc[:] = 0
+    for b in range(nb):
+        acc[:] = 0
+        base = (t * nb + b) * 16 * R
+        for p in range(8):
+            i = b * 32 + 2 * p
+            xl = (np.int32(xq[i]) & 0xFF) | ((np.int32(xq[i + 1]) & 0xFF) << 8)
+            xh = (np.int32(xq[i + 16]) & 0xFF) | ((np.int32(xq[i + 17]) & 0xFF) << 8)
+            off = base + p * 2 * R
+            for lane in range(R // 16):
+                madd_nibbles_u4(qf, off + lane * 32, xl, xh, acc, lane * 16)
+        s = dx[b]
+        sq = np.int32(xs[b])  # sum of the block's xq
+        x8 = np.int16(8 * sq)
+        if has_min:  # w = d q + m: d dx (D + 8 sum xq) + m dx sum xq
+            for r in range(R):
+                D = np.float32(np.int16(acc[r] - x8))
+                tacc[r] += (ds[b, r] * s) * (D + np.float32(8 * sq)) + (ms[b, r] * s) * np.float32(sq)
+        else:  # w = d (q - 8): d dx D
+            for r in range(R):
+                tacc[r] += (ds[b, r] * s) * np.float32(np.int16(acc[r] - x8))
+    out[t * R:(t + 1) * R] = tacc
+
+
+@jit()
+def _tiles_int(q, d, m, code, xq, dx, xs, t0, t1, out):
+    nb = q.shape[1]
+    iacc = np.empty(R, np.int32)
+    acc = np.empty(R, np.int16)
+    tacc = np.empty(R, np.float32)
+    ds = np.empty((nb, R), np.float32)
+    ms = np.empty((nb, R), np.float32)
+    for t in range(t0, t1):
+        if code == Q8_0:
+            _tile_q8_int(q, d, xq, dx, t, out, iacc, tacc, ds)
+        else:
+            _tile_q4_int(q, d, m, code == Q4_1, xq, dx, xs, t, out, acc, tacc, ds, ms)
+
+
+@jit(parallel=True)
+def _qmv_int_par(q, d, m, code, xq, dx, xs, out):
+    nt = q.shape[0]
+    chunks = min(nt, _CHUNKS)
+    per = -(-nt // chunks)
+    for c in prange(chunks):
+        _tiles_int(q, d, m, code, xq, dx, xs, c * per, min(nt, (c + 1) * per), out)
+
+
+@jit()
+def _qmv_int_ser(q, d, m, code, xq, dx, xs, out):
+    _tiles_int(q, d, m, code, xq, dx, xs, 0, q.shape[0], out)
+
+
+@jit()
+def qmatvec_int(q, d, m, code, x, xpad, xq, out, add, use_add, res):
+    """res = W @ x^ (+ add), x^ the int8-quantized input (see the module docstring); AVX2 only.
+    Scratch as for ``qmatvec``, plus xq int8 (blocks*32,)."""
+    _check(q, x, xpad, out, add, use_add, res)
+    nt, nb = q.shape[0], q.shape[1]
+    if xq.shape[0] < nb * 32:
+        raise ValueError("qmatvec: shape mismatch")
+    xqb = xq[: nb * 32]
+    quantize_input(x, xpad, xqb)
+    dx = xpad[nb * 32: nb * 33]
+    xs = xpad[nb * 33: nb * 34]
+    if nt * R * nb * 32 >= _PAR_MIN_MATVEC:
+        _qmv_int_par(q, d, m, code, xqb, dx, xs, out)
     else:
-        res[:] = out[:O]
+        _qmv_int_ser(q, d, m, code, xqb, dx, xs, out)
+    _finish(out, add, use_add, res)
 
 
 @jit()
@@ -198,16 +380,16 @@ def _deq_tile(q, d, m, code, t, n, dst, c0, ds, ms):
         if code == Q8_0:
             for j in range(lim):
                 for r in range(R):
-                    dst[b * 32 + j, c0 + r] = ds[b, r] * np.float32(q[t, b, j, r])
+                    dst[b * 32 + j, c0 + r] = ds[b, r] * np.float32(q[t, b, j >> 1, r, j & 1])
         else:
             for r in range(R):
                 ms[b, r] = ms[b, r] if code == Q4_1 else np.float32(-8.0) * ds[b, r]
             for j in range(min(lim, 16)):
                 for r in range(R):
-                    dst[b * 32 + j, c0 + r] = ds[b, r] * np.float32(q[t, b, j, r] & 15) + ms[b, r]
+                    dst[b * 32 + j, c0 + r] = ds[b, r] * np.float32(q[t, b, j >> 1, r, j & 1] & 15) + ms[b, r]
             for j in range(16, lim):
                 for r in range(R):
-                    dst[b * 32 + j, c0 + r] = ds[b, r] * np.float32(q[t, b, j - 16, r] >> 4) + ms[b, r]
+                    dst[b * 32 + j, c0 + r] = ds[b, r] * np.float32(q[t, b, (j - 16) >> 1, r, j & 1] >> 4) + ms[b, r]
 
 
 @jit(parallel=True)
@@ -234,25 +416,29 @@ def dequant_row(q, d, m, code, row, n, dst):
         s = ds[b, r]
         if code == Q8_0:
             for j in range(lim):
-                dst[0, b * 32 + j] = s * np.float32(q[t, b, j, r])
+                dst[0, b * 32 + j] = s * np.float32(q[t, b, j >> 1, r, j & 1])
         else:
             mn = ms[b, r] if code == Q4_1 else np.float32(-8.0) * s
             for j in range(lim):
-                v = q[t, b, j % 16, r]
+                v = q[t, b, (j % 16) >> 1, r, j & 1]
                 dst[0, b * 32 + j] = s * np.float32((v >> 4) if j >= 16 else (v & 15)) + mn
 
 
 def warmup() -> None:
-    """Compile every kernel here on tiny inputs, in the types the engine passes."""
+    """Compile every kernel here on tiny inputs, in the types the engine passes (the integer ones
+    only where they run)."""
     x = np.zeros(40, np.float32)
-    xpad = np.zeros(2 * 33, np.float32)
+    xpad = np.zeros(xpad_size(2), np.float32)
+    xq = np.zeros(2 * 32, np.int8)
     out = np.zeros(R, np.float32)
     res = np.zeros(3, np.float32)
     d = np.zeros((1, 2, R), np.uint16)
-    for code, q in ((Q8_0, np.zeros((1, 2, 32, R), np.int8)), (Q4_0, np.zeros((1, 2, 16, R), np.uint8)),
-                    (Q4_1, np.zeros((1, 2, 16, R), np.uint8))):
-        qmatvec(q, d, d, code, x, xpad, out, res, False, res)
-        qmatvec(q, d, d, code, x, xpad, out, res, True, res)
+    for code, q in ((Q8_0, np.zeros((1, 2, 16, R, 2), np.int8)), (Q4_0, np.zeros((1, 2, 8, R, 2), np.uint8)),
+                    (Q4_1, np.zeros((1, 2, 8, R, 2), np.uint8))):
+        for use_add in (False, True):
+            qmatvec(q, d, d, code, x, xpad, out, res, use_add, res)
+            if HAVE_AVX2:
+                qmatvec_int(q, d, d, code, x, xpad, xq, out, res, use_add, res)
         dequant_tiles(q, d, d, code, 0, 40, np.zeros((40, R), np.float32))
         dequant_row(q, d, d, code, 1, 40, np.zeros((1, 40), np.float32))
 
@@ -276,10 +462,10 @@ class Tiled:
         b = np.zeros((nt * R, nb, bb), np.uint8)  # zero rows pad the last tile
         b[:O] = blocks.reshape(O, nb, bb)
 
-        def tiles(a):  # (nt*R, nb, k) -> (nt, nb, k, R), or (nt*R, nb) -> (nt, nb, R)
+        def tiles(a):  # (nt*R, nb) -> (nt, nb, R); (nt*R, nb, 2k) bytes -> (nt, nb, k, R, 2)
             if a.ndim == 2:
                 return np.ascontiguousarray(a.reshape(nt, R, nb).transpose(0, 2, 1))
-            return np.ascontiguousarray(a.reshape(nt, R, nb, a.shape[2]).transpose(0, 2, 3, 1))
+            return np.ascontiguousarray(a.reshape(nt, R, nb, a.shape[2] // 2, 2).transpose(0, 2, 3, 1, 4))
 
         self.d = tiles(np.ascontiguousarray(b[:, :, 0:2]).view(np.uint16)[..., 0])
         if fmt == "Q8_0":

@@ -71,6 +71,8 @@ class TorchEngine(Engine):
         # attention as one SDPA call, reported as the composite op `attention`
         self.fused_attention = fused_attention
         self.load_weights(self._convert, progress)
+        mats = [t for lw in self.layers for t in (lw.qkv, lw.o_proj, lw.gate_up, lw.down)] + [self.embed, self.lm_head]
+        self.quant_dot = dtype if any(isinstance(t, QLinear) for t in mats) else ""  # QLinear takes the input as is
         self.reset(64)
 
     def _convert(self, t, role: str):

@@ -29,7 +29,7 @@ EVENT_COLUMNS = ("run_id", "backend", "model", "phase", "token_index", "layer", 
 # so rows from different machines can be concatenated.
 SUMMARY_COLUMNS = (
     "run_id", "host", "cpu", "device", "backend", "model", "arch", "dtype", "quant", "weight_format",
-    "bits_per_weight", "profile", "num_layers", "hidden_size",
+    "bits_per_weight", "quant_dot", "profile", "num_layers", "hidden_size",
     "num_params", "sampling", "prompt_tokens", "new_tokens", "load_s", "jit_s", "ttft_s", "prefill_tokens_per_s",
     "decode_tokens", "decode_tokens_per_s", "decode_ms_median", "decode_ms_min", "decode_ms_max",
     "reduction_barriers_per_token", "barrier_time_share", "op_time_share", "decode_bytes_per_token",

@@ -181,7 +181,7 @@ def make_record(ckpt: Checkpoint, backend: str, engine, opts: RunOptions, prompt
         run_id=run_id or new_run_id(backend), backend=backend, model=ckpt.name, config=ckpt.config,
         dtype=engine.dtype, device=device_label(engine), profile=opts.profile, quant=opts.quant,
         weight_format=engine.weight_format, bits_per_weight=engine.bits_per_weight,
-        op_weight_bytes=engine.op_weight_bytes, act_itemsize=engine.act_itemsize,
+        quant_dot=engine.quant_dot, op_weight_bytes=engine.op_weight_bytes, act_itemsize=engine.act_itemsize,
         prompt_ids=list(prompt_ids), generated_ids=list(generated_ids), text=text, steps=list(steps),
         memory=list(memory), load_s=load_s, jit_s=jit_s if engine.has_jit else None,
         weight_bytes=engine.resident_weight_bytes, stored_weight_bytes=ckpt.stored_bytes,

@@ -77,6 +77,7 @@ class RunRecord:
     quant: str | None = None  # --quant as asked
     weight_format: str = ""  # what the engine holds the matrices as: Q4_1+Q8_0, float32, ...
     bits_per_weight: float | None = None  # bytes held per parameter x 8, scales and norms included
+    quant_dot: str = ""  # a quantized matrix's input as multiplied: int8, float32, ... ("" none quantized)
     provenance: dict = field(default_factory=dict)  # versions, threads, machine load (PROVENANCE_FIELDS)
     meta: dict = field(default_factory=dict)
 
@@ -113,6 +114,7 @@ class RunRecord:
             "quant": self.quant,
             "weight_format": self.weight_format,
             "bits_per_weight": self.bits_per_weight,
+            "quant_dot": self.quant_dot,
             "device": self.device,
             "profile": self.profile,
             "num_layers": self.config.num_layers,

@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("gguf")
+gguf = pytest.importorskip("gguf")
 pytest.importorskip("accelerate", reason="transformers' GGUF loader needs accelerate")
 
 from engines import engine_class  # noqa: E402
+from engines import simd_qkernels as QK  # noqa: E402
 from engines.checkpoint import open_model  # noqa: E402
 
 from .conftest import generate  # noqa: E402
@@ -61,9 +62,16 @@ def files(tmp_path_factory):
     return out
 
 
+@pytest.fixture()
+def float32_dot(monkeypatch):
+    """simd's quantized matvecs multiplying float32 inputs (exact), not int8 ones: the kernels
+    transformers' float32 forward pass can be matched by (the int8 ones are checked below)."""
+    monkeypatch.setenv("AIOS_QUANT_DOT", "float32")
+
+
 @pytest.mark.parametrize("backend", ["simd", "torch"])
 @pytest.mark.parametrize("arch,quant", CASES)
-def test_gguf_matches_transformers(files, arch, quant, backend):
+def test_gguf_matches_transformers(files, arch, quant, backend, float32_dot):
     path, hf = files[arch, quant]
     ref_logits, ref_ids = hf_run(hf, PROMPT, NEW)
     ckpt = open_model(str(path))
@@ -75,6 +83,49 @@ def test_gguf_matches_transformers(files, arch, quant, backend):
     ours = np.asarray(eng.prefill(PROMPT, all_logits=True), dtype=np.float64)
     np.testing.assert_allclose(ours, ref_logits, atol=ATOL, rtol=RTOL)
     assert generate(eng, PROMPT, NEW).generated_ids == ref_ids
+
+
+def q8_roundtrip(x):
+    """x through `gguf`'s own Q8_0 quantize and dequantize (zero-padded to whole blocks)."""
+    n = x.shape[0]
+    xp = np.zeros(-(-n // 32) * 32, np.float32)
+    xp[:n] = x
+    t = gguf.GGMLQuantizationType.Q8_0
+    return gguf.quants.dequantize(gguf.quants.quantize(xp.reshape(1, -1), t), t)[0, :n].astype(np.float32)
+
+
+@pytest.mark.skipif(not QK.HAVE_AVX2, reason="the int8 kernels need x86-64 with AVX2")
+@pytest.mark.parametrize("arch,quant", [c for c in CASES if c[1] != "F32"])
+def test_int8_dot_is_the_float_pass_over_q8_0_inputs(files, arch, quant, monkeypatch):
+    """The default simd engine (int8 inputs) against an oracle: the float32-input engine with
+    every quantized matvec's input first put through `gguf`'s Q8_0, the quantization llama.cpp
+    applies to its inputs. Every decode step's logits agree to float32 rounding, give or take an
+    input element that lands on the other side of a rounding step (one Q8_0 step: 1e-3 of the
+    logits' range at most here); a matvec left in float32, or quantized wrongly, is off by more."""
+    path, _ = files[arch, quant]
+    ckpt = open_model(str(path))
+    monkeypatch.setenv("AIOS_QUANT_DOT", "int8")
+    fast = engine_class("simd")(ckpt)
+    monkeypatch.setenv("AIOS_QUANT_DOT", "float32")
+    oracle = engine_class("simd")(ckpt)
+    assert (fast.quant_dot, oracle.quant_dot) == ("int8", "float32")
+    plain = oracle._mv
+
+    def mv(W, x, out, add=None):
+        return plain(W, q8_roundtrip(x) if isinstance(W, QK.Tiled) else x, out, add)
+
+    oracle._mv = mv
+    ids = PROMPT[:4]  # a prefill of up to 8 tokens is matvecs too
+    for e in (fast, oracle):
+        e.reset(len(ids) + NEW)
+    a, b = np.array(fast.prefill(ids), np.float64), np.array(oracle.prefill(ids), np.float64)
+    for step in range(NEW + 1):
+        scale = np.abs(b).max()
+        assert np.abs(a - b).max() <= 1e-3 * scale, f"step {step}: {np.abs(a - b).max() / scale:.2e} of the range"
+        if step == NEW:
+            break
+        t = int(np.argmax(b))
+        a, b = np.array(fast.decode(t), np.float64), np.array(oracle.decode(t), np.float64)
 
 
 def test_llama_rows_are_unpermuted(files):
@@ -113,8 +164,10 @@ def smollm2():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["simd", "torch"])
-def test_smollm2_greedy_matches_transformers(smollm2, backend):
-    """Real weights, real text: the same 16 greedy ids as transformers on the same Q4_1 file."""
+def test_smollm2_greedy_matches_transformers(smollm2, backend, float32_dot):
+    """Real weights, real text: the same 16 greedy ids as transformers on the same Q4_1 file
+    (simd's int8 inputs, like llama.cpp's, part from transformers' text within those 16 tokens:
+    benchmarks/bench_quant_quality.py measures by how much)."""
     ids, ref_ids, ckpt = smollm2
     eng = engine_class(backend)(ckpt)
     assert "Q4_1" in eng.weight_format and "Q8_0" in eng.weight_format  # the file's own formats
