@@ -1,0 +1,176 @@
+"""The batched engine: requests in, tokens out, one `step()` at a time.
+
+It ties the block manager (`engines.kv_blocks`), the scheduler (`engines.scheduler`) and the
+batched forward pass (`engines.paged_torch`) together, over the weights of a torch engine. It is
+pull-style, like `engines.generate.Generation`: nothing runs until the caller asks for a step,
+so a benchmark measures each step from outside, a live view pauses by not pulling, and a server
+adds and aborts requests between steps and streams what each step returns.
+
+    be = BatchEngine(engine, num_blocks=512)
+    r = be.add_request([1, 2, 3], max_new_tokens=16)
+    while be.has_unfinished():
+        out = be.step()          # StepOutput: the new token of each request that got one
+        for req, tok in out.tokens: ...
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import NonFiniteError, UserError
+from .generate import check_request
+from .kv_blocks import BlockManager
+from .ops import SAMPLE, noop_lap
+from .paged_torch import PagedTorchRunner
+from .request import Request, Status
+from .sampling import SamplingParams
+from .scheduler import Scheduled, Scheduler
+
+
+@dataclass
+class StepOutput:
+    index: int
+    scheduled: Scheduled
+    tokens: list[tuple[Request, int]] = field(default_factory=list)  # (request, its new token)
+    finished: list[Request] = field(default_factory=list)
+    schedule_s: float = 0.0  # the scheduler's share of the step
+    wall_s: float = 0.0
+    blocks_used: int = 0  # after the step
+    blocks_free: int = 0
+    running: int = 0
+    waiting: int = 0
+    probe_step: object = None  # the probe's `Step` when step() was given one
+
+
+class BatchEngine:
+    def __init__(self, engine, num_blocks: int | None = None, kv_cache_bytes: int | None = None,
+                 block_size: int = 16, max_num_seqs: int = 64, max_num_batched_tokens: int = 512,
+                 prefix_caching: bool = True):
+        cfg = engine.cfg
+        if block_size < 1:
+            raise UserError(f"--block-size must be positive, got {block_size}", "pass 16, the default")
+        per_block = 2 * cfg.num_layers * block_size * cfg.kv_dim * engine.act_itemsize
+        if num_blocks is None:
+            if kv_cache_bytes is None:
+                raise ValueError("give num_blocks or kv_cache_bytes")
+            num_blocks = kv_cache_bytes // per_block
+        if num_blocks < 1:
+            raise UserError(f"a KV pool of {num_blocks} blocks holds no tokens",
+                            f"give --kv-blocks 1 or more (a block of {block_size} tokens is {per_block} bytes here)")
+        if max_num_seqs < 1 or max_num_batched_tokens < max_num_seqs:
+            raise UserError(f"--max-num-seqs {max_num_seqs} with a step budget of {max_num_batched_tokens} tokens",
+                            "the budget must be at least --max-num-seqs (each running request decodes every step)")
+        self.engine = engine
+        self.cfg = cfg
+        self.blocks = BlockManager(num_blocks, block_size, prefix_caching)
+        self.scheduler = Scheduler(self.blocks, max_num_seqs, max_num_batched_tokens)
+        self.runner = PagedTorchRunner(engine, num_blocks, block_size)
+        self.requests: dict[str, Request] = {}
+        self._ids = itertools.count()
+        self.steps = 0
+        self.lap = noop_lap
+
+    def set_lap(self, lap) -> None:
+        """A lap function for every op of every step (the batch-1 engines' `set_lap`)."""
+        self.lap = lap or noop_lap
+        self.runner.lap = self.lap
+
+    @property
+    def kv_cache_bytes(self) -> int:
+        return self.runner.kv_cache_bytes
+
+    # --- requests ------------------------------------------------------------------------------
+    def add_request(self, prompt_ids: list[int], max_new_tokens: int, params: SamplingParams | None = None,
+                    stop_ids: tuple[int, ...] = (), request_id: str | None = None,
+                    arrival_s: float | None = None) -> Request:
+        check_request(self.cfg, list(prompt_ids), max_new_tokens)
+        rid = request_id if request_id is not None else f"req-{next(self._ids)}"
+        if rid in self.requests:
+            raise UserError(f"request id {rid!r} is already in use", "give each request its own id")
+        params = params or SamplingParams()
+        req = Request(rid, list(prompt_ids), max_new_tokens, params, tuple(stop_ids),
+                      sampler=self.engine.make_sampler(params))
+        if arrival_s is not None:
+            req.arrival_s = arrival_s
+        if not self.scheduler.fits_ever(req):
+            need = self.blocks.blocks_for(len(req.prompt_ids) + max_new_tokens)
+            raise UserError(f"request {rid}: {len(req.prompt_ids)} + {max_new_tokens} tokens need {need} KV blocks, "
+                            f"the pool has {self.blocks.num_blocks}", "give a bigger --kv-blocks or shorter requests")
+        self.requests[rid] = req
+        self.scheduler.add(req)
+        return req
+
+    def abort(self, request_id: str) -> bool:
+        """Stop a request now, its blocks back to the pool; False if it had finished already."""
+        req = self.requests.get(request_id)
+        if req is None or req.finished:
+            return False
+        self.scheduler.remove(req)
+        req.finish("abort", time.perf_counter())
+        return True
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_work()
+
+    # --- one step --------------------------------------------------------------------------------
+    def step(self, probe=None) -> StepOutput:
+        """Schedule and run one step. `probe` (a `profilers.probe.Probe`, its lap set with
+        `set_lap`) gets the step's forward pass and sampling as one step, the scheduling apart."""
+        t0 = time.perf_counter()
+        sched = self.scheduler.schedule()
+        t1 = time.perf_counter()
+        out = StepOutput(self.steps, sched, schedule_s=t1 - t0)
+        self.steps += 1
+        if probe is not None:
+            probe.begin_step("batch", out.index, sched.tokens, 0)
+        if sched.items:
+            logits = self.runner.forward(sched.items)
+            sampling = [it for it in sched.items if it.samples]
+            tokens = self._sample(sampling, logits)
+            self.lap(-1, SAMPLE)
+            now = time.perf_counter()
+            for it in sched.items:
+                it.req.num_computed = it.start + it.n
+                self.blocks.written(it.req.table, it.req.tokens, it.req.num_computed)
+            for it, tok in zip(sampling, tokens):
+                it.req.add_token(tok, now)
+                out.tokens.append((it.req, tok))
+                if it.req.finished:
+                    self.scheduler.remove(it.req)
+                    out.finished.append(it.req)
+        if probe is not None:
+            out.probe_step = probe.end_step()
+        out.wall_s = time.perf_counter() - t0
+        out.blocks_used, out.blocks_free = self.blocks.num_used, self.blocks.num_free
+        out.running, out.waiting = len(self.scheduler.running), len(self.scheduler.waiting)
+        return out
+
+    def _sample(self, items, logits: torch.Tensor) -> list[int]:
+        if not items:
+            return []
+        if all(it.req.params.is_greedy for it in items):
+            picks = torch.argmax(logits, dim=-1)  # the first of equal maxima, as np.argmax
+        else:
+            picks = torch.stack([it.req.sampler(logits[j]) for j, it in enumerate(items)])
+        chosen = logits.gather(1, picks.reshape(-1, 1))[:, 0]
+        pair = torch.stack((picks.to(torch.float64), chosen.to(torch.float64)), dim=1).tolist()  # one transfer
+        for (tok, logit), it in zip(pair, items):
+            if logit != logit or logit in (float("inf"), float("-inf")):
+                raise NonFiniteError(f"request {it.req.id}: the model produced NaN or Inf logits",
+                                     "try --dtype float32")
+        return [int(t) for t, _ in pair]
+
+    # --- convenience -----------------------------------------------------------------------------
+    def run_all(self) -> list[StepOutput]:
+        """Step until every request added so far has finished."""
+        outs = []
+        while self.has_unfinished():
+            outs.append(self.step())
+        return outs
+
+
+__all__ = ["BatchEngine", "StepOutput", "Status"]
