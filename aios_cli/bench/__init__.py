@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import typer
 
-from . import latency
+from . import latency, throughput
 
 app = typer.Typer(help="Benchmarks over a grid of settings, one row per combination (like llama-bench).",
                   no_args_is_help=True)
 app.command("latency")(latency.latency)
+app.command("throughput")(throughput.throughput)
