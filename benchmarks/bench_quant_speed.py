@@ -1,7 +1,7 @@
 """Decode tokens/s of quantized weights: aios's simd and torch engines and llama.cpp, on the same
 bits, in one interleaved run, against this machine's memory roofline. Prints; never asserts.
 
-    python benchmarks/bench_quant_speed.py                 # the full run (estimated 6-9 min on the idle 2-core VM,
+    python benchmarks/bench_quant_speed.py                 # the full run (~15 min on the 2-core dev VM,
                                                            # +1-2 min the first time, writing the derived GGUF files)
     python benchmarks/bench_quant_speed.py --quick         # smoke run: smollm2 only, 2 rounds, 8 tokens
     python benchmarks/bench_quant_speed.py --models smollm2 --engines simd,llama.cpp --quants q4_0,file

@@ -141,6 +141,11 @@ class Engine:
                 return name
         return None
 
+    def tied_head(self, embed):
+        """The lm_head of a model with tied embeddings: the embedding itself, unless the engine
+        holds matmul weights in another form (then a second copy, counted as such)."""
+        return embed
+
     # --- shared ------------------------------------------------------------------------
     def load_weights(self, convert: Callable, progress: Callable[[int, int], None] | None = None) -> None:
         """The checkpoint's weights in this engine's representation, layer by layer, each by
@@ -156,7 +161,7 @@ class Engine:
                 progress(i + 1, cfg.num_layers)
         self.final_norm = convert(w.final_norm, "vector")  # (H,)
         # (V, H); tied: the embedding
-        self.lm_head = self.embed if w.lm_head is None else convert(w.lm_head, "lm_head")
+        self.lm_head = self.tied_head(self.embed) if w.lm_head is None else convert(w.lm_head, "lm_head")
         parts = (self.layers, self.embed, self.final_norm, self.lm_head)
         self.op_weight_bytes = op_weight_bytes(*parts, cfg.vocab_size, self.nbytes)
         self.resident_weight_bytes = resident_bytes(*parts, self.nbytes)

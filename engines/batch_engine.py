@@ -77,7 +77,7 @@ class BatchEngine:
     def set_lap(self, lap) -> None:
         """A lap function for every op of every step (the batch-1 engines' `set_lap`)."""
         self.lap = lap or noop_lap
-        self.runner.lap = self.lap
+        self.engine.set_lap(lap)  # the forward pass laps through the engine's own
 
     @property
     def kv_cache_bytes(self) -> int:

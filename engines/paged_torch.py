@@ -19,7 +19,9 @@ That is `torch.nn.functional.scaled_dot_product_attention` on gathered blocks, P
 kernel, as the issue asks before anything hand-written; the gather costs a copy of the keys a
 step (a paged kernel would read the blocks in place). Ops are lapped with the batch-1 engine's
 names (attention as the composite `attention`), so a batched step's profile reads like a
-batch-1 one; its FLOPs and bytes cover every token of the step.
+batch-1 one; its FLOPs and bytes cover every token of the step. The parts of a layer around
+attention are the batch-1 engine's own (`TorchEngine.attention_in`, `attention_out_and_mlp`,
+`head`), laps included: the engine's `lap` times both.
 """
 
 from __future__ import annotations
@@ -28,12 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from .base import attn_scale, rope_tables
-from .ops import (
-    ATTENTION, ATTN_NORM, DOWN_PROJ, EMBED, FINAL_NORM, GATE_UP_PROJ, LM_HEAD, MLP_NORM, O_PROJ, QK_NORM,
-    QKV_PROJ, ROPE, SILU_MUL, noop_lap,
-)
-from .torch_engine import TorchEngine, apply_rope, rmsnorm
-from .torch_quant import QLinear, linear
+from .ops import ATTENTION, EMBED, ROPE
+from .torch_engine import TorchEngine
 
 
 class PagedTorchRunner:
@@ -50,7 +48,6 @@ class PagedTorchRunner:
         cos, sin = rope_tables(cfg.head_dim, cfg.rope_theta, cfg.max_position_embeddings)
         self.cos = torch.from_numpy(cos).to(self.dev, torch.float32)  # (S, hd/2)
         self.sin = torch.from_numpy(sin).to(self.dev, torch.float32)
-        self.lap = noop_lap
 
     @property
     def kv_cache_bytes(self) -> int:
@@ -67,10 +64,9 @@ class PagedTorchRunner:
         """Compute `items` (`engines.scheduler.Item`: tokens start..start+n-1 of a request, its
         block table already holding their slots); returns the logits (S, V), float32 on the
         device, at the last token of each item that samples, in the items' order."""
-        cfg, lap, dev = self.cfg, self.lap, self.dev
-        e = self.engine
+        cfg, dev, e = self.cfg, self.dev, self.engine
+        lap = e.lap
         nh, nkv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        qd, kvd, I, eps = cfg.q_dim, cfg.kv_dim, cfg.intermediate_size, cfg.rms_norm_eps
         ids, pos, slots, ctx_slots = [], [], [], []
         for it in items:
             toks = it.req.tokens
@@ -109,22 +105,10 @@ class PagedTorchRunner:
         ctx_slots = [c.to(dev) for c in ctx_slots]
         scale = attn_scale(hd)
 
-        x = e.embed.rows_of(idx) if isinstance(e.embed, QLinear) else e.embed[idx]  # (N, H)
+        x = e.embed_rows(idx)  # (N, H)
         lap(-1, EMBED)
         for li, lw in enumerate(e.layers):
-            h = rmsnorm(x, lw.attn_norm, eps)
-            lap(li, ATTN_NORM)
-            qkv = linear(h, lw.qkv, lw.qkv_bias)  # (N, q+2kv)
-            q = qkv[:, :qd].view(N, nh, hd)
-            k = qkv[:, qd:qd + kvd].view(N, nkv, hd)
-            v = qkv[:, qd + kvd:].view(N, nkv, hd)
-            lap(li, QKV_PROJ)
-            if cfg.qk_norm:
-                q = rmsnorm(q, lw.q_norm, eps)
-                k = rmsnorm(k, lw.k_norm, eps)
-                lap(li, QK_NORM)
-            q = apply_rope(q.float(), cos, sin).to(self.dtype)
-            k = apply_rope(k.float(), cos, sin).to(self.dtype)
+            q, k, v = e.attention_in(li, lw, x, cos, sin)  # (N, nh|nkv, hd), roped
             kp, vp = self.k[li], self.v[li]  # (slots, nkv, hd)
             kp[slots] = k
             vp[slots] = v
@@ -146,22 +130,9 @@ class PagedTorchRunner:
                                                      enable_gqa=nh != nkv)
                 attn[o:o + it.n] = out[0].transpose(0, 1)
             lap(li, ATTENTION)
-            x = x + linear(attn.reshape(N, qd), lw.o_proj)
-            lap(li, O_PROJ)
-            h = rmsnorm(x, lw.mlp_norm, eps)
-            lap(li, MLP_NORM)
-            gu = linear(h, lw.gate_up)  # (N, 2I): gate | up
-            lap(li, GATE_UP_PROJ)
-            act = F.silu(gu[:, :I]) * gu[:, I:]
-            lap(li, SILU_MUL)
-            x = x + linear(act, lw.down)
-            lap(li, DOWN_PROJ)
+            x = e.attention_out_and_mlp(li, lw, x, attn.reshape(N, cfg.q_dim))
         last = torch.tensor([offs[i] + it.n - 1 for i, it in enumerate(items) if it.samples], dtype=torch.long,
                             device=dev)
         if last.numel() == 0:  # only prompt chunks that end before their prompt does
             return torch.empty(0, cfg.vocab_size, dtype=torch.float32, device=dev)
-        h = rmsnorm(x[last], e.final_norm, eps)
-        lap(-1, FINAL_NORM)
-        logits = linear(h, e.lm_head).float()  # (S, V)
-        lap(-1, LM_HEAD)
-        return logits
+        return e.head(x[last])  # (S, V)

@@ -320,6 +320,9 @@ def _tile_q4_int(q, d, m, has_min, xq, dx, xs, t, out, acc, tacc, ds, ms):
     out[t * R:(t + 1) * R] = tacc
 
 
+# _tiles_int, _qmv_int_par and _qmv_int_ser are twins of the float32 ones above, not one function
+# with a flag: Numba compiles every branch, and the AVX2 steps must never compile where the
+# machine has no AVX2.
 @jit()
 def _tiles_int(q, d, m, code, xq, dx, xs, t0, t1, out):
     nb = q.shape[1]

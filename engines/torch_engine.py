@@ -24,6 +24,8 @@ from .ops import (
 )
 from .sampling import SamplingParams
 from .safetensors_mmap import TensorRef
+from . import torch_dnnl
+from .torch_dnnl import PackedLinear
 from .torch_quant import QLinear, linear
 from .torch_sampling import TorchSampler
 from .weights import to_float32
@@ -70,6 +72,8 @@ class TorchEngine(Engine):
         self.tdev = torch.device(device)
         # attention as one SDPA call, reported as the composite op `attention`
         self.fused_attention = fused_attention
+        # float32 matmul weights prepacked for oneDNN on the CPU (`engines.torch_dnnl`)
+        self.packed = torch_dnnl.available(self.tdev, self.tdtype)
         self.load_weights(self._convert, progress)
         mats = [t for lw in self.layers for t in (lw.qkv, lw.o_proj, lw.gate_up, lw.down)] + [self.embed, self.lm_head]
         self.quant_dot = dtype if any(isinstance(t, QLinear) for t in mats) else ""  # QLinear takes the input as is
@@ -90,11 +94,20 @@ class TorchEngine(Engine):
             return QLinear(q.blocks, fmt, q.cols, self.tdtype, self.tdev)
         if t.quantized:
             t = TensorRef(to_float32(t), "float32")
-        return to_tensor(t, self.tdtype, self.tdev)
+        out = to_tensor(t, self.tdtype, self.tdev)
+        if role in ("linear", "lm_head") and out.ndim == 2 and self.packed:
+            return PackedLinear(out)
+        return out
+
+    def tied_head(self, embed):
+        # the embedding is gathered by rows, the head multiplied: a packed copy for the head
+        if self.packed and isinstance(embed, torch.Tensor):
+            return PackedLinear(embed)
+        return embed
 
     @staticmethod
     def nbytes(tensor) -> int:
-        if isinstance(tensor, QLinear):
+        if isinstance(tensor, (QLinear, PackedLinear)):
             return tensor.nbytes
         return tensor.numel() * tensor.element_size()
 
@@ -114,7 +127,7 @@ class TorchEngine(Engine):
 
     @staticmethod
     def all_finite(tensor) -> bool:
-        if isinstance(tensor, QLinear):
+        if isinstance(tensor, (QLinear, PackedLinear)):
             return tensor.isfinite()
         return bool(torch.isfinite(tensor).all())
 
@@ -154,8 +167,7 @@ class TorchEngine(Engine):
 
     def _forward(self, idx: torch.Tensor, all_logits: bool):
         cfg, lap = self.cfg, self.lap
-        nh, nkv, hd, g = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.gqa_group
-        qd, kvd, I, eps = cfg.q_dim, cfg.kv_dim, cfg.intermediate_size, cfg.rms_norm_eps
+        nh, nkv, hd, g, qd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.gqa_group, cfg.q_dim
         P, T = self.pos, idx.shape[0]
         S = P + T
         cos = self.cos[P:S].unsqueeze(1)  # (T, 1, hd/2)
@@ -164,22 +176,10 @@ class TorchEngine(Engine):
         if T > 1:  # query t (absolute P+t) sees keys 0..P+t
             mask = torch.ones(T, S, dtype=torch.bool, device=self.tdev).tril(diagonal=P).logical_not()
 
-        x = self.embed.rows_of(idx) if isinstance(self.embed, QLinear) else self.embed[idx]  # (T, H)
+        x = self.embed_rows(idx)  # (T, H)
         lap(-1, EMBED)
         for li, lw in enumerate(self.layers):
-            h = rmsnorm(x, lw.attn_norm, eps)
-            lap(li, ATTN_NORM)
-            qkv = linear(h, lw.qkv, lw.qkv_bias)  # (T, q+2kv)
-            q = qkv[:, :qd].view(T, nh, hd)
-            k = qkv[:, qd:qd + kvd].view(T, nkv, hd)
-            v = qkv[:, qd + kvd:].view(T, nkv, hd)
-            lap(li, QKV_PROJ)
-            if cfg.qk_norm:
-                q = rmsnorm(q, lw.q_norm, eps)
-                k = rmsnorm(k, lw.k_norm, eps)
-                lap(li, QK_NORM)
-            q = apply_rope(q.float(), cos, sin).to(self.tdtype)
-            k = apply_rope(k.float(), cos, sin).to(self.tdtype)
+            q, k, v = self.attention_in(li, lw, x, cos, sin)
             self.k_cache[li, :, P:S] = k.transpose(0, 1)
             self.v_cache[li, :, P:S] = v.transpose(0, 1)
             lap(li, ROPE)
@@ -203,23 +203,57 @@ class TorchEngine(Engine):
                 mixed = torch.matmul(probs, values)  # (nkv, g*T, hd)
                 attn = mixed.view(nh, T, hd).transpose(0, 1).reshape(T, qd)
                 lap(li, ATTN_MIX)
-            x = x + linear(attn, lw.o_proj)
-            lap(li, O_PROJ)
-            h = rmsnorm(x, lw.mlp_norm, eps)
-            lap(li, MLP_NORM)
-            gu = linear(h, lw.gate_up)  # (T, 2I): gate | up
-            lap(li, GATE_UP_PROJ)
-            act = F.silu(gu[:, :I]) * gu[:, I:]
-            lap(li, SILU_MUL)
-            x = x + linear(act, lw.down)
-            lap(li, DOWN_PROJ)
+            x = self.attention_out_and_mlp(li, lw, x, attn)
         self.pos = S
-        rows = x if all_logits else x[-1:]
-        h = rmsnorm(rows, self.final_norm, eps)
-        lap(-1, FINAL_NORM)
-        logits = linear(h, self.lm_head).float()  # (rows, V), on the device
-        lap(-1, LM_HEAD)
+        logits = self.head(x if all_logits else x[-1:])  # (rows, V), on the device
         return logits.cpu().numpy() if all_logits else logits[0]
+
+    # --- the parts of a layer around attention, shared with the batched pass (paged_torch) ----
+    def embed_rows(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.embed.rows_of(idx) if isinstance(self.embed, QLinear) else self.embed[idx]
+
+    def attention_in(self, li: int, lw, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """Norm, q|k|v projection, q/k norms, RoPE: (q (T, nh, hd), k, v (T, nkv, hd)), lapped."""
+        cfg, lap = self.cfg, self.lap
+        nh, nkv, hd, qd, kvd, eps = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.q_dim, cfg.kv_dim, cfg.rms_norm_eps
+        T = x.shape[0]
+        h = rmsnorm(x, lw.attn_norm, eps)
+        lap(li, ATTN_NORM)
+        qkv = linear(h, lw.qkv, lw.qkv_bias)  # (T, q+2kv)
+        q = qkv[:, :qd].view(T, nh, hd)
+        k = qkv[:, qd:qd + kvd].view(T, nkv, hd)
+        v = qkv[:, qd + kvd:].view(T, nkv, hd)
+        lap(li, QKV_PROJ)
+        if cfg.qk_norm:
+            q = rmsnorm(q, lw.q_norm, eps)
+            k = rmsnorm(k, lw.k_norm, eps)
+            lap(li, QK_NORM)
+        q = apply_rope(q.float(), cos, sin).to(self.tdtype)
+        k = apply_rope(k.float(), cos, sin).to(self.tdtype)
+        return q, k, v
+
+    def attention_out_and_mlp(self, li: int, lw, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        """x + o_proj(attn), then the MLP block with its residual, lapped."""
+        lap, I, eps = self.lap, self.cfg.intermediate_size, self.cfg.rms_norm_eps
+        x = x + linear(attn, lw.o_proj)
+        lap(li, O_PROJ)
+        h = rmsnorm(x, lw.mlp_norm, eps)
+        lap(li, MLP_NORM)
+        gu = linear(h, lw.gate_up)  # (T, 2I): gate | up
+        lap(li, GATE_UP_PROJ)
+        act = F.silu(gu[:, :I]) * gu[:, I:]
+        lap(li, SILU_MUL)
+        x = x + linear(act, lw.down)
+        lap(li, DOWN_PROJ)
+        return x
+
+    def head(self, rows: torch.Tensor) -> torch.Tensor:
+        """Final norm and lm_head over `rows` (R, H): float32 logits (R, V), lapped."""
+        h = rmsnorm(rows, self.final_norm, self.cfg.rms_norm_eps)
+        self.lap(-1, FINAL_NORM)
+        logits = linear(h, self.lm_head).float()
+        self.lap(-1, LM_HEAD)
+        return logits
 
 
 class TorchCpuEngine(TorchEngine):

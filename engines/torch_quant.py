@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .quant import format_info
+from .torch_dnnl import PackedLinear
 
 GROUP = 32
 TILE_ROWS = 2048  # rows of a Q8_0 matrix dequantized at once
@@ -103,8 +104,10 @@ class QLinear:
 
 
 def linear(x: torch.Tensor, w, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear over a plain or a quantized weight."""
+    """F.linear over a plain, a oneDNN-packed (`engines.torch_dnnl`) or a quantized weight."""
     if isinstance(w, QLinear):
         y = w(x)
         return y if bias is None else y + bias
+    if isinstance(w, PackedLinear):
+        return w(x, bias)
     return F.linear(x, w, bias)

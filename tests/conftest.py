@@ -88,6 +88,18 @@ def idle_machine():
         yield
 
 
+@pytest.fixture()
+def one_torch_thread():
+    """torch on one thread for the test: a few-ms forward pass takes 150+ ms when torch's two
+    threads meet a busy second core (use with ``pytestmark = pytest.mark.usefixtures(...)``)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def hf_model_dirs(tmp_path_factory):
     """name -> (directory, fp32 HF model) for every config in HF_CONFIGS."""

@@ -32,13 +32,7 @@ ATOL = RTOL = 1e-4
 NEW = 8
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """A 4 ms forward pass takes 150+ ms when torch's two threads meet a busy second core."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def hf_run(model, ids, n):
