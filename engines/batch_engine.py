@@ -69,7 +69,7 @@ class BatchEngine:
         self.blocks = BlockManager(num_blocks, block_size, prefix_caching)
         self.scheduler = Scheduler(self.blocks, max_num_seqs, max_num_batched_tokens)
         self.runner = PagedTorchRunner(engine, num_blocks, block_size)
-        self.requests: dict[str, Request] = {}
+        self.requests: dict[str, Request] = {}  # the unfinished ones: a finished request is the caller's
         self._ids = itertools.count()
         self.steps = 0
         self.lap = noop_lap
@@ -111,6 +111,7 @@ class BatchEngine:
             return False
         self.scheduler.remove(req)
         req.finish("abort", time.perf_counter())
+        del self.requests[request_id]
         return True
 
     def has_unfinished(self) -> bool:
@@ -141,6 +142,7 @@ class BatchEngine:
                 out.tokens.append((it.req, tok))
                 if it.req.finished:
                     self.scheduler.remove(it.req)
+                    self.requests.pop(it.req.id, None)  # its id may be used again; memory stays flat
                     out.finished.append(it.req)
         if probe is not None:
             out.probe_step = probe.end_step()

@@ -44,6 +44,7 @@ class Checkpoint:
     notes: list[str] = field(default_factory=list)
     quant: str | None = None  # the block format most weights are stored in (GGUF), or None: floats
     tokenizer_problem: str | None = None  # why the file's tokenizer cannot be used (it is None then)
+    chat_template: str | None = None  # Jinja source: tokenizer_config.json's, or GGUF's tokenizer.chat_template
 
     @property
     def name(self) -> str:
@@ -271,8 +272,32 @@ def open_directory(path: Path, source: str, kind: str = "directory") -> Checkpoi
     return Checkpoint(
         config=cfg, weights=ModelWeights(cfg, tensors.__getitem__, stored), tokenizer=tok,
         source=source, kind=kind, path=str(path), stored_bytes=sum(tensors[n].nbytes for n in shapes),
-        open_seconds=time.perf_counter() - t0, notes=notes,
+        open_seconds=time.perf_counter() - t0, notes=notes, chat_template=read_chat_template(path, root),
     )
+
+
+MAX_TEMPLATE_FILE = 8 << 20  # tokenizer_config.json is read whole; real ones are under 100 KB of template
+
+
+def read_chat_template(path: Path, root: Path) -> str | None:
+    """The `chat_template` of the directory's tokenizer_config.json: a string, or the one named
+    "default" of a list of named templates (HF's two forms). None when there is none; a file
+    that cannot be read as JSON is reported, not ignored."""
+    f = path / "tokenizer_config.json"
+    if not f.is_file():
+        return None
+    _confine(f, root)
+    if f.stat().st_size > MAX_TEMPLATE_FILE:
+        raise ModelError(f"{f} is {f.stat().st_size:,} bytes, more than a tokenizer config holds", "fix or remove it")
+    try:
+        cfg = json.loads(f.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ModelError(f"{f} is not JSON ({type(e).__name__})", "fix or remove it") from None
+    t = cfg.get("chat_template") if isinstance(cfg, dict) else None
+    if isinstance(t, list):
+        named = {x.get("name"): x.get("template") for x in t if isinstance(x, dict)}
+        t = named.get("default")
+    return t if isinstance(t, str) and t.strip() else None
 
 
 def _has_gguf_magic(p: Path) -> bool:

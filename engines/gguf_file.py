@@ -271,4 +271,5 @@ def open_gguf(path: Path, source: str, name: str | None = None, kind: str = "ggu
         source=source, kind=kind, path=str(path), stored_bytes=sum(t.nbytes for t in used),
         open_seconds=time.perf_counter() - t0, notes=notes,
         quant=main if main in BLOCK_TYPES else None, tokenizer_problem=problem,
+        chat_template=t if isinstance(t := meta.get("tokenizer.chat_template"), str) and t.strip() else None,
     )

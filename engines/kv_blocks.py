@@ -169,11 +169,9 @@ class BlockManager:
             b = self.blocks[bid]
             b.ref_count -= 1
             if b.ref_count == 0:
+                self.free[bid] = None  # hashed: at the back, its prefix kept as long as possible
                 if b.hash is None:
-                    self.free[bid] = None
                     self.free.move_to_end(bid, last=False)  # unhashed: nothing to keep, reuse first
-                else:
-                    self.free[bid] = None
         table.blocks.clear()
         table.hashes.clear()
 
