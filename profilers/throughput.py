@@ -55,14 +55,17 @@ def arrivals(n: int, rate: float, rng) -> np.ndarray:
 
 
 def synthetic(n: int, input_len: tuple[int, int], output_len: tuple[int, int], rate: float, vocab_size: int,
-              seed: int = 0) -> list[WorkItem]:
+              seed: int = 0, prefix_len: int = 0) -> list[WorkItem]:
+    """Random prompts; with `prefix_len`, every prompt starts with the same `prefix_len` random
+    ids (a shared system prompt, vLLM's ``--random-prefix-len``), before its own input_len ids."""
     rng = np.random.default_rng(seed)
     at = arrivals(n, rate, rng)
+    prefix = [int(t) for t in np.random.default_rng((seed, 1)).integers(0, vocab_size, prefix_len)]
     out = []
     for i in range(n):
         p = int(rng.integers(input_len[0], input_len[1] + 1))
         o = int(rng.integers(output_len[0], output_len[1] + 1))
-        out.append(WorkItem([int(t) for t in rng.integers(0, vocab_size, p)], o, float(at[i])))
+        out.append(WorkItem(prefix + [int(t) for t in rng.integers(0, vocab_size, p)], o, float(at[i])))
     return out
 
 
@@ -215,12 +218,35 @@ class ThroughputRun:
         return s
 
 
-def run_batched(be, work: list[WorkItem], probe=None, on_step=None, realtime: bool = True) -> ThroughputRun:
+def warm_up(be, engine=None) -> None:
+    """One untimed request through the batched engine (and, given `engine`, the batch-1 one):
+    first-touch pages, allocator and kernel caches; the engine's counters start again."""
+    from engines.generate import Generation
+    from engines.sampling import SamplingParams
+
+    be.add_request([0, 1, 2, 3], 2, request_id="warm-up")
+    be.run_all()
+    be.blocks.hits = be.blocks.lookups = 0
+    be.scheduler.preemptions = 0
+    be.steps = 0
+    if engine is not None:
+        g = Generation(engine, [0, 1, 2, 3], 2, engine.make_sampler(SamplingParams()))
+        while not g.done:
+            g.step()
+
+
+def default_kv_blocks(work: list[WorkItem], block_size: int) -> int:
+    """A pool for every request of `work` at its longest: no preemption unless the workload
+    outgrows what fits at once."""
+    return sum(-(-(len(w.prompt_ids) + w.max_new_tokens) // block_size) for w in work)
+
+
+def run_batched(be, work: list[WorkItem], probe=None, on_step=None, realtime: bool = True,
+                on_idle=None, id_prefix: str = "req-") -> ThroughputRun:
     """Drive `work` through the batch engine `be`: each request is added when its arrival time
     comes (`realtime`; otherwise every request is there from the start), and steps run while any
-    is unfinished; when the engine is idle and a request is still to come, the loop sleeps until it."""
-    from engines.ops import OPS
-
+    is unfinished; when the engine is idle and a request is still to come, the loop sleeps until
+    it, calling `on_idle()` at least every 0.1 s of that wait."""
     order = sorted(range(len(work)), key=lambda i: work[i].arrival_s)
     reqs = [None] * len(work)
     steps: list[StepRecord] = []
@@ -234,34 +260,48 @@ def run_batched(be, work: list[WorkItem], probe=None, on_step=None, realtime: bo
             while nxt < len(order) and (not realtime or work[order[nxt]].arrival_s <= now):
                 i = order[nxt]
                 w = work[i]
-                reqs[i] = be.add_request(w.prompt_ids, w.max_new_tokens, request_id=f"req-{i}",
+                reqs[i] = be.add_request(w.prompt_ids, w.max_new_tokens, request_id=f"{id_prefix}{i}",
                                          arrival_s=t0 + (w.arrival_s if realtime else 0.0))
                 nxt += 1
             if not be.has_unfinished():
-                time.sleep(max(0.0, work[order[nxt]].arrival_s - (time.perf_counter() - t0)))
+                if on_idle is not None:
+                    on_idle()
+                time.sleep(min(0.1, max(0.0, work[order[nxt]].arrival_s - (time.perf_counter() - t0))))
                 continue
             start = time.perf_counter() - t0
             out = be.step(probe)
-            ops = {}
-            if out.probe_step is not None and out.probe_step.durs_ns is not None:
-                st = out.probe_step
-                secs = np.bincount(st.ops, weights=st.durs_ns * 1e-9, minlength=len(OPS))
-                ops = {OPS[k].name: float(secs[k]) for k in np.nonzero(secs)[0]}
-            steps.append(StepRecord(out.index, start, out.wall_s, out.schedule_s, out.scheduled.prefill_tokens,
-                                    out.scheduled.decode_seqs, out.running, out.waiting, out.blocks_used,
-                                    out.blocks_free, len(out.scheduled.preempted), ops))
+            steps.append(step_record(out, start))
             if on_step is not None:
                 on_step(out, steps[-1])
     finally:
         if probe is not None:
             be.set_lap(None)
-    end = max((r.finished_s for r in reqs if r is not None and r.finished_s is not None), default=t0)
-    first = min((r.arrival_s for r in reqs if r is not None), default=t0)
+    return batched_run(be, [r for r in reqs if r is not None], steps, t0)
+
+
+def step_record(out, start_s: float) -> StepRecord:
+    """A StepRecord of one `BatchEngine.step()` output that began `start_s` into the run."""
+    from engines.ops import OPS
+
+    ops = {}
+    st = out.probe_step
+    if st is not None and st.durs_ns is not None:
+        secs = np.bincount(st.ops, weights=st.durs_ns * 1e-9, minlength=len(OPS))
+        ops = {OPS[k].name: float(secs[k]) for k in np.nonzero(secs)[0]}
+    return StepRecord(out.index, start_s, out.wall_s, out.schedule_s, out.scheduled.prefill_tokens,
+                      out.scheduled.decode_seqs, out.running, out.waiting, out.blocks_used, out.blocks_free,
+                      len(out.scheduled.preempted), ops)
+
+
+def batched_run(be, reqs, steps: list[StepRecord], t0: float) -> ThroughputRun:
+    """The ThroughputRun of requests `reqs` served by `be` (times relative to `t0`)."""
+    end = max((r.finished_s for r in reqs if r.finished_s is not None), default=t0)
+    first = min((r.arrival_s for r in reqs), default=t0)
     results = [RequestResult(r.id, len(r.prompt_ids), len(r.output_ids), r.arrival_s - t0,
                              None if r.first_token_s is None else r.first_token_s - t0,
                              None if r.finished_s is None else r.finished_s - t0,
                              [t - t0 for t in r.token_s], r.preemptions, r.num_cached, r.finish_reason)
-               for r in reqs if r is not None]
+               for r in reqs]
     bm = be.blocks
     return ThroughputRun("batched", results, steps, end - first, be.scheduler.preemptions, bm.hits, bm.lookups,
                          bm.num_blocks, bm.block_size)

@@ -26,7 +26,8 @@ SUMMARY_COLUMNS = (
     "ttft_ms_p50", "ttft_ms_p90", "ttft_ms_p99", "tpot_ms_p50", "tpot_ms_p90", "tpot_ms_p99",
     "itl_ms_p50", "itl_ms_p90", "itl_ms_p99", "e2e_ms_p50", "e2e_ms_p90", "e2e_ms_p99",
     "mean_batch_size", "max_batch_size", "steps", "preemptions", "prefix_cache_hit_rate", "kv_blocks",
-    "block_size", "max_blocks_used", "max_num_seqs", "max_num_batched_tokens", "rate", "input_len", "output_len",
+    "block_size", "max_blocks_used", "max_num_seqs", "max_num_batched_tokens", "rate", "input_len", "prefix_len",
+    "output_len",
     "dataset", "seed",
 )
 STEP_COLUMNS = ("step", "start_s", "wall_s", "schedule_s", "prefill_tokens", "decode_seqs", "running", "waiting",
@@ -57,6 +58,7 @@ def throughput(
     rate: Annotated[str, typer.Option("--rate", help="Arrivals per second (a Poisson process), or inf: every request at once.", rich_help_panel=_WORK)] = "inf",
     input_len: Annotated[str, typer.Option("--input-len", help="Prompt lengths A:B, uniform (random ids from --seed).", rich_help_panel=_WORK)] = "16:64",
     output_len: Annotated[Optional[str], typer.Option("--output-len", help="Output lengths A:B, uniform; every request generates exactly that many (EOS is ignored). Default 64:128; with --dataset, its replies' lengths.", rich_help_panel=_WORK, show_default=False)] = None,
+    prefix_len: Annotated[int, typer.Option("--prefix-len", help="Random prompts start with the same this many ids (a shared system prompt: what prefix caching saves).", rich_help_panel=_WORK)] = 0,
     dataset: Annotated[Optional[Path], typer.Option("--dataset", help="A JSONL file of ShareGPT-style conversations (or prompt/output_len objects), tokenized with the model's tokenizer.", rich_help_panel=_WORK)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the lengths, ids and arrivals.", rich_help_panel=_WORK)] = 0,
     max_num_seqs: Annotated[int, typer.Option("--max-num-seqs", help="Requests running at once, at most.", rich_help_panel=_ENGINE)] = 64,
@@ -83,6 +85,10 @@ def throughput(
         fail(f"unknown --profile {profile!r} — choose op or none")
     if not 1 <= num_requests <= 1_000_000:
         fail(f"--num-requests must be between 1 and 1,000,000, got {num_requests}")
+    if prefix_len < 0:
+        fail(f"--prefix-len must be 0 or more, got {prefix_len}")
+    if prefix_len and dataset is not None:
+        fail("--prefix-len applies to random prompts, not to --dataset — drop one")
     if kv_blocks is not None and kv_cache_bytes is not None:
         fail("--kv-blocks and --kv-cache-bytes both size the pool — give one")
     r = _rate(rate)
@@ -122,7 +128,7 @@ def throughput(
         work = T.from_jsonl(str(dataset), ckpt.tokenizer, num_requests, out_range, r, seed,
                             max_prompt=ckpt.config.max_position_embeddings - 1)
     else:
-        work = T.synthetic(num_requests, in_range, out_range or (64, 128), r, V, seed)
+        work = T.synthetic(num_requests, in_range, out_range or (64, 128), r, V, seed, prefix_len)
     limit = ckpt.config.max_position_embeddings
     longest = max(len(w.prompt_ids) + w.max_new_tokens for w in work)
     if longest > limit:
@@ -135,12 +141,11 @@ def throughput(
     from engines.batch_engine import BatchEngine
 
     if kv_blocks is None and kv_cache_bytes is None:
-        # every request at its longest: no preemption unless the workload outgrows what fits at once
-        kv_blocks = sum(-(-(len(w.prompt_ids) + w.max_new_tokens) // block_size) for w in work)
+        kv_blocks = T.default_kv_blocks(work, block_size)
     be = BatchEngine(engine, num_blocks=kv_blocks, kv_cache_bytes=kv_cache_bytes, block_size=block_size,
                      max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
                      prefix_caching=prefix_caching)
-    _warm(engine, be)
+    T.warm_up(be, engine)
     from profilers.probe import make_probe
 
     probe = make_probe(profile, engine.tdev.type, engine.tdev) if profile == "op" else None
@@ -148,7 +153,7 @@ def throughput(
     if baseline:
         runs.append(_run_baseline(T, engine, work, err, quiet))
     meta = {"model": ckpt.name, "backend": backend, "dtype": engine.dtype, "max_num_seqs": max_num_seqs,
-            "max_num_batched_tokens": max_num_batched_tokens, "rate": rate, "input_len": input_len if dataset is None else "",
+            "max_num_batched_tokens": max_num_batched_tokens, "rate": rate, "input_len": input_len if dataset is None else "", "prefix_len": prefix_len,
             "output_len": output_len or ("" if dataset is not None else "64:128"), "dataset": str(dataset or ""),
             "seed": seed}
     rows = _rows(runs, meta, plan)
@@ -166,22 +171,6 @@ def _cuda_ok() -> bool:
     from engines.devices import cuda_status
 
     return cuda_status()[0]
-
-
-def _warm(engine, be) -> None:
-    """One untimed request through both paths: first-touch pages, allocator, kernel caches."""
-    from engines.generate import Generation
-    from engines.sampling import SamplingParams
-
-    be.add_request([0, 1, 2, 3], 2, request_id="warm-up")
-    be.run_all()
-    be.requests.pop("warm-up")
-    be.blocks.hits = be.blocks.lookups = 0
-    be.scheduler.preemptions = 0
-    be.steps = 0
-    g = Generation(engine, [0, 1, 2, 3], 2, engine.make_sampler(SamplingParams()))
-    while not g.done:
-        g.step()
 
 
 def _progress(err, quiet, total, what):
@@ -240,8 +229,8 @@ def _csv_value(v):
     return "" if v is None else v
 
 
-def _print(rows, format, runs, be, meta) -> None:
-    cols = _columns()
+def _print(rows, format, runs, be, meta, extra_columns: tuple[str, ...] = ()) -> None:
+    cols = _columns() + tuple(extra_columns)
     if format == "json":
         sys.stdout.write(json.dumps([{k: r.get(k) for k in cols} for r in rows], indent=2) + "\n")
     elif format == "csv":
@@ -275,12 +264,27 @@ _METRICS = (
 )
 
 
+_ENGINE_SIDE = {"batch size mean / max", "steps", "KV blocks used, max", "preemptions", "prefix-cache hits"}
+
+
+def _metrics(rows):
+    """The table's rows: over HTTP (bench serve) the engine's own figures are not seen."""
+    if all(r.get("mode") == "serve" for r in rows):
+        return [(n, f) for n, f in _METRICS if n not in _ENGINE_SIDE]
+    return _METRICS
+
+
 def _title(rows) -> str:
     r = rows[0]
     work = f"dataset {r['dataset']}" if r["dataset"] else f"input {r['input_len']}"
-    return (f"bench throughput · {r['model']} · {r['backend']} {r['dtype']} · {r['requests']} requests, {work}, "
-            f"output {r['output_len'] or 'from the dataset'}, rate {r['rate']} · max {r['max_num_seqs']} seqs, "
-            f"{r['max_num_batched_tokens']} tokens a step")
+    if r.get("prefix_len"):
+        work += f" after a shared {r['prefix_len']}-token prefix"
+    head = (f"{r['model']} · {r['backend']} {r['dtype']}".rstrip() + f" · {r['requests']} requests, {work}, "
+            f"output {r['output_len'] or 'from the dataset'}, rate {r['rate']}")
+    if r.get("mode") == "serve":
+        failed = r.get("failed_requests") or 0
+        return f"bench serve · {r.get('url', '')} · {head} · {failed} failed"
+    return f"bench throughput · {head} · max {r['max_num_seqs']} seqs, {r['max_num_batched_tokens']} tokens a step"
 
 
 def _footer(rows) -> str:
@@ -289,9 +293,11 @@ def _footer(rows) -> str:
     if len(rows) > 1:
         gain = (f"batched / baseline output tok/s: {rows[0]['output_tokens_per_s'] / rows[1]['output_tokens_per_s']:.2f}x; ")
     load = f", load average {r['load_avg_1m']:.2f} at the start" if r.get("load_avg_1m") is not None else ""
+    where = (f"times taken by this client over HTTP (token = a streamed event){load}" if r.get("mode") == "serve"
+             else f"threads {r['threads']} ({r['threading_layer']}){load}")
     return (f"{gain}tokens: {r['prompt_tokens']} prompt + {r['output_tokens']} output; duration = first arrival to last "
-            f"token; TPOT = (last token - first token) / (output tokens - 1) per request; threads {r['threads']} "
-            f"({r['threading_layer']}){load}; aios {r['aios_version']}, torch {r['torch_version']}")
+            f"token; TPOT = (last token - first token) / (output tokens - 1) per request; {where}; "
+            f"aios {r['aios_version']}, torch {r['torch_version']}")
 
 
 def _table(rows, be) -> None:
@@ -302,7 +308,7 @@ def _table(rows, be) -> None:
     t.add_column("metric", no_wrap=True)
     for r in rows:
         t.add_column(r["mode"], justify="right", no_wrap=True)
-    for name, f in _METRICS:
+    for name, f in _metrics(rows):
         t.add_row(name, *(f(r) for r in rows))
     c = console.stdout()
     c.print(_title(rows), soft_wrap=True)
@@ -313,7 +319,7 @@ def _table(rows, be) -> None:
 def _markdown(rows) -> str:
     out = [_title(rows), "", "| metric | " + " | ".join(r["mode"] for r in rows) + " |",
            "|---|" + "---:|" * len(rows)]
-    out += ["| " + name + " | " + " | ".join(f(r) for r in rows) + " |" for name, f in _METRICS]
+    out += ["| " + name + " | " + " | ".join(f(r) for r in rows) + " |" for name, f in _metrics(rows)]
     return "\n".join(out) + "\n\n" + _footer(rows) + "\n"
 
 
