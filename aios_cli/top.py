@@ -17,6 +17,7 @@ from .errors import Terminated, fail, guarded
 from .request import DEFAULT_PROMPT, MODEL_PANEL, GenerateRequest, ModelOpt, PromptIdsOpt, QuantOpt, ThreadsOpt
 
 _VIEW = "View"
+_SERVE = "Serving view (--serve)"
 
 
 @guarded
@@ -37,9 +38,40 @@ def top(
     csv_file: Annotated[Optional[Path], typer.Option("--csv", help="Where e exports (default: aios-top-<time>.csv in the current directory); with --once, write it at the end.", rich_help_panel=_VIEW)] = None,
     exit_after: Annotated[Optional[float], typer.Option("--exit-after", help="Quit after this many seconds of generating (for scripted runs and benchmarks).", rich_help_panel=_VIEW)] = None,
     stats_file: Annotated[Optional[Path], typer.Option("--stats", help="On quit, write engine tok/s and UI refresh rate as JSON to FILE.", rich_help_panel=_VIEW)] = None,
+    url: Annotated[Optional[str], typer.Option("--url", help="Watch a running aios serve at this base URL (its /aios/state): the serving view, as --serve draws it.", rich_help_panel=_SERVE, show_default=False)] = None,
+    api_key: Annotated[Optional[str], typer.Option("--api-key", help="With --url: the server's API key (or set AIOS_API_KEY).", envvar="AIOS_API_KEY", rich_help_panel=_SERVE, show_default=False)] = None,
+    serve: Annotated[bool, typer.Option("--serve", help="Watch the batched engine serve a workload instead: the queue and running batch, the KV-block map, throughput, TTFT/TPOT and the batched step's layers.", rich_help_panel=_SERVE)] = False,
+    num_requests: Annotated[int, typer.Option("--num-requests", "-N", help="Requests a round (rounds repeat with --seed+1, +2, ...).", rich_help_panel=_SERVE)] = 64,
+    rate: Annotated[str, typer.Option("--rate", help="Arrivals per second (Poisson), or inf: a round's requests all at once.", rich_help_panel=_SERVE)] = "inf",
+    input_len: Annotated[str, typer.Option("--input-len", help="Prompt lengths A:B, uniform (random ids).", rich_help_panel=_SERVE)] = "16:64",
+    output_len: Annotated[str, typer.Option("--output-len", help="Output lengths A:B, uniform (EOS ignored).", rich_help_panel=_SERVE)] = "64:128",
+    prefix_len: Annotated[int, typer.Option("--prefix-len", help="Prompts start with the same this many ids (shared prefix blocks show in the KV map).", rich_help_panel=_SERVE)] = 0,
+    max_num_seqs: Annotated[int, typer.Option("--max-num-seqs", help="Requests running at once, at most.", rich_help_panel=_SERVE)] = 64,
+    max_num_batched_tokens: Annotated[int, typer.Option("--max-num-batched-tokens", help="Tokens a step computes, at most.", rich_help_panel=_SERVE)] = 512,
+    kv_blocks: Annotated[Optional[int], typer.Option("--kv-blocks", help="KV blocks in the pool. Default: a round's requests all at their longest.", rich_help_panel=_SERVE, show_default=False)] = None,
+    block_size: Annotated[int, typer.Option("--block-size", help="Tokens a KV block holds.", rich_help_panel=_SERVE)] = 16,
 ) -> None:
-    """Watch the forward pass live: per-layer timings, reduction barriers, memory and tokens/s."""
+    """Watch the forward pass live: per-layer timings, reduction barriers, memory and tokens/s
+    (--serve: the batched engine serving a workload)."""
     quiet_blas_pool()
+    if url is not None:
+        if serve:
+            fail("--url watches a server, --serve runs the engine here — pass one")
+        _top_url(url, api_key, once, exit_after, stats_file)
+        return
+    if serve:
+        if prompt or prompt_ids:
+            fail("--serve makes random prompts (see --input-len, --prefix-len) — drop --prompt / --prompt-ids")
+        if quant:
+            fail("--serve runs the batched engine on float weights — drop --quant")
+        if profile not in ("op", "none"):
+            fail(f"--serve takes --profile op or none, got {profile!r}")
+        if csv_file is not None:
+            fail("--csv exports op events of batch-1 generations — for serving steps use "
+                 "aios bench throughput --steps-csv")
+        _top_serve(backend, model, dtype, threads, seed, profile, once, exit_after, stats_file, num_requests, rate,
+                   input_len, output_len, prefix_len, max_num_seqs, max_num_batched_tokens, kv_blocks, block_size)
+        return
     req = GenerateRequest(backend=backend, model=model, dtype=dtype, prompts=prompt or [DEFAULT_PROMPT],
                           prompt_ids=prompt_ids, max_new_tokens=max_new_tokens, profile=profile,
                           ignore_eos=ignore_eos, temperature=temperature, seed=seed, threads=threads, quant=quant,
@@ -100,3 +132,133 @@ def _top(req: GenerateRequest, once: bool, csv_file: Path | None, exit_after: fl
         raise KeyboardInterrupt if signals[0] == signal.SIGINT else Terminated(signals[0])
     if code:
         raise typer.Exit(code)
+
+
+def _top_serve(backend, model, dtype, threads, seed, profile, once, exit_after, stats_file, num_requests, rate,
+               input_len, output_len, prefix_len, max_num_seqs, max_num_batched_tokens, kv_blocks, block_size) -> None:
+    from engines import check_backend, gpu_count
+    from engines.errors import UserError
+    from profilers.throughput import parse_range
+
+    from .bench.throughput import _cuda_ok, _rate
+    from .outputs import check_outputs
+
+    if exit_after is not None and not exit_after > 0:
+        fail(f"--exit-after must be positive, got {exit_after} — e.g. --exit-after 30")
+    if not 1 <= num_requests <= 100_000:
+        fail(f"--num-requests must be between 1 and 100,000, got {num_requests}")
+    if prefix_len < 0:
+        fail(f"--prefix-len must be 0 or more, got {prefix_len}")
+    r = _rate(rate)
+    try:
+        in_range, out_range = parse_range(input_len, "--input-len"), parse_range(output_len, "--output-len")
+    except UserError as e:
+        fail(str(e))
+    if backend is None:
+        backend = "cuda" if gpu_count() and _cuda_ok() else "torch"
+    if backend not in ("torch", "cuda"):
+        fail(f"the batched engine runs on torch or cuda, not {backend!r} — pass --backend torch (or cuda with a GPU)")
+    check_backend(backend, dtype)
+    check_outputs({"--stats": stats_file})
+    if not once and not (sys.stdout.isatty() and sys.stdin.isatty()):
+        fail("aios top needs a terminal — use aios top --serve --once for a one-shot text report")
+    from profilers.threads import setup
+
+    plan = setup(threads)
+    err = console.stderr()
+    busy = plan.busy_warning()
+    if busy:
+        err.print(busy, style="yellow", soft_wrap=True)
+    from engines.checkpoint import open_model
+
+    with err.status(f"opening {model}", spinner="dots"):
+        ckpt = open_model(model)
+    longest = prefix_len + in_range[1] + out_range[1]
+    if longest > ckpt.config.max_position_embeddings:
+        fail(f"a request of up to {longest} tokens exceeds the model's context of "
+             f"{ckpt.config.max_position_embeddings} — pass shorter --input-len / --output-len / --prefix-len")
+    from .tui.serve_session import ServeOptions, ServeSession
+
+    opts = ServeOptions(num_requests, r, in_range, out_range, prefix_len, seed, max_num_seqs, max_num_batched_tokens,
+                        kv_blocks, block_size, True, profile)
+    session = ServeSession(ckpt, backend, dtype, opts)
+    if once:
+        from .tui.serve_once import run_once
+
+        run_once(session, err)
+        return
+    from .tui.serve_app import ServeApp
+
+    app = ServeApp(session, exit_after=exit_after, stats_path=stats_file)
+    signals = []
+
+    def on_signal(signum, frame):
+        signals.append(signum)
+        app.exit()
+
+    before = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        app.run()
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+    code = app.return_code or 0
+    if not session.stop(timeout=2.0):
+        if signals:
+            code = 128 + signals[0]
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    if signals:
+        raise KeyboardInterrupt if signals[0] == signal.SIGINT else Terminated(signals[0])
+    if code:
+        raise typer.Exit(code)
+
+
+def _top_url(url: str, api_key: str | None, once: bool, exit_after: float | None, stats_file: Path | None) -> None:
+    from .outputs import check_outputs
+
+    if exit_after is not None and not exit_after > 0:
+        fail(f"--exit-after must be positive, got {exit_after} — e.g. --exit-after 30")
+    url = url.rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        fail(f"--url must start with http:// or https://, got {url!r}")
+    check_outputs({"--stats": stats_file})
+    from .tui.remote_session import RemoteError, RemoteSession, fetch
+
+    try:
+        first = fetch(url, api_key)
+    except RemoteError as e:
+        fail(f"{e} — start it with aios serve, or fix --url")
+    if once:
+        import psutil
+
+        from .tui.serve_once import report
+
+        out = console.stdout()
+        out.print(report(first, psutil.cpu_percent(interval=0.2, percpu=True), None, out.width))
+        return
+    if not (sys.stdout.isatty() and sys.stdin.isatty()):
+        fail("aios top needs a terminal — use aios top --url URL --once for a one-shot text report")
+    from .tui.serve_app import ServeApp
+
+    session = RemoteSession(url, api_key)
+    session._view = first
+    app = ServeApp(session, exit_after=exit_after, stats_path=stats_file)
+    signals = []
+
+    def on_signal(signum, frame):
+        signals.append(signum)
+        app.exit()
+
+    before = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        app.run()
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+        session.stop(timeout=2.0)
+    if signals:
+        raise KeyboardInterrupt if signals[0] == signal.SIGINT else Terminated(signals[0])
+    if app.return_code:
+        raise typer.Exit(app.return_code)

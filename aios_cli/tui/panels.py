@@ -164,22 +164,24 @@ def stacked(values: np.ndarray, scale: float, width: int, tick: float | None = N
     return t
 
 
-def layer_panel(v: TopView, phase: str, metric: str, width: int, height: int) -> Text:
+def layer_panel(v: TopView, phase: str, metric: str, width: int, height: int, latest_label: str = "latest token",
+                waiting: str | None = None) -> Text:
     """Bars per layer. decode: the latest token and the moving average side by side when the
-    width allows, else the latest with the average as a tick; prefill: the prompt pass."""
+    width allows, else the latest with the average as a tick; prefill: the prompt pass. (The
+    serving view passes its batched steps as `decode`, labelled `latest_label`.)"""
     out = Text(no_wrap=True, overflow="crop")
     if phase == "prefill":
         tables = [("prefill", v.prefill, v.prefill_bytes, v.prefill_wall)]
         head = f"prefill: {v.prefill_tokens} prompt tokens in one pass" if v.prefill is not None else ""
     else:
-        tables = [("latest token", v.latest, v.latest_bytes, v.latest_wall),
+        tables = [(latest_label, v.latest, v.latest_bytes, v.latest_wall),
                   (f"avg of last {v.avg_n}", v.avg, v.avg_bytes, v.avg_wall)]
         head = ""
     if tables[0][1] is None:
         if v.profile != "op":
             out.append(f"per-layer timing needs --profile op (this session: --profile {v.profile})", style="yellow")
         else:
-            out.append(f"waiting for the first {phase} token…", style="dim")
+            out.append(waiting or f"waiting for the first {phase} token…", style="dim")
         return out
     fused = KINDS.index("fused")
     shown = legend({"fused"} if any(t[1] is not None and t[1][:, fused].any() for t in tables) else set(), width)
@@ -204,7 +206,7 @@ def layer_panel(v: TopView, phase: str, metric: str, width: int, height: int) ->
         bar_w = max(4, width - label_w - val_w - 2)
         if len(mats) == 2:
             out.append("\n" + " " * (label_w + 1))
-            out.append("latest token", style="bold")
+            out.append(latest_label, style="bold")
             out.append(f"  │ = avg of last {v.avg_n}", style="dim")
     for g, (label, _) in enumerate(groups):
         out.append(f"\n{label:>{label_w}} ", style="dim")
