@@ -13,6 +13,7 @@ from . import compare as compare_cmd
 from . import info as info_cmd
 from . import models as models_cmd
 from . import run as run_cmd
+from . import serve as serve_cmd
 from . import top as top_cmd
 
 class OneLineUsageErrors(TyperGroup):
@@ -109,6 +110,7 @@ def _root(
 
 app.command("run")(run_cmd.run)
 app.command("top")(top_cmd.top)
+app.command("serve")(serve_cmd.serve)
 app.command("info")(info_cmd.info)
 app.command("models")(models_cmd.models)
 app.add_typer(compare_cmd.app, name="compare")

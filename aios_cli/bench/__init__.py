@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import typer
 
-from . import latency, throughput
+from . import latency, serve, throughput
 
 app = typer.Typer(help="Benchmarks over a grid of settings, one row per combination (like llama-bench).",
                   no_args_is_help=True)
 app.command("latency")(latency.latency)
 app.command("throughput")(throughput.throughput)
+app.command("serve")(serve.serve)
