@@ -184,6 +184,9 @@ def _run_server(app, loop, host: str, port: int, err) -> int:
         name = signal.Signals(signals[0]).name
         print(f"aios serve: stopped by {name}" + (f"; {aborted} request(s) in flight were aborted" if aborted else ""),
               file=sys.stderr, flush=True)
+        from . import errors
+
+        errors.said.append(signals[0])  # this line says it: no second "interrupted" line
     return 130 if signals and signals[0] == signal.SIGINT else 0
 
 

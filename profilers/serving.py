@@ -91,7 +91,7 @@ class ServeView:
         """Output tokens per second over the last `seconds` of wall time (idle time counts)."""
         if not self.history:
             return None
-        end = self.history[-1][0]
+        end = max(self.history[-1][0], self.elapsed_s)  # idle time since the last step counts
         start = end - seconds
         rows = [h for h in self.history if h[0] > start]
         span = min(seconds, end - (self.history[0][0] - self.history[0][1]))

@@ -64,7 +64,8 @@ def _command_options(path: str) -> set[str]:
             if o.startswith("--") and o != "--help"}
 
 
-@pytest.mark.parametrize("command", ["aios run", "aios top", "aios bench latency"])
+@pytest.mark.parametrize("command", ["aios run", "aios top", "aios bench latency", "aios bench throughput",
+                                     "aios serve", "aios bench serve"])
 def test_readme_option_tables_match_the_help(command):
     """Every option `--help` lists is in the README's table for the command, and the table
     names no option the command does not have."""

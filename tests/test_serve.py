@@ -9,6 +9,7 @@ parser for /metrics.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -458,8 +459,6 @@ def test_top_url_without_a_server_is_one_line():
 
 @pytest.mark.slow
 def test_top_url_live_view_follows_the_server(live):
-    import asyncio
-
     asyncio.run(_top_url_pilot(live))
 
 
