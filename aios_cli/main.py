@@ -14,6 +14,7 @@ from . import info as info_cmd
 from . import models as models_cmd
 from . import run as run_cmd
 from . import serve as serve_cmd
+from . import sim as sim_cmd
 from . import top as top_cmd
 
 class OneLineUsageErrors(TyperGroup):
@@ -115,6 +116,7 @@ app.command("info")(info_cmd.info)
 app.command("models")(models_cmd.models)
 app.add_typer(compare_cmd.app, name="compare")
 app.add_typer(bench_cmd.app, name="bench")
+app.add_typer(sim_cmd.app, name="sim")
 
 
 def main() -> None:

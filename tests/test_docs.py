@@ -65,7 +65,7 @@ def _command_options(path: str) -> set[str]:
 
 
 @pytest.mark.parametrize("command", ["aios run", "aios top", "aios bench latency", "aios bench throughput",
-                                     "aios serve", "aios bench serve"])
+                                     "aios serve", "aios bench serve", "aios sim attention"])
 def test_readme_option_tables_match_the_help(command):
     """Every option `--help` lists is in the README's table for the command, and the table
     names no option the command does not have."""
