@@ -26,7 +26,8 @@ SRAM of M elements):
 Tile sizes follow the paper: Bc = ceil(M / 4d), Br = min(Bc, d) (overridable).
 
 The time model is a roofline with overlap: max(FLOPs / peak, bytes / bandwidth), each
-scaled by the share of the GPU the work can occupy (units of parallel work over SMs).
+scaled by the share of the GPU the work can occupy (units of parallel work over SMs: output
+tiles for the unfused kernels, row blocks for flash, key splits for flash-decode).
 `seed_compat` instead reproduces the course's simplified model: one global SRAM pool
 (all SMs' together), overflow that costs nothing, and compute and memory time added.
 """
@@ -192,7 +193,9 @@ def run_standard(s: Shape, m: Sram, br: int, bc: int) -> int:
     m.make("O", n * d * e)
     m.compute(2 * n * nk * d, "O = P V")
     m.store("O", n * d * e)
-    return 1  # units of parallel work per head: one kernel at a time over the whole head
+    # units of parallel work a head offers: each of the three kernels (GEMM, softmax, GEMM)
+    # spreads over the output in tiles
+    return math.ceil(n / br) * math.ceil(nk / bc)
 
 
 def run_tiled_1d(s: Shape, m: Sram, br: int, bc: int) -> int:
@@ -272,7 +275,7 @@ def run_tiled_2d(s: Shape, m: Sram, br: int, bc: int) -> int:
             m.free(("P", i, j))
         m.store(("O", i), r * d * e)
         m.free(("O", i))
-    return tr
+    return tr * tc
 
 
 def run_flash(s: Shape, m: Sram, br: int, bc: int) -> int:
@@ -308,7 +311,7 @@ def run_flash(s: Shape, m: Sram, br: int, bc: int) -> int:
             m.store(("stats", i), 2 * r * STAT_BYTES)
         m.free(("K", j))
         m.free(("V", j))
-    return 1  # FlashAttention (v1) parallelises over batch and heads only
+    return tr  # row blocks run in parallel (FlashAttention-2's split; a decode has one row block)
 
 
 def decode_splits(s: Shape, sms: int, bc: int) -> int:

@@ -469,7 +469,12 @@ async def _top_url_pilot(live):
     s = RemoteSession(live.url, poll_s=0.1)
     app = ServeApp(s)
     async with app.run_test(size=(140, 45)) as pilot:
-        before = app.view.output_tokens
+        t0 = time.monotonic()
+        while s.polls < 2 and time.monotonic() - t0 < 20:  # the server's totals so far, read
+            await pilot.pause(0.05)
+        await pilot.pause(0.3)  # the app's own tick has taken that view
+        before = s.view().output_tokens
+        assert app.view.output_tokens == before
         await asyncio.get_running_loop().run_in_executor(
             None, lambda: client(live).completions.create(model="tiny", prompt=PROMPT, max_tokens=6,
                                                           extra_body={"ignore_eos": True}))
