@@ -69,15 +69,9 @@ def serve(
         import uvicorn  # noqa: F401
     except ImportError as e:
         fail(f"aios serve needs {e.name}, which is not installed — pip install -e . (it is a dependency)")
-    from engines import check_backend, gpu_count
+    from .bench.throughput import batched_backend
 
-    from .bench.throughput import _cuda_ok
-
-    if backend is None:
-        backend = "cuda" if gpu_count() and _cuda_ok() else "torch"
-    if backend not in ("torch", "cuda"):
-        fail(f"the batched engine runs on torch or cuda, not {backend!r} — pass --backend torch (or cuda with a GPU)")
-    check_backend(backend, dtype)
+    backend = batched_backend(backend, dtype)
     from profilers.threads import setup
 
     plan = setup(threads)

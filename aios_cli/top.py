@@ -106,41 +106,15 @@ def _top(req: GenerateRequest, once: bool, csv_file: Path | None, exit_after: fl
     from .tui.app import TopApp
 
     app = TopApp(session, export_path=csv_file, exit_after=exit_after, stats_path=stats_file)
-    signals = []
-
-    def on_signal(signum, frame):  # leave the app as `q` does (the terminal restored), then end as the signal says
-        signals.append(signum)
-        app.exit()
-
-    before = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
-        app.run()
-    finally:
-        for sig, handler in before.items():
-            signal.signal(sig, handler)
-    code = app.return_code or 0  # Textual sets 1 when the app itself failed
-    if not session.stop(timeout=2.0):
-        # the engine is inside one long forward pass; the terminal is already restored
-        if signals:
-            code = 128 + signals[0]
-            print("aios: error: " + ("interrupted" if signals[0] == signal.SIGINT else
-                                     f"terminated by {signal.Signals(signals[0]).name}"), file=sys.stderr)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    if signals:
-        raise KeyboardInterrupt if signals[0] == signal.SIGINT else Terminated(signals[0])
-    if code:
-        raise typer.Exit(code)
+    _run_app(app, session.stop)
 
 
 def _top_serve(backend, model, dtype, threads, seed, profile, once, exit_after, stats_file, num_requests, rate,
                input_len, output_len, prefix_len, max_num_seqs, max_num_batched_tokens, kv_blocks, block_size) -> None:
-    from engines import check_backend, gpu_count
     from engines.errors import UserError
     from profilers.throughput import parse_range
 
-    from .bench.throughput import _cuda_ok, _rate
+    from .bench.throughput import _rate, batched_backend
     from .outputs import check_outputs
 
     if exit_after is not None and not exit_after > 0:
@@ -154,11 +128,7 @@ def _top_serve(backend, model, dtype, threads, seed, profile, once, exit_after, 
         in_range, out_range = parse_range(input_len, "--input-len"), parse_range(output_len, "--output-len")
     except UserError as e:
         fail(str(e))
-    if backend is None:
-        backend = "cuda" if gpu_count() and _cuda_ok() else "torch"
-    if backend not in ("torch", "cuda"):
-        fail(f"the batched engine runs on torch or cuda, not {backend!r} — pass --backend torch (or cuda with a GPU)")
-    check_backend(backend, dtype)
+    backend = batched_backend(backend, dtype)
     check_outputs({"--stats": stats_file})
     if not once and not (sys.stdout.isatty() and sys.stdin.isatty()):
         fail("aios top needs a terminal — use aios top --serve --once for a one-shot text report")
@@ -190,29 +160,7 @@ def _top_serve(backend, model, dtype, threads, seed, profile, once, exit_after, 
     from .tui.serve_app import ServeApp
 
     app = ServeApp(session, exit_after=exit_after, stats_path=stats_file)
-    signals = []
-
-    def on_signal(signum, frame):
-        signals.append(signum)
-        app.exit()
-
-    before = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
-        app.run()
-    finally:
-        for sig, handler in before.items():
-            signal.signal(sig, handler)
-    code = app.return_code or 0
-    if not session.stop(timeout=2.0):
-        if signals:
-            code = 128 + signals[0]
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    if signals:
-        raise KeyboardInterrupt if signals[0] == signal.SIGINT else Terminated(signals[0])
-    if code:
-        raise typer.Exit(code)
+    _run_app(app, session.stop)
 
 
 def _top_url(url: str, api_key: str | None, once: bool, exit_after: float | None, stats_file: Path | None) -> None:
@@ -245,6 +193,13 @@ def _top_url(url: str, api_key: str | None, once: bool, exit_after: float | None
     session = RemoteSession(url, api_key)
     session._view = first
     app = ServeApp(session, exit_after=exit_after, stats_path=stats_file)
+    _run_app(app, session.stop)
+
+
+def _run_app(app, stop) -> None:
+    """Run a Textual app: SIGINT, SIGTERM and SIGHUP leave it as `q` does (the terminal
+    restored), then end the command as the signal says. `stop(timeout)` ends the engine's
+    worker; one stuck inside a long forward pass ends the process at once."""
     signals = []
 
     def on_signal(signum, frame):
@@ -257,8 +212,16 @@ def _top_url(url: str, api_key: str | None, once: bool, exit_after: float | None
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
-        session.stop(timeout=2.0)
+    code = app.return_code or 0  # Textual sets 1 when the app itself failed
+    if not stop(2.0):
+        if signals:
+            code = 128 + signals[0]
+            print("aios: error: " + ("interrupted" if signals[0] == signal.SIGINT else
+                                     f"terminated by {signal.Signals(signals[0]).name}"), file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     if signals:
         raise KeyboardInterrupt if signals[0] == signal.SIGINT else Terminated(signals[0])
-    if app.return_code:
-        raise typer.Exit(app.return_code)
+    if code:
+        raise typer.Exit(code)

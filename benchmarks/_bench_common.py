@@ -101,3 +101,30 @@ def jit_cold_vs_cached(module: str = "engines.simd_kernels") -> tuple[float, flo
                                  capture_output=True, text=True).stdout.split()
             res += [float(out[0]), float(out[1])]
     return res[0], res[1], res[2], res[3]
+
+
+def tmux_stats(cmd: str, stats, wait_s: float, size: tuple[int, int] = (120, 40)) -> dict:
+    """Run `cmd` (a shell command line that writes JSON to `stats` on exit) in a real terminal:
+    a detached tmux pane of `size`, on its own server; wait up to `wait_s` for it to end and
+    return the JSON. Raises SystemExit with the pane's text if no stats were written."""
+    import json
+    import time
+    import uuid
+
+    sock = f"aios-bench-{uuid.uuid4().hex[:8]}"
+    tm = ["tmux", "-L", sock]
+    subprocess.run(tm + ["new-session", "-d", "-s", "b", "-x", str(size[0]), "-y", str(size[1]), "-c", str(ROOT),
+                         f"env -u COLUMNS -u LINES TERM=xterm-256color {cmd}; echo AIOS-EXITED $?; sleep 600"], check=True)
+    try:
+        t0 = time.monotonic()
+        pane = ""
+        while time.monotonic() - t0 < wait_s:
+            pane = subprocess.run(tm + ["capture-pane", "-p", "-t", "b"], capture_output=True, text=True).stdout
+            if "AIOS-EXITED" in pane:
+                break
+            time.sleep(0.5)
+        if not Path(stats).exists():
+            raise SystemExit(f"{cmd.split()[0]} wrote no stats; the pane shows:\n{pane}")
+        return json.loads(Path(stats).read_text())
+    finally:
+        subprocess.run(tm + ["kill-server"], capture_output=True)

@@ -25,12 +25,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench_common import ROOT, load_avg  # noqa: E402
+from _bench_common import ROOT, load_avg, tmux_stats  # noqa: E402
 
 AIOS = [sys.executable, "-m", "aios_cli.main"]
 
@@ -47,27 +45,11 @@ def headless(args, seed: int) -> float:
 
 
 def tui(args) -> dict:
-    sock = f"aios-bench-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="aios-bench-top-serve-") as d:
         stats = Path(d) / "stats.json"
         cmd = " ".join(AIOS + ["top", "--serve", *workload(args), "--exit-after", str(args.seconds),
                                "--stats", str(stats)])
-        tm = ["tmux", "-L", sock]
-        subprocess.run(tm + ["new-session", "-d", "-s", "b", "-x", "140", "-y", "45", "-c", str(ROOT),
-                             f"env TERM=xterm-256color {cmd}; echo AIOS-EXITED $?; sleep 600"], check=True)
-        try:
-            t0 = time.monotonic()
-            pane = ""
-            while time.monotonic() - t0 < args.seconds + 600:
-                pane = subprocess.run(tm + ["capture-pane", "-p", "-t", "b"], capture_output=True, text=True).stdout
-                if "AIOS-EXITED" in pane:
-                    break
-                time.sleep(0.5)
-            if not stats.exists():
-                raise SystemExit(f"aios top --serve wrote no stats; the pane shows:\n{pane}")
-            return json.loads(stats.read_text())
-        finally:
-            subprocess.run(tm + ["kill-server"], capture_output=True)
+        return tmux_stats(cmd, stats, args.seconds + 600, (140, 45))
 
 
 def spread(xs: list[float], spec: str = ".2f") -> str:

@@ -27,8 +27,10 @@ class Tmux:
 
     def start(self, command: str, cwd) -> None:
         w, h = self.size
+        # COLUMNS and LINES unset: GNU readline, which pytest's process has imported, exports
+        # them (80x24) into every child's environment, and they would override the pane's size
         self.tmux("new-session", "-d", "-s", "top", "-x", str(w), "-y", str(h), "-c", str(cwd),
-                  f"env TERM=xterm-256color {command}; echo AIOS-EXITED $?; sleep 600")
+                  f"env -u COLUMNS -u LINES TERM=xterm-256color {command}; echo AIOS-EXITED $?; sleep 600")
 
     def capture(self) -> str:
         return self.tmux("capture-pane", "-p", "-t", "top")

@@ -102,14 +102,7 @@ def throughput(
         fail(str(e))
     check_outputs({"--steps-csv": steps_csv, "--requests-csv": requests_csv, "--trace": trace})
 
-    from engines import check_backend, gpu_count
-
-    if backend is None:
-        backend = "cuda" if gpu_count() and _cuda_ok() else "torch"
-    if backend not in ("torch", "cuda"):
-        fail(f"the batched engine runs on torch or cuda, not {backend!r} — pass --backend torch (or cuda with a GPU)")
-    check_backend(backend, dtype)
-
+    backend = batched_backend(backend, dtype)
     from profilers.threads import setup
 
     plan = setup(threads)
@@ -171,6 +164,19 @@ def _cuda_ok() -> bool:
     from engines.devices import cuda_status
 
     return cuda_status()[0]
+
+
+def batched_backend(backend: str | None, dtype: str | None) -> str:
+    """The backend the batched engine runs on (bench throughput, top --serve, serve): torch or
+    cuda, by default cuda where a GPU is usable; checked now, before anything loads."""
+    from engines import check_backend, gpu_count
+
+    if backend is None:
+        backend = "cuda" if gpu_count() and _cuda_ok() else "torch"
+    if backend not in ("torch", "cuda"):
+        fail(f"the batched engine runs on torch or cuda, not {backend!r} — pass --backend torch (or cuda with a GPU)")
+    check_backend(backend, dtype)
+    return backend
 
 
 def _progress(err, quiet, total, what):

@@ -134,6 +134,10 @@ class HelpScreen(ModalScreen):
     """
 
     def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help"):
+            yield Static("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
         lines = ["[b]aios top[/b] — the forward pass, live\n"]
         lines += [f"[b]{k:>10}[/b]  {what}" for k, what in KEYS]
         lines += [
@@ -145,8 +149,7 @@ class HelpScreen(ModalScreen):
             "",
             "[dim]escape closes this help. Tabs and footer keys also take mouse clicks.[/dim]",
         ]
-        with VerticalScroll(id="help"):
-            yield Static("\n".join(lines))
+        return lines
 
 
 class PromptScreen(ModalScreen):

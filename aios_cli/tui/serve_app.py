@@ -13,15 +13,14 @@ from pathlib import Path
 
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.screen import ModalScreen
+from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
-from textual.widgets import Footer, Static
+from textual.widgets import Footer
 
 from engines.files import write_output
 
 from . import panels, serve_panels
-from .app import SWITCH_INTERVAL_S, SYSTEM_S, Panel, SystemSampler
+from .app import SWITCH_INTERVAL_S, SYSTEM_S, Banner, HelpScreen, Panel, SystemSampler
 
 REFRESH_S = 0.2
 
@@ -41,22 +40,8 @@ class ServeStatusBar(Widget):
         return serve_panels.status_line(self.app.view, self.app.ui_hz, width=self.size.width)
 
 
-class ServeBanner(Static):
-    DEFAULT_CSS = """
-    ServeBanner { height: auto; max-height: 3; display: none; padding: 0 1; }
-    ServeBanner.error { display: block; background: $error 30%; color: $text; }
-    ServeBanner.busy { display: block; background: $primary 30%; }
-    """
-
-
-class ServeHelp(ModalScreen):
-    BINDINGS = [Binding("escape,question_mark,q", "dismiss", "Close")]
-    DEFAULT_CSS = """
-    ServeHelp { align: center middle; }
-    #help { width: 80; max-width: 100%; height: auto; max-height: 100%; border: round $primary; background: $surface; padding: 0 1; }
-    """
-
-    def compose(self) -> ComposeResult:
+class ServeHelp(HelpScreen):
+    def lines(self) -> list[str]:
         lines = ["[b]aios top --serve[/b] — the batched engine, live\n"]
         lines += [f"[b]{k:>10}[/b]  {what}" for k, what in KEYS]
         lines += [
@@ -70,8 +55,7 @@ class ServeHelp(ModalScreen):
             "",
             "[dim]escape closes this help.[/dim]",
         ]
-        with VerticalScroll(id="help"):
-            yield Static("\n".join(lines))
+        return lines
 
 
 class ServeApp(App):
@@ -113,7 +97,7 @@ class ServeApp(App):
 
     def compose(self) -> ComposeResult:
         yield ServeStatusBar(id="status")
-        yield ServeBanner(id="banner")
+        yield Banner(id="banner")
         with Horizontal(id="main"):
             with Vertical(id="left"):
                 yield Panel("batch · queue", serve_panels.batch_panel, id="batch")
@@ -146,7 +130,7 @@ class ServeApp(App):
 
     def tick(self) -> None:
         v = self.view = self.session.view()
-        banner = self.query_one(ServeBanner)
+        banner = self.query_one(Banner)
         banner.set_classes("error" if v.state == "error" else "busy" if v.state in ("loading", "warming") else "")
         if v.state in ("loading", "warming"):
             banner.update(f"{'⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏'[int(self.clock() * 8) % 10]} {v.message}")
