@@ -488,3 +488,18 @@ async def _top_url_pilot(live):
         assert not s.paused
         await pilot.press("q")
     assert s.polls > 0
+
+
+def test_bench_serve_sends_a_sharegpt_dataset_as_text(live, tmp_path):
+    data = tmp_path / "sharegpt.jsonl"
+    convs = [{"conversations": [{"from": "human", "value": f"Tell me about the number {i}."},
+                                {"from": "gpt", "value": "It is a number. " * (i + 1)}]} for i in range(4)]
+    data.write_text("\n".join(json.dumps(c) for c in convs) + "\n")
+    res = runner.invoke(cli, ["bench", "serve", "--url", live.url, "--dataset", str(data), "--tokenizer", "tiny",
+                              "-N", "4", "-f", "json", "-q"])
+    assert res.exit_code == 0, res.output
+    row = json.loads(res.stdout)[0]
+    tok = live.ckpt.tokenizer
+    assert row["requests"] == 4 and row["failed_requests"] == 0
+    assert row["prompt_tokens"] == sum(len(tok.encode(c["conversations"][0]["value"]).ids) for c in convs)
+    assert row["output_tokens"] == sum(len(tok.encode(c["conversations"][1]["value"]).ids) for c in convs)
