@@ -3,8 +3,7 @@ llama.cpp's server, ...) over HTTP, reported as `aios bench throughput` reports 
 
 from __future__ import annotations
 
-import json
-import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -102,7 +101,7 @@ def serve(
         bar = Progress(TextColumn(f"bench serve → {url}", markup=False), BarColumn(), MofNCompleteColumn(),
                        TimeElapsedColumn(), console=err, transient=True)
         task = bar.add_task("", total=len(work))
-    with bar if bar is not None else _null():
+    with bar if bar is not None else nullcontext():
         run, failures = C.run(url, model, work, prompts, api_key, timeout_s=timeout,
                               on_done=(lambda: bar.advance(task)) if bar is not None else None)
     if not run.requests:
@@ -131,14 +130,6 @@ def serve(
         write("--requests-csv", requests_csv, _requests_csv([run]))
 
 
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
-
-
 def _tokenizer_model(source: str, explicit: bool):
     """The local model behind the served name, for its tokenizer and vocabulary; None where the
     name is not a model here (then random ids stay below 1000, valid in any real vocabulary)."""
@@ -152,5 +143,3 @@ def _tokenizer_model(source: str, explicit: bool):
             fail(str(e))
         return None
 
-
-__all__ = ["serve", "json", "sys"]

@@ -19,7 +19,7 @@ response `prompt_token_ids`), which is how a test compares ids with `aios run`.
 import asyncio
 import json
 import time
-from typing import Any, Optional, Union
+from typing import Optional, Union
 
 from engines.errors import UserError
 from engines.sampling import SamplingParams
@@ -188,7 +188,7 @@ def build_app(loop, ckpt, model_name: str, api_key: str | None = None, metrics=N
         s = body.stop
         return [] if s is None else [s] if isinstance(s, str) else [x for x in s if x]
 
-    async def _tokens(request: Request, s, body):
+    async def _tokens(s, body):
         """(text piece, token id or None, Final or None) as they come; the stream is aborted when
         the client goes away, the request is cancelled, or a stop string matched."""
         from engines.tokenizer import StreamDecoder
@@ -204,9 +204,6 @@ def build_app(loop, ckpt, model_name: str, api_key: str | None = None, metrics=N
                 if isinstance(item, Final):
                     if dec is not None:
                         text += dec.flush()
-                    if item.reason == "error":
-                        yield text[emitted:], None, item
-                        return
                     yield text[emitted:], None, item
                     return
                 piece = dec.push(item) if dec is not None else ""
@@ -230,16 +227,13 @@ def build_app(loop, ckpt, model_name: str, api_key: str | None = None, metrics=N
     def _usage(prompt_len: int, n_out: int) -> dict:
         return {"prompt_tokens": prompt_len, "completion_tokens": n_out, "total_tokens": prompt_len + n_out}
 
-    def _finish(f: Final) -> str:
-        return {"stop": "stop", "length": "length", "abort": "abort", "error": "error"}.get(f.reason, f.reason)
-
     async def _whole(request: Request, s, body):
         """Collect a stream while watching for the client going away (then abort at once)."""
         parts, ids, final = [], [], None
 
         async def collect():
             nonlocal final
-            async for piece, tid, f in _tokens(request, s, body):
+            async for piece, tid, f in _tokens(s, body):
                 parts.append(piece)
                 if tid is not None:
                     ids.append(tid)
@@ -271,16 +265,15 @@ def build_app(loop, ckpt, model_name: str, api_key: str | None = None, metrics=N
         try:
             if first is not None:
                 yield _sse(first)
-            async for piece, tid, f in _tokens(request, s, body):
+            async for piece, tid, f in _tokens(s, body):
                 if tid is not None:
                     n_out += 1
                 if f is not None and f.reason == "error":
                     yield _sse(error_body(f"the engine failed: {f.error}", "server_error"))
                     yield "data: [DONE]\n\n"
                     return
-                if piece or tid is not None or f is not None:
-                    if piece or f is not None or body.return_token_ids:
-                        yield _sse(chunk(piece, None if f is None else _finish(f), tid))
+                if piece or f is not None or (tid is not None and body.return_token_ids):
+                    yield _sse(chunk(piece, None if f is None else f.reason, tid))
                 if f is not None:
                     break
             if include_usage:
@@ -312,7 +305,7 @@ def build_app(loop, ckpt, model_name: str, api_key: str | None = None, metrics=N
 
             return StreamingResponse(_stream(request, s, body, chunk, len(ids)), media_type="text/event-stream")
         text, out_ids, final = await _whole(request, s, body)
-        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": _finish(final)}
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": final.reason}
         resp = {**base, "choices": [choice], "usage": _usage(len(ids), len(out_ids))}
         if body.return_token_ids:
             choice["token_ids"] = out_ids
@@ -350,7 +343,7 @@ def build_app(loop, ckpt, model_name: str, api_key: str | None = None, metrics=N
             return StreamingResponse(_stream(request, s, body, chunk, len(ids), first), media_type="text/event-stream")
         text, out_ids, final = await _whole(request, s, body)
         choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                  "finish_reason": _finish(final)}
+                  "finish_reason": final.reason}
         resp = {**base, "choices": [choice], "usage": _usage(len(ids), len(out_ids))}
         if body.return_token_ids:
             choice["token_ids"] = out_ids
@@ -370,6 +363,3 @@ def _find_stop(text: str, stops: list[str], since: int) -> int | None:
             best = i
     return best
 
-
-def jsonable(x: Any) -> Any:  # for tests and the CLI
-    return json.loads(json.dumps(x))

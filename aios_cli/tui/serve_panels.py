@@ -11,10 +11,10 @@ import math
 import numpy as np
 from rich.text import Text
 
-from profilers.serving import FREE, FREE_CACHED, ServeView
+from profilers.serving import FREE_CACHED, ServeView
 
 from ..fmt import fmt_pct, fmt_rate, fmt_time
-from .panels import SPARK, fit, hbar, layer_panel, spark_rows, sparkline
+from .panels import fit, hbar, layer_panel, spark_rows, sparkline
 from .view import TopView
 
 # a request's colour, the same in the batch list and the KV map (by its place in the batch)
@@ -272,6 +272,3 @@ def status_line(v: ServeView, ui_hz: float | None = None, width: int = 0, wrap: 
         return t
     return fit(segs, width)
 
-
-__all__ = ["batch_panel", "kv_map_panel", "throughput_panel", "latency_panel", "step_layers_panel", "status_line",
-           "SPARK"]
