@@ -248,7 +248,7 @@ def open_gguf(path: Path, source: str, name: str | None = None, kind: str = "ggu
     from .gguf_tokenizer import gguf_metadata, tokenizer_from_gguf
 
     # a tokenizer aios cannot build does not stop the model: --prompt-ids still runs it
-    meta = gguf_metadata(reader)  # a field that cannot be decoded at all: the file is damaged
+    meta = gguf_metadata(reader, src)  # a field that cannot be decoded at all: the file is damaged
     tok, problem = None, None
     try:
         tok = tokenizer_from_gguf(meta, src)

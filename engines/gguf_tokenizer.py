@@ -148,19 +148,20 @@ _NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED, _UNUSED, _BYTE = 1, 2, 3, 4, 5, 6
 # --------------------------------------------------------------------------- metadata
 
 
-def gguf_metadata(reader: "gguf.GGUFReader") -> dict[str, object]:
+def gguf_metadata(reader: "gguf.GGUFReader", source: str | None = None) -> dict[str, object]:
     """``{key: value}`` for every metadata field of ``reader`` as plain Python values.
 
     Scalars come out as ``int`` / ``float`` / ``bool`` / ``str``, arrays as lists of those
     (``gguf``'s ``ReaderField.contents()``).  The reader's own header fields (``GGUF.version``,
     ``GGUF.tensor_count``, ``GGUF.kv_count``) are left out: they are not metadata.  A field that
     does not decode (a string that is not UTF-8, a truncated value, an array of arrays, which
-    ``contents()`` would silently flatten) raises ``ModelError`` naming its key.
+    ``contents()`` would silently flatten) raises ``ModelError`` naming its key and ``source``
+    (the file's name; by default the reader's memory map's, where it has one).
     """
     import gguf
 
-    # GGUFReader keeps no path of its own; its numpy memmap knows the file name
-    source = str(getattr(getattr(reader, "data", None), "filename", None) or "GGUF file")
+    # GGUFReader keeps no path of its own; a plain numpy memmap knows the file name
+    source = source or str(getattr(getattr(reader, "data", None), "filename", None) or "GGUF file")
     out: dict[str, object] = {}
     for key, field in reader.fields.items():
         if key.startswith("GGUF."):
