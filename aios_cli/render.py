@@ -64,7 +64,9 @@ def _layer_matrix(r: RunRecord, phase: str):
     return tab, kinds
 
 
-def print_tables(console, records: list[RunRecord]) -> None:
+def print_tables(console, records: list[RunRecord], streamed: bool = True) -> None:
+    """The run's tables. A tokenizer-less model's ids end them; so does the text when it was not
+    streamed while it was generated (``--quiet``)."""
     from rich import box
     from rich.table import Table
 
@@ -106,8 +108,7 @@ def print_tables(console, records: list[RunRecord]) -> None:
                            fmt_ms(o["decode_s_per_token"]), fmt_pct(o["decode_share"]),
                            fmt_num(o["gflops_per_s"], ".2f"), fmt_num(o["gbytes_per_s"], ".1f"), fmt_ms(o["prefill_s"]))
             console.print(ot)
-        if r.text is None:
-            console.print(f"generated ids: {r.generated_ids}")
+        _print_result(console, r, "", streamed)
         return
 
     # side by side
@@ -146,8 +147,19 @@ def print_tables(console, records: list[RunRecord]) -> None:
         ot.add_row(name, *[fmt_ms(p[name]["decode_s_per_token"]) if name in p else "" for p in per])
     console.print(ot)
     for r in records:
-        if r.text is None:
-            console.print(f"[{r.backend}] generated ids: {r.generated_ids}")
+        _print_result(console, r, f"[{r.backend}] ", streamed)
+
+
+def _print_result(console, r: RunRecord, label: str, streamed: bool) -> None:
+    from rich.text import Text
+
+    from .errors import printable
+
+    if r.text is None:
+        console.print(f"{label}generated ids: {r.generated_ids}", markup=False)
+    elif not streamed:  # a vocabulary may hold escape sequences: shown on a terminal, not obeyed
+        text = printable(r.text, keep="\n\t") if console.is_terminal else r.text
+        console.print(Text(f"{label}text: {text}"))
 
 
 def markdown(records: list[RunRecord]) -> str:

@@ -77,7 +77,7 @@ def _run(req: GenerateRequest, format: str, csv_file: Path | None, trace_file: P
 
     out = console.stdout(soft_wrap=True)
     if format == "table":
-        render.print_tables(out, records)
+        render.print_tables(out, records, streamed=not quiet)
     elif format == "md":
         sys.stdout.write(render.markdown(records))
     elif format == "json":
