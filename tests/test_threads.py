@@ -119,11 +119,14 @@ def test_threads_out_of_range_is_one_line():
         assert len(res.stderr.splitlines()) == 1
 
 
-def test_version_and_completion():
+def test_version_and_completion(monkeypatch):
     res = runner.invoke(app, ["--version"])
     assert res.exit_code == 0 and res.stdout.startswith(f"aios {version('aios')}")
+    # Typer otherwise detects the shell from the process's parents and ignores the argument:
+    # a run with no shell among them (started by a service, or orphaned) says "Shell  not supported"
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
     res = runner.invoke(app, ["--show-completion", "bash"])
-    assert res.exit_code == 0 and "_AIOS_COMPLETE" in res.stdout
+    assert res.exit_code == 0 and "_AIOS_COMPLETE" in res.stdout, (res.output, repr(res.exception))
 
 
 def test_shell_completion_completes_commands():
