@@ -15,6 +15,9 @@ class _Stdout(Console):
 # Piped or redirected output has no width to fit: tables are drawn whole (Rich would assume
 # 80 columns and cut cells to `…`, losing numbers and units), as wide as their contents.
 PIPE_WIDTH = 1000
+# ...but panels (`aios top --once`) fill whatever width they are given: piped, they are laid out
+# for a 120-column terminal, wide enough for the two-column layout's tables
+PANELS_PIPE_WIDTH = 120
 
 
 class _Stderr(Console):
@@ -50,10 +53,12 @@ def stderr() -> Console:
     return _Stderr(stderr=True, highlight=False, markup=False)
 
 
-def stdout(**kw) -> Console:
+def stdout(panels: bool = False, **kw) -> Console:
+    """The result console. Piped (no terminal, no COLUMNS) it is PIPE_WIDTH wide for tables, or
+    PANELS_PIPE_WIDTH for `panels`, which stretch to the width."""
     import sys
 
     if "width" not in kw and not sys.stdout.isatty() and "COLUMNS" not in __import__("os").environ:
-        kw["width"] = PIPE_WIDTH
+        kw["width"] = PANELS_PIPE_WIDTH if panels else PIPE_WIDTH
     # no markup: results hold user text (a model folder named `m[/]`); styles go in as Text
     return _Stdout(highlight=False, markup=False, **kw)

@@ -35,7 +35,7 @@ def top(
     seed: Annotated[int, typer.Option("--seed", help="Sampler seed.", rich_help_panel=MODEL_PANEL)] = 0,
     profile: Annotated[str, typer.Option("--profile", help="op: time every op (per-layer bars); token: time tokens, count ops; none: time tokens only.", rich_help_panel=_VIEW)] = "op",
     once: Annotated[bool, typer.Option("--once", "-1", help="Run one generation, print the panels as text and exit (for scripts; like nvitop -1).", rich_help_panel=_VIEW)] = False,
-    csv_file: Annotated[Optional[Path], typer.Option("--csv", help="Where e exports (default: aios-top-<time>.csv in the current directory); with --once, write it at the end.", rich_help_panel=_VIEW)] = None,
+    csv_file: Annotated[Optional[Path], typer.Option("--csv", help="Where e exports (default: aios-top-<time>.csv in the current directory); with --once, write it at the end. With --serve: one row per finished request.", rich_help_panel=_VIEW)] = None,
     exit_after: Annotated[Optional[float], typer.Option("--exit-after", help="Quit after this many seconds of generating (for scripted runs and benchmarks).", rich_help_panel=_VIEW)] = None,
     stats_file: Annotated[Optional[Path], typer.Option("--stats", help="On quit, write engine tok/s and UI refresh rate as JSON to FILE.", rich_help_panel=_VIEW)] = None,
     url: Annotated[Optional[str], typer.Option("--url", help="Watch a running aios serve at this base URL (its /aios/state): the serving view, as --serve draws it.", rich_help_panel=_SERVE, show_default=False)] = None,
@@ -57,6 +57,8 @@ def top(
     if url is not None:
         if serve:
             fail("--url watches a server, --serve runs the engine here — pass one")
+        if csv_file is not None:
+            fail("--csv with --url: the server writes its own requests — aios serve --requests-csv FILE")
         _top_url(url, api_key, once, exit_after, stats_file)
         return
     if serve:
@@ -66,11 +68,9 @@ def top(
             fail("--serve runs the batched engine on float weights — drop --quant")
         if profile not in ("op", "none"):
             fail(f"--serve takes --profile op or none, got {profile!r}")
-        if csv_file is not None:
-            fail("--csv exports op events of batch-1 generations — for serving steps use "
-                 "aios bench throughput --steps-csv")
         _top_serve(backend, model, dtype, threads, seed, profile, once, exit_after, stats_file, num_requests, rate,
-                   input_len, output_len, prefix_len, max_num_seqs, max_num_batched_tokens, kv_blocks, block_size)
+                   input_len, output_len, prefix_len, max_num_seqs, max_num_batched_tokens, kv_blocks, block_size,
+                   csv_file)
         return
     req = GenerateRequest(backend=backend, model=model, dtype=dtype, prompts=prompt or [DEFAULT_PROMPT],
                           prompt_ids=prompt_ids, max_new_tokens=max_new_tokens, profile=profile,
@@ -110,7 +110,8 @@ def _top(req: GenerateRequest, once: bool, csv_file: Path | None, exit_after: fl
 
 
 def _top_serve(backend, model, dtype, threads, seed, profile, once, exit_after, stats_file, num_requests, rate,
-               input_len, output_len, prefix_len, max_num_seqs, max_num_batched_tokens, kv_blocks, block_size) -> None:
+               input_len, output_len, prefix_len, max_num_seqs, max_num_batched_tokens, kv_blocks, block_size,
+               csv_file) -> None:
     from engines.errors import UserError
     from profilers.throughput import parse_range
 
@@ -129,7 +130,7 @@ def _top_serve(backend, model, dtype, threads, seed, profile, once, exit_after, 
     except UserError as e:
         fail(str(e))
     backend = batched_backend(backend, dtype)
-    check_outputs({"--stats": stats_file})
+    check_outputs({"--stats": stats_file, "--csv": csv_file})
     if not once and not (sys.stdout.isatty() and sys.stdin.isatty()):
         fail("aios top needs a terminal — use aios top --serve --once for a one-shot text report")
     from profilers.threads import setup
@@ -155,11 +156,11 @@ def _top_serve(backend, model, dtype, threads, seed, profile, once, exit_after, 
     if once:
         from .tui.serve_once import run_once
 
-        run_once(session, err)
+        run_once(session, err, csv_file)
         return
     from .tui.serve_app import ServeApp
 
-    app = ServeApp(session, exit_after=exit_after, stats_path=stats_file)
+    app = ServeApp(session, exit_after=exit_after, stats_path=stats_file, export_path=csv_file)
     _run_app(app, session.stop)
 
 
@@ -183,7 +184,7 @@ def _top_url(url: str, api_key: str | None, once: bool, exit_after: float | None
 
         from .tui.serve_once import report
 
-        out = console.stdout()
+        out = console.stdout(panels=True)
         out.print(report(first, psutil.cpu_percent(interval=0.2, percpu=True), None, out.width))
         return
     if not (sys.stdout.isatty() and sys.stdin.isatty()):

@@ -486,6 +486,8 @@ async def _top_url_pilot(live):
         assert "tiny" in status and "done" in status
         await pilot.press("space")  # not ours to pause: refused with a notice
         assert not s.paused
+        await pilot.press("e")  # nor its requests ours to export: aios serve --requests-csv writes them
+        assert app.last_export is None and not app.exporting
         await pilot.press("q")
     assert s.polls > 0
 

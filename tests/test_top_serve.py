@@ -270,6 +270,40 @@ async def _pilot(tiny, tmp_path):
     assert s.be.blocks.num_used == 0
 
 
+@pytest.mark.slow
+def test_pilot_export_writes_the_finished_rounds_requests(tiny, tmp_path):
+    asyncio.run(_pilot_export(tiny, tmp_path))
+
+
+async def _pilot_export(tiny, tmp_path):
+    from aios_cli.tui.serve_app import ServeApp
+
+    opts = ServeOptions(num_requests=4, input_len=(4, 12), output_len=(150, 200), block_size=8)
+    s = ServeSession(tiny, "torch", None, opts)
+    out = tmp_path / "reqs.csv"
+    app = ServeApp(s, export_path=out)
+    async with app.run_test(size=(140, 45)) as pilot:
+        t0 = time.monotonic()
+        while not (app.view.state == "serving" and app.view.running) and time.monotonic() - t0 < 90:
+            await pilot.pause(0.05)
+        assert not s.rounds, "the first round ended before the test could press e during it"
+        await pilot.press("e")  # nothing has finished yet: refused, nothing written
+        assert not app.exporting and not out.exists()
+        t0 = time.monotonic()
+        while not s.rounds and time.monotonic() - t0 < 90:
+            await pilot.pause(0.05)
+        s.pause(True)  # hold the rounds still while the export is read back
+        await pilot.pause(0.2)
+        await pilot.press("e")
+        t0 = time.monotonic()
+        while (app.exporting or app.last_export is None) and time.monotonic() - t0 < 30:
+            await pilot.pause(0.05)
+        assert app.last_export == out
+        rows = _check_requests_csv(out.read_text(), opts, tiny.config.vocab_size, rounds=len(s.rounds))
+        assert rows == app.last_export_rows == sum(r["requests"] for r in s.rounds)
+        await pilot.press("q")
+
+
 # --- the command ------------------------------------------------------------------------------
 
 def test_serve_once_prints_the_serving_panels():
@@ -289,7 +323,6 @@ def test_serve_once_prints_the_serving_panels():
     (["--input-len", "9:3"], "--input-len"),
     (["--prefix-len", "-1"], "--prefix-len"),
     (["--profile", "token"], "op or none"),
-    (["--csv", "x.csv"], "--steps-csv"),
     (["--output-len", "5000"], "context"),
 ])
 def test_serve_bad_input_is_one_line(args, needle):
@@ -297,6 +330,57 @@ def test_serve_bad_input_is_one_line(args, needle):
     assert res.exit_code == BAD_INPUT, res.output
     lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("aios: error: ") and needle in lines[0], res.output
+
+
+def test_url_csv_is_refused_in_one_line():
+    res = runner.invoke(cli, ["top", "--url", "http://127.0.0.1:9", "--csv", "x.csv"])
+    assert res.exit_code == BAD_INPUT and "aios serve --requests-csv" in res.output, res.output
+
+
+def _check_requests_csv(text: str, opts: ServeOptions, vocab: int, rounds: int) -> int:
+    """The export against the workloads that were served: round k's rows are T.synthetic's
+    requests for seed + k - 1, each its own full output (EOS is ignored), and every latency is
+    the difference of the row's own timestamps. Returns the number of rows."""
+    import csv
+    import io
+
+    from aios_cli.bench.throughput import REQUEST_COLUMNS
+
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert rows and tuple(rows[0].keys()) == REQUEST_COLUMNS
+    assert len({r["id"] for r in rows}) == len(rows) == rounds * opts.num_requests
+    for k in range(1, rounds + 1):
+        work = T.synthetic(opts.num_requests, opts.input_len, opts.output_len, opts.rate, vocab, opts.seed + k - 1,
+                           opts.prefix_len)
+        got = sorted((int(r["prompt_tokens"]), int(r["output_tokens"])) for r in rows if r["id"].startswith(f"r{k}-"))
+        assert got == sorted((len(w.prompt_ids), w.max_new_tokens) for w in work)
+    for r in rows:
+        arrival, first, end = float(r["arrival_s"]), float(r["first_token_s"]), float(r["finished_s"])
+        assert arrival <= first <= end and r["finish_reason"] == "length" and r["mode"] == "batched"
+        assert float(r["ttft_ms"]) == pytest.approx((first - arrival) * 1e3, rel=1e-9, abs=1e-9)
+        assert float(r["e2e_ms"]) == pytest.approx((end - arrival) * 1e3, rel=1e-9, abs=1e-9)
+        n = int(r["output_tokens"])
+        if n > 1:
+            assert float(r["tpot_ms"]) == pytest.approx((end - first) * 1e3 / (n - 1), rel=1e-9, abs=1e-9)
+    return len(rows)
+
+
+def test_serve_once_csv_holds_the_rounds_requests(tiny, tmp_path):
+    out = tmp_path / "reqs.csv"
+    res = runner.invoke(cli, ["top", "--serve", "--once", "-m", "tiny", "-N", "6", "--prefix-len", "16",
+                              "--input-len", "4:20", "--output-len", "4:8", "--block-size", "8", "--csv", str(out)])
+    assert res.exit_code == 0, res.output
+    opts = ServeOptions(num_requests=6, input_len=(4, 20), output_len=(4, 8), prefix_len=16, block_size=8)
+    assert _check_requests_csv(out.read_text(), opts, tiny.config.vocab_size, rounds=1) == 6
+    assert f"wrote {out} (6 requests)" in res.output
+
+
+def test_serve_once_piped_is_laid_out_for_120_columns():
+    """Piped, with no COLUMNS, tables are drawn whole (1000 wide); panels would stretch to that."""
+    res = runner.invoke(cli, ["top", "--serve", "--once", "-m", "tiny", "-N", "2", "--output-len", "2:4"])
+    assert res.exit_code == 0, res.output
+    widths = [len(ln) for ln in res.stdout.splitlines()]
+    assert max(widths) == 120, max(widths)
 
 
 def test_serve_live_view_needs_a_terminal():

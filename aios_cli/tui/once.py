@@ -57,7 +57,7 @@ def run_once(session, err: Console, csv_file: Path | None) -> None:
         session.run_once(on_phase=status.update)
     cpus = psutil.cpu_percent(percpu=True)  # averaged over the run
     gpu = engine_gpu(session.engine)
-    out = console.stdout()
+    out = console.stdout(panels=True)
     out.print(report(session.view(), cpus, gpu, out.width))
     if csv_file is not None:
         write("--csv", csv_file, events_csv_chunks(session.records()))

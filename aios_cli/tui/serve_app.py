@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -27,6 +28,7 @@ REFRESH_S = 0.2
 KEYS = (
     ("space", "pause / resume the engine (between steps; arrivals go on)"),
     ("m", "layer bars: seconds ↔ % of step time"),
+    ("e", "export the finished rounds' requests to CSV (aios bench throughput --requests-csv's columns)"),
     ("?", "this help"),
     ("q / ctrl+c", "quit"),
 )
@@ -75,15 +77,20 @@ class ServeApp(App):
     BINDINGS = [
         Binding("space", "pause", "Pause"),
         Binding("m", "metric", "Metric"),
+        Binding("e", "export", "Export"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
     ]
 
     def __init__(self, session, exit_after: float | None = None, stats_path: Path | None = None, sampler=None,
-                 clock=time.monotonic):
+                 clock=time.monotonic, export_path: Path | None = None):
         super().__init__()
         self.session = session
+        self.export_path = export_path
+        self.last_export: Path | None = None
+        self.last_export_rows = 0
+        self.exporting = False
         self.exit_after = exit_after
         self.stats_path = stats_path
         self.sampler = sampler or SystemSampler(session)
@@ -177,6 +184,33 @@ class ServeApp(App):
 
     def action_help(self) -> None:
         self.push_screen(ServeHelp())
+
+    def action_export(self) -> None:
+        if not hasattr(self.session, "requests_csv"):
+            self.notify("watching a server: it writes its own requests at exit (aios serve --requests-csv)",
+                        severity="warning", timeout=5)
+            return
+        if not self.session.rounds:
+            self.notify("no round has finished yet: the export holds finished rounds' requests",
+                        severity="warning", timeout=4)
+            return
+        if self.exporting:
+            self.notify("an export is already being written", severity="warning")
+            return
+        self.exporting = True
+        self._export(self.export_path or Path(f"aios-top-serve-{time.strftime('%Y%m%d-%H%M%S')}.csv"))
+
+    @work(thread=True, exclusive=True, group="export")
+    def _export(self, path: Path) -> None:
+        try:
+            text, rows = self.session.requests_csv()
+            write_output(path, text)
+            self.last_export, self.last_export_rows = path, rows
+            self.call_from_thread(self.notify, f"wrote {path}: {rows:,} requests", timeout=6)
+        except Exception as e:  # a full disk or a bad path: say so, keep serving
+            self.call_from_thread(self.notify, f"export failed: {e}", severity="error", timeout=8)
+        finally:
+            self.exporting = False
 
     async def action_quit(self) -> None:
         self.finish()

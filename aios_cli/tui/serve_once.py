@@ -41,7 +41,7 @@ def report(v, cpus, gpu, width: int, peak=None) -> Group:
     return Group(*parts)
 
 
-def run_once(session, err: Console) -> None:
+def run_once(session, err: Console, csv_file=None) -> None:
     import psutil
 
     from .engines import engine_gpu
@@ -50,11 +50,17 @@ def run_once(session, err: Console) -> None:
     with err.status("starting", spinner="dots") as status:
         session.run_once(on_phase=status.update)
     cpus = psutil.cpu_percent(percpu=True)
-    out = console.stdout()
+    out = console.stdout(panels=True)
     out.print(report(session.view(), cpus, engine_gpu(session.engine), out.width, session.peak))
     r = session.rounds[-1] if session.rounds else None
     if r is not None:
         err.print(f"round 1: {r['requests']} requests, {r['output_tokens']} output tokens in {r['duration_s']:.1f} s = "
                   f"{r['output_tokens_per_s']:.1f} output tok/s (aios bench throughput reports this workload in full)",
                   style="dim", soft_wrap=True)
+    if csv_file is not None:
+        from ..outputs import write
+
+        text, rows = session.requests_csv()
+        write("--csv", csv_file, text)
+        err.print(f"wrote {csv_file} ({rows} requests)", style="dim", soft_wrap=True)
     sys.stdout.flush()
