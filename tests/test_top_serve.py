@@ -237,6 +237,12 @@ def test_pilot_serving_view_draws_live(tiny, tmp_path):
     asyncio.run(_pilot(tiny, tmp_path))
 
 
+async def _until_serving(app, pilot, timeout_s=90.0):
+    t0 = time.monotonic()
+    while not (app.view.state == "serving" and app.view.running) and time.monotonic() - t0 < timeout_s:
+        await pilot.pause(0.05)
+
+
 async def _pilot(tiny, tmp_path):
     from aios_cli.tui.serve_app import ServeApp, ServeHelp
 
@@ -245,9 +251,7 @@ async def _pilot(tiny, tmp_path):
     stats = tmp_path / "stats.json"
     app = ServeApp(s, stats_path=stats)
     async with app.run_test(size=(140, 45)) as pilot:
-        t0 = time.monotonic()
-        while not (app.view.state == "serving" and app.view.running) and time.monotonic() - t0 < 90:
-            await pilot.pause(0.05)
+        await _until_serving(app, pilot)
         await pilot.pause(0.5)
         kv = app.query_one("#kv")
         drawn = "".join(kv.render_line(y).text for y in range(kv.size.height))
@@ -283,9 +287,7 @@ async def _pilot_export(tiny, tmp_path):
     out = tmp_path / "reqs.csv"
     app = ServeApp(s, export_path=out)
     async with app.run_test(size=(140, 45)) as pilot:
-        t0 = time.monotonic()
-        while not (app.view.state == "serving" and app.view.running) and time.monotonic() - t0 < 90:
-            await pilot.pause(0.05)
+        await _until_serving(app, pilot)
         assert not s.rounds, "the first round ended before the test could press e during it"
         await pilot.press("e")  # nothing has finished yet: refused, nothing written
         assert not app.exporting and not out.exists()
