@@ -16,8 +16,8 @@ class _Stdout(Console):
 # 80 columns and cut cells to `…`, losing numbers and units), as wide as their contents.
 PIPE_WIDTH = 1000
 # ...but panels (`aios top --once`) fill whatever width they are given: piped, they are laid out
-# for a 120-column terminal, wide enough for the two-column layout's tables
-PANELS_PIPE_WIDTH = 120
+# for a 140-column terminal, the narrowest the reports draw in two columns
+PANELS_PIPE_WIDTH = 140
 
 
 class _Stderr(Console):

@@ -158,7 +158,7 @@ def _print_result(console, r: RunRecord, label: str, streamed: bool) -> None:
     if r.text is None:
         console.print(f"{label}generated ids: {r.generated_ids}", markup=False)
     elif not streamed:  # a vocabulary may hold escape sequences: shown on a terminal, not obeyed
-        text = printable(r.text, keep="\n\t") if console.is_terminal else r.text
+        text = printable(r.text, keep="\n\t") if console.file.isatty() else r.text
         console.print(Text(f"{label}text: {text}"))
 
 

@@ -35,7 +35,7 @@ def top(
     seed: Annotated[int, typer.Option("--seed", help="Sampler seed.", rich_help_panel=MODEL_PANEL)] = 0,
     profile: Annotated[str, typer.Option("--profile", help="op: time every op (per-layer bars); token: time tokens, count ops; none: time tokens only.", rich_help_panel=_VIEW)] = "op",
     once: Annotated[bool, typer.Option("--once", "-1", help="Run one generation, print the panels as text and exit (for scripts; like nvitop -1).", rich_help_panel=_VIEW)] = False,
-    csv_file: Annotated[Optional[Path], typer.Option("--csv", help="Where e exports (default: aios-top-<time>.csv in the current directory); with --once, write it at the end. With --serve: one row per finished request.", rich_help_panel=_VIEW)] = None,
+    csv_file: Annotated[Optional[Path], typer.Option("--csv", help="Where e exports (default: aios-top-<time>.csv, with --serve aios-top-serve-<time>.csv, in the current directory); with --once, write it at the end. With --serve: one row per finished request.", rich_help_panel=_VIEW)] = None,
     exit_after: Annotated[Optional[float], typer.Option("--exit-after", help="Quit after this many seconds of generating (for scripted runs and benchmarks).", rich_help_panel=_VIEW)] = None,
     stats_file: Annotated[Optional[Path], typer.Option("--stats", help="On quit, write engine tok/s and UI refresh rate as JSON to FILE.", rich_help_panel=_VIEW)] = None,
     url: Annotated[Optional[str], typer.Option("--url", help="Watch a running aios serve at this base URL (its /aios/state): the serving view, as --serve draws it.", rich_help_panel=_SERVE, show_default=False)] = None,
@@ -54,6 +54,11 @@ def top(
     """Watch the forward pass live: per-layer timings, reduction barriers, memory and tokens/s
     (--serve: the batched engine serving a workload)."""
     quiet_blas_pool()
+    if csv_file is not None and not once:
+        from engines.files import standard_stream
+
+        if standard_stream(csv_file):  # the live view owns the terminal: an export there is lost in it
+            fail(f"--csv {csv_file} is the terminal the live view draws on — write to a file, or use --once")
     if url is not None:
         if serve:
             fail("--url watches a server, --serve runs the engine here — pass one")

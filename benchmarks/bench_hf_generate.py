@@ -74,7 +74,7 @@ def decode_bytes(cfg: ModelConfig, elem: int) -> int:
                    + cfg.hidden_size)
 
 
-def copy_peak() -> tuple[float | None, str]:
+def copy_peak(device: str) -> tuple[float | None, str]:
     try:
         from profilers import peaks
 
@@ -83,7 +83,9 @@ def copy_peak() -> tuple[float | None, str]:
         p = None
     if p is None:
         return None, "no cached `aios compare peak` here"
-    bw = p.gpu_bandwidth or p.cpu_bandwidth
+    bw = p.gpu_bandwidth if device.startswith("cuda") else p.cpu_bandwidth
+    if bw is None:
+        return None, "the cached `aios compare peak` has no GPU figures: run it with --refresh on this machine"
     return bw.median, f"{bw.median / 1e9:.0f} GB/s, {bw.how}, measured {p.measured_at}"
 
 
@@ -94,6 +96,8 @@ def run_variant(model, cfg: ModelConfig, variant: str, args, device: str) -> dic
     compile_s = None
     if variant == "static+compile":
         model.generation_config.cache_implementation = "static"
+        # transformers would also compile the forward itself for a static cache: one compile, ours
+        model.generation_config.disable_compile = True
         model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(10, cfg.vocab_size - 10, (1, args.prompt_len), generator=g).to(device)
@@ -149,7 +153,7 @@ def main() -> None:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, args.dtype)
     elem = torch.finfo(dtype).bits // 8
-    peak_bw, peak_how = copy_peak()
+    peak_bw, peak_how = copy_peak(device)
     name = torch.cuda.get_device_name(0) if device.startswith("cuda") else "cpu"
     print(f"HF transformers {transformers.__version__}, torch {torch.__version__}, device {name}, "
           f"{torch.get_num_threads()} torch threads, {load_avg()}")

@@ -282,12 +282,18 @@ def test_pilot_export_writes_the_finished_rounds_requests(tiny, tmp_path):
 async def _pilot_export(tiny, tmp_path):
     from aios_cli.tui.serve_app import ServeApp
 
-    opts = ServeOptions(num_requests=4, input_len=(4, 12), output_len=(150, 200), block_size=8)
+    # Poisson arrivals: round 1 cannot end before its last request arrives, whatever the machine
+    opts = ServeOptions(num_requests=4, rate=1.0, input_len=(4, 12), output_len=(20, 40), block_size=8)
+    last_arrival = max(w.arrival_s for w in T.synthetic(4, (4, 12), (20, 40), 1.0, tiny.config.vocab_size, 0))
+    assert last_arrival > 1.0, last_arrival  # the seed's draw leaves a second to press e in
     s = ServeSession(tiny, "torch", None, opts)
-    out = tmp_path / "reqs.csv"
+    (tmp_path / "m[").mkdir()
+    out = tmp_path / "m[" / "]reqs.csv"  # the path holds `[/]`: the notice must show it, not parse it as markup
     app = ServeApp(s, export_path=out)
-    async with app.run_test(size=(140, 45)) as pilot:
-        await _until_serving(app, pilot)
+    async with app.run_test(size=(140, 45), notifications=True) as pilot:
+        t0 = time.monotonic()
+        while app.view.state not in ("serving", "idle") and time.monotonic() - t0 < 90:  # loaded, round 1 begun
+            await pilot.pause(0.05)
         assert not s.rounds, "the first round ended before the test could press e during it"
         await pilot.press("e")  # nothing has finished yet: refused, nothing written
         assert not app.exporting and not out.exists()
@@ -300,7 +306,7 @@ async def _pilot_export(tiny, tmp_path):
         t0 = time.monotonic()
         while (app.exporting or app.last_export is None) and time.monotonic() - t0 < 30:
             await pilot.pause(0.05)
-        assert app.last_export == out
+        assert app.last_export == out, [n.message for n in app._notifications]
         rows = _check_requests_csv(out.read_text(), opts, tiny.config.vocab_size, rounds=len(s.rounds))
         assert rows == app.last_export_rows == sum(r["requests"] for r in s.rounds)
         await pilot.press("q")
@@ -334,9 +340,17 @@ def test_serve_bad_input_is_one_line(args, needle):
     assert len(lines) == 1 and lines[0].startswith("aios: error: ") and needle in lines[0], res.output
 
 
-def test_url_csv_is_refused_in_one_line():
-    res = runner.invoke(cli, ["top", "--url", "http://127.0.0.1:9", "--csv", "x.csv"])
-    assert res.exit_code == BAD_INPUT and "aios serve --requests-csv" in res.output, res.output
+@pytest.mark.parametrize("args,needle", [
+    (["--url", "http://127.0.0.1:9", "--csv", "x.csv"], "aios serve --requests-csv"),
+    (["--serve", "--once", "--csv", "/nonexistent-aios-dir/x.csv"], "--csv /nonexistent-aios-dir/x.csv"),
+    (["--serve", "--csv", "-"], "the terminal the live view draws on"),
+    (["--csv", "/dev/stdout"], "the terminal the live view draws on"),
+])
+def test_export_targets_refused_in_one_line(args, needle):
+    res = runner.invoke(cli, ["top", "-m", "tiny", *args])
+    assert res.exit_code == BAD_INPUT, res.output
+    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("aios: error: ") and needle in lines[0], res.output
 
 
 def _check_requests_csv(text: str, opts: ServeOptions, vocab: int, rounds: int) -> int:
@@ -377,12 +391,12 @@ def test_serve_once_csv_holds_the_rounds_requests(tiny, tmp_path):
     assert f"wrote {out} (6 requests)" in res.output
 
 
-def test_serve_once_piped_is_laid_out_for_120_columns():
+def test_serve_once_piped_is_laid_out_for_140_columns():
     """Piped, with no COLUMNS, tables are drawn whole (1000 wide); panels would stretch to that."""
     res = runner.invoke(cli, ["top", "--serve", "--once", "-m", "tiny", "-N", "2", "--output-len", "2:4"])
     assert res.exit_code == 0, res.output
     widths = [len(ln) for ln in res.stdout.splitlines()]
-    assert max(widths) == 120, max(widths)
+    assert max(widths) == 140, max(widths)
 
 
 def test_serve_live_view_needs_a_terminal():

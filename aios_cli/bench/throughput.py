@@ -344,21 +344,26 @@ def _steps_csv(run) -> str:
     return to_csv(rows, cols)
 
 
-def _requests_csv(runs) -> str:
+def request_row(mode: str, q) -> dict:
+    """One request's `--requests-csv` row (REQUEST_COLUMNS)."""
+    return {"mode": mode, "id": q.id, "prompt_tokens": q.prompt_tokens,
+            "output_tokens": q.output_tokens, "arrival_s": _csv_value(q.arrival_s),
+            "first_token_s": _csv_value(q.first_token_s), "finished_s": _csv_value(q.finished_s),
+            "ttft_ms": _csv_value(None if q.ttft is None else q.ttft * 1e3),
+            "tpot_ms": _csv_value(None if q.tpot is None else q.tpot * 1e3),
+            "e2e_ms": _csv_value(None if q.e2e is None else q.e2e * 1e3),
+            "preemptions": q.preemptions, "cached_tokens": q.cached_tokens,
+            "finish_reason": q.finish_reason or ""}
+
+
+def requests_csv_text(rows: list[dict]) -> str:
     from ..compare.common import to_csv
 
-    rows = []
-    for run in runs:
-        for q in run.requests:
-            rows.append({"mode": run.mode, "id": q.id, "prompt_tokens": q.prompt_tokens,
-                         "output_tokens": q.output_tokens, "arrival_s": _csv_value(q.arrival_s),
-                         "first_token_s": _csv_value(q.first_token_s), "finished_s": _csv_value(q.finished_s),
-                         "ttft_ms": _csv_value(None if q.ttft is None else q.ttft * 1e3),
-                         "tpot_ms": _csv_value(None if q.tpot is None else q.tpot * 1e3),
-                         "e2e_ms": _csv_value(None if q.e2e is None else q.e2e * 1e3),
-                         "preemptions": q.preemptions, "cached_tokens": q.cached_tokens,
-                         "finish_reason": q.finish_reason or ""})
     return to_csv(rows, REQUEST_COLUMNS)
+
+
+def _requests_csv(runs) -> str:
+    return requests_csv_text([request_row(run.mode, q) for run in runs for q in run.requests])
 
 
 def _trace(run, meta) -> str:

@@ -378,9 +378,9 @@ class TopApp(App):
             rows = lines - 1
             self.last_export, self.last_export_rows = path, rows
             self.call_from_thread(self.notify, f"wrote {path}: {rows:,} op events from {len(records)} generations",
-                                  timeout=6)
+                                  timeout=6, markup=False)
         except Exception as e:  # a full disk or a bad path: say so, keep running
-            self.call_from_thread(self.notify, f"export failed: {e}", severity="error", timeout=8)
+            self.call_from_thread(self.notify, f"export failed: {e}", severity="error", timeout=8, markup=False)
         finally:
             self.exporting = False
 

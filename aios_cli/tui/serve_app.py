@@ -206,9 +206,9 @@ class ServeApp(App):
             text, rows = self.session.requests_csv()
             write_output(path, text)
             self.last_export, self.last_export_rows = path, rows
-            self.call_from_thread(self.notify, f"wrote {path}: {rows:,} requests", timeout=6)
+            self.call_from_thread(self.notify, f"wrote {path}: {rows:,} requests", timeout=6, markup=False)
         except Exception as e:  # a full disk or a bad path: say so, keep serving
-            self.call_from_thread(self.notify, f"export failed: {e}", severity="error", timeout=8)
+            self.call_from_thread(self.notify, f"export failed: {e}", severity="error", timeout=8, markup=False)
         finally:
             self.exporting = False
 

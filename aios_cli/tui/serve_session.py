@@ -61,7 +61,7 @@ class ServeSession:
         self.be = None
         self.monitor: ServingMonitor | None = None
         self.rounds: list[dict] = []  # ThroughputRun.summary() of each finished round
-        self._finished: list = []  # the requests of finished rounds (RequestRecord), for the export
+        self._finished: list[dict] = []  # finished rounds' requests as export rows (not their token times)
         self.round = 0  # the round in progress (1-based once started)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -206,7 +206,9 @@ class ServeSession:
             raise
         s = run.summary()
         s["round"] = k + 1
-        self._finished.extend(run.requests)
+        from ..bench.throughput import request_row
+
+        self._finished.extend(request_row("batched", q) for q in run.requests)
         self.rounds.append(s)
         self._publish("serving", force=True)
 
@@ -224,12 +226,10 @@ class ServeSession:
         """The requests of every finished round as `aios bench throughput --requests-csv` writes
         them (ids `r<round>-<n>`), and how many rows. Read from the UI's export worker while the
         engine thread goes on: a round's requests are added before the round is counted."""
-        from types import SimpleNamespace
-
-        from ..bench.throughput import _requests_csv
+        from ..bench.throughput import requests_csv_text
 
         done = self._finished[:]
-        return _requests_csv([SimpleNamespace(mode="batched", requests=done)]), len(done)
+        return requests_csv_text(done), len(done)
 
     def stats(self) -> dict:
         """For benchmarks/bench_top.py: the engine's rate under the view, per round and overall."""

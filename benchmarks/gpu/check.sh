@@ -7,7 +7,7 @@
 #
 #   here:   bash benchmarks/gpu/kit.sh
 #   device: run(command="bash benchmarks/gpu/check.sh", carry=[".whl", ".deb"], timeout_s=600)
-#   again, for what the first call did not reach (install always runs; names as in summary.md):
+#   again, for what the first call did not reach (wheels and install always run; names as in summary.md):
 #           run(command="AIOS_CHECK_ONLY='compare-dot compare-matmul top-tmux suite' bash benchmarks/gpu/check.sh", ...)
 #
 # What comes back under $OUT (the device tool returns at most 8 files):
@@ -38,7 +38,7 @@ LOG=$OUT/check.log SUMMARY=$OUT/summary.md
 printf '| stage | exit | seconds |\n|---|---|---|\n' > "$SUMMARY"
 
 wanted() {  # wanted NAME: in AIOS_CHECK_ONLY's list, or every stage when it is empty
-  [[ $ONLY == "  " || $ONLY == *" $1 "* || $1 == install ]]
+  [[ $ONLY == "  " || $ONLY == *" $1 "* || $1 == install || $1 == wheels ]]
 }
 
 stage() {  # stage NAME SECONDS COMMAND...: run it under the smaller of SECONDS and the time left
@@ -62,8 +62,8 @@ stage() {  # stage NAME SECONDS COMMAND...: run it under the smaller of SECONDS 
 # --- install: the carried wheels first (built for the GPU image's Python 3.12; a CPU dry run
 # keeps its own packages), then aios itself without touching the image's torch
 if [[ $B == cuda ]] && compgen -G ".whl/*.whl" > /dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-    && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+  stage wheels 120 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 if compgen -G ".deb/*.deb" > /dev/null && ! command -v tmux > /dev/null; then
   for f in .deb/*.deb; do dpkg -x "$f" /tmp/debroot; done
@@ -135,6 +135,7 @@ elif command -v tmux > /dev/null; then
   stage top-tmux 75 bash -c "
     tmux -L aios kill-server 2>/dev/null
     tmux -L aios new-session -d -x 200 -y 60 'env -u COLUMNS -u LINES aios top -b $B -m $TOP_MODEL --exit-after 60'
+    tmux -L aios set-option -g remain-on-exit on  # an aios top that dies at start leaves its error on the pane
     sleep 40; tmux -L aios capture-pane -p -t 0 > '$OUT/top.txt'; cat '$OUT/top.txt'
     tmux -L aios kill-server"
 else

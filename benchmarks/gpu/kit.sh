@@ -32,6 +32,8 @@ mkdir -p .whl .deb
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl "${WHEELS[@]}"
-(cd .deb && apt-get download -qq tmux libevent-core-2.1-7 libutempter0 2>/dev/null)
+# Debian 12's names (this machine's); dpkg -x unpacks them there, beside the image's own libc
+(cd .deb && apt-get download -qq tmux libevent-core-2.1-7 libutempter0) \
+  || echo "kit: tmux was not fetched (run apt-get update first?): check.sh then skips aios top in tmux" >&2
 
 echo "kit: $(ls .whl | wc -l) wheels, $(ls .deb | wc -l) Debian packages, $(du -sch .whl .deb | tail -1 | cut -f1) in all"
