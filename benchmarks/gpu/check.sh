@@ -17,6 +17,7 @@
 #   runs.jsonl  every figure of each model's `aios run -f json` (without the per-token lists)
 #   hf.jsonl    HF transformers' generate on the same presets (benchmarks/bench_hf_generate.py)
 #   top.txt     `aios top -b cuda` captured from tmux
+# (attention-dram, issue 15's Nsight Compute check, prints its table into check.log and summary.md)
 #   junit.xml   the whole suite, test by test
 #
 # On a machine without a GPU, `AIOS_CHECK_BACKEND=torch AIOS_CHECK_MODELS=tiny bash
@@ -143,6 +144,16 @@ else
 fi
 stage info 60 aios info
 
+# --- issue 15: SDPA's DRAM bytes (Nsight Compute) against aios sim attention's prediction
+NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2> /dev/null | head -1)
+if ! wanted attention-dram; then
+  :
+elif [[ $B == cuda && -n $NCU ]]; then
+  stage attention-dram 240 python3 benchmarks/gpu/attention_dram.py --ncu "$NCU"
+else
+  echo "| attention-dram | not run: needs a GPU and ncu | |" >> "$SUMMARY"
+fi
+
 # --- the whole suite with what is left
 stage suite 9999 python3 -m pytest -p no:cacheprovider -n "${AIOS_CHECK_WORKERS:-8}" -q -rfEs --junitxml "$OUT/junit.xml"
 
@@ -150,7 +161,7 @@ stage suite 9999 python3 -m pytest -p no:cacheprovider -n "${AIOS_CHECK_WORKERS:
   echo
   echo "backend $B, models ${MODELS[*]}, $(($(date +%s) - START)) s in all"
   # the lines users read: the tables, the peaks, the crossovers, and how the tests ended
-  for s in runs-table hf-generate hf-compile bf16-agreement; do
+  for s in runs-table hf-generate hf-compile bf16-agreement attention-dram; do
     sed -n "/^===== $s /,/^===== /p" "$LOG" | grep -vE '^(=====|$)'
   done
   grep -E "memory bandwidth|matmul .*FLOP/s|crossover|[0-9]+ (passed|failed)|^(FAILED|ERROR) " "$LOG" | tail -40
