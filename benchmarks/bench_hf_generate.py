@@ -1,26 +1,30 @@
-"""HF transformers' `generate` on aios's presets: the baseline `aios run -b cuda` is compared with
-(issue 9's table). Prints a table and, with --jsonl, one JSON object a row; never asserts.
+"""aios beside HF transformers' `generate` on aios's presets, interleaved in one process: the
+baseline issue 9's table compares `aios run -b cuda` with. Prints a table and, with --jsonl, one
+JSON object a row; never asserts.
 
     python benchmarks/bench_hf_generate.py                                  # on a GPU: the four presets, bf16
     python benchmarks/bench_hf_generate.py --models qwen2.5-0.5b --compile  # also static cache + torch.compile
-    python benchmarks/bench_hf_generate.py --device cpu --models tiny --dtype float32   # a dry run, no GPU
+    python benchmarks/bench_hf_generate.py --device cpu --aios torch --models tiny --dtype float32   # no GPU
 
 Method:
-- The model: the preset's config in HF's own class (Qwen2ForCausalLM, Qwen3ForCausalLM,
-  LlamaForCausalLM), its weights initialised by HF on the device in --dtype. The values are
-  random, as aios's presets are: a forward pass costs the same whatever they hold.
-- The work: a --prompt-len-id prompt, greedy, --new-tokens tokens with `min_new_tokens` equal to
-  them, so every run is full length whatever the weights predict.
-- Warm-up: one full generate, untimed (with --compile, its time is reported as the compile
-  time). Then --repeat rounds, each a 1-token generate (TTFT) and a full one: decode tok/s =
-  (new tokens - 1) / (full - TTFT). Medians over the rounds, min-max beside.
-- Peak memory: torch.cuda.max_memory_allocated over the timed rounds.
+- The contenders, all resident at once for one model: HF's own class for the preset's config
+  (Qwen2ForCausalLM, Qwen3ForCausalLM, LlamaForCausalLM) with its weights initialised on the
+  device in --dtype; with --compile the same with `cache_implementation="static"` and
+  `torch.compile(mode="reduce-overhead")` on the forward, as transformers' docs give it; and
+  the aios engine --aios (cuda on a GPU) on the preset. Weights are random on both sides: a
+  forward pass costs the same whatever they hold.
+- The work: a --prompt-len-id prompt, greedy, --new-tokens tokens, every run full length
+  (`min_new_tokens` for HF; aios stops only at the limit here).
+- Warm-up: one full run of each, untimed; its time is reported (for --compile it is the
+  compile). Then --repeat rounds, the contenders' order rotating each round: for each, a
+  1-token run (TTFT) and a full one; decode tok/s = (new tokens - 1) / (full - TTFT). Medians
+  over the rounds, min-max beside.
+- Peak memory (GPU): the weights (allocated while building the contender) plus the most any
+  of its runs allocated above what was resident when it started.
 - GB/s: the weight bytes one decode token must read (every layer, the final norm, the lm_head
   and one embedding row, at --dtype's width) times tok/s; the share is against `aios compare
   peak`'s measured copy bandwidth when it is cached for this machine.
-- Variants: `eager` (HF's default dynamic cache) and, with --compile, `static+compile`
-  (`cache_implementation="static"` and `torch.compile(mode="reduce-overhead")` on the forward,
-  as transformers' docs give it). A variant that fails is a row that says why.
+- A contender that fails to build or run is a row that says why.
 """
 
 from __future__ import annotations
@@ -89,50 +93,93 @@ def copy_peak(device: str) -> tuple[float | None, str]:
     return bw.median, f"{bw.median / 1e9:.0f} GB/s, {bw.how}, measured {p.measured_at}"
 
 
-def run_variant(model, cfg: ModelConfig, variant: str, args, device: str) -> dict:
+class Contender:
+    """One way to generate: `run(n)` produces n tokens after the prompt and returns seconds."""
+
+    def __init__(self, name: str, run, weights_bytes: int | None, device: str):
+        self.name, self._run, self.weights_bytes, self.device = name, run, weights_bytes, device
+        self.ttfts: list[float] = []
+        self.rates: list[float] = []
+        self.extra_peak = 0
+        self.warm_s = None
+
+    def timed(self, n: int) -> float:
+        import torch
+
+        cuda = self.device.startswith("cuda")
+        if cuda:
+            torch.cuda.synchronize()
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+        t = time.perf_counter()
+        self._run(n)
+        if cuda:
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t
+        if cuda:
+            self.extra_peak = max(self.extra_peak, torch.cuda.max_memory_allocated() - base)
+        return dt
+
+
+def _allocated(device: str) -> int:
     import torch
 
-    gen_kw = dict(do_sample=False, pad_token_id=0)
-    compile_s = None
+    return torch.cuda.memory_allocated() if device.startswith("cuda") else 0
+
+
+def hf_contender(cfg: ModelConfig, variant: str, ids, device: str, dtype) -> Contender:
+    import torch
+
+    before = _allocated(device)
+    model = hf_model(cfg, device, dtype)
     if variant == "static+compile":
         model.generation_config.cache_implementation = "static"
         # transformers would also compile the forward itself for a static cache: one compile, ours
         model.generation_config.disable_compile = True
         model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(10, cfg.vocab_size - 10, (1, args.prompt_len), generator=g).to(device)
+    weights = _allocated(device) - before
+    prompt = torch.tensor([ids], device=device)
 
-    def sync():
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
-    def generate(n: int) -> float:
-        sync()
-        t = time.perf_counter()
+    def run(n: int) -> None:
         with torch.inference_mode():
-            out = model.generate(ids, max_new_tokens=n, min_new_tokens=n, **gen_kw)
-        sync()
-        assert out.shape[1] == args.prompt_len + n, out.shape
-        return time.perf_counter() - t
+            out = model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
+        assert out.shape[1] == len(ids) + n, out.shape
 
-    t = time.perf_counter()
-    generate(args.new_tokens)
-    generate(1)
-    warm_s = time.perf_counter() - t
-    if variant == "static+compile":
-        compile_s = warm_s
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-    ttfts, rates = [], []
-    for _ in range(args.repeat):
-        first = generate(1)
-        full = generate(args.new_tokens)
-        ttfts.append(first)
-        rates.append((args.new_tokens - 1) / max(full - first, 1e-9))
-    peak = torch.cuda.max_memory_allocated() if device.startswith("cuda") else None
-    return {"variant": variant, "decode_tok_s": statistics.median(rates), "decode_min": min(rates),
-            "decode_max": max(rates), "ttft_ms": statistics.median(ttfts) * 1e3, "peak_bytes": peak,
-            "compile_s": compile_s, "warm_s": warm_s}
+    return Contender(f"HF {variant}", run, weights if device.startswith("cuda") else None, device)
+
+
+def aios_contender(preset: str, backend: str, ids, device: str, dtype_name: str) -> Contender:
+    from engines import engine_class
+    from engines.checkpoint import open_model
+    from engines.generate import Generation
+    from engines.sampling import SamplingParams
+
+    before = _allocated(device)
+    eng = engine_class(backend)(open_model(preset), dtype=dtype_name)
+    eng.warmup()
+    weights = _allocated(device) - before
+    greedy = SamplingParams(greedy=True)
+
+    def run(n: int) -> None:
+        gen = Generation(eng, ids, n, eng.make_sampler(greedy))
+        while not gen.done:
+            gen.step()
+        assert len(gen.generated_ids) == n
+
+    return Contender(f"aios {backend}", run, weights if device.startswith("cuda") else None, device)
+
+
+def interleaved(contenders: list[Contender], n: int, repeat: int) -> None:
+    for c in contenders:
+        t = time.perf_counter()
+        c.timed(n)
+        c.timed(1)
+        c.warm_s = time.perf_counter() - t
+    for r in range(repeat):
+        for c in contenders[r % len(contenders):] + contenders[:r % len(contenders)]:
+            first, full = c.timed(1), c.timed(n)
+            c.ttfts.append(first)
+            c.rates.append((n - 1) / max(full - first, 1e-9))
 
 
 def main() -> None:
@@ -144,6 +191,7 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--compile", action="store_true", help="also static cache + torch.compile (minutes per model)")
+    ap.add_argument("--aios", default=None, help="the aios backend beside HF: cuda (default on a GPU), torch, or none")
     ap.add_argument("--jsonl", type=Path, default=None, help="also write one JSON object a row here")
     args = ap.parse_args()
 
@@ -159,9 +207,10 @@ def main() -> None:
           f"{torch.get_num_threads()} torch threads, {load_avg()}")
     print(f"copy peak: {peak_how}")
     print(f"{args.prompt_len}-id prompt, {args.new_tokens} new tokens, greedy, {args.dtype}, "
-          f"median of {args.repeat} after a warm-up\n")
-    head = (f"{'model':<14} {'variant':<15} {'decode tok/s':>24} {'TTFT ms':>9} {'peak mem':>10} "
-            f"{'GB/s':>8} {'of peak':>8} {'compile s':>10}")
+          f"median of {args.repeat} interleaved rounds after a warm-up\n")
+    aios_backend = args.aios or ("cuda" if device.startswith("cuda") else "none")
+    head = (f"{'model':<14} {'contender':<20} {'decode tok/s':>24} {'TTFT ms':>9} {'peak mem':>10} "
+            f"{'GB/s':>8} {'of peak':>8} {'warm-up s':>10}")
     print(head)
     print("-" * len(head))
     rows = []
@@ -169,31 +218,47 @@ def main() -> None:
         if m not in PRESETS:
             sys.exit(f"bench_hf_generate: unknown preset {m!r} — choose from {', '.join(PRESETS)}")
         cfg = PRESETS[m]
-        for variant in ("eager", "static+compile") if args.compile else ("eager",):
+        g = torch.Generator().manual_seed(0)
+        ids = torch.randint(10, cfg.vocab_size - 10, (args.prompt_len,), generator=g).tolist()
+        builders = [("HF eager", lambda: hf_contender(cfg, "eager", ids, device, dtype))]
+        if args.compile:
+            builders.append(("HF static+compile", lambda: hf_contender(cfg, "static+compile", ids, device, dtype)))
+        if aios_backend != "none":
+            builders.append((f"aios {aios_backend}", lambda: aios_contender(m, aios_backend, ids, device, args.dtype)))
+        contenders, failed = [], []
+        for label, build in builders:
             try:
-                model = hf_model(cfg, device, dtype)
-                r = run_variant(model, cfg, variant, args, device)
-            except Exception as e:  # noqa: BLE001 - a variant that does not run here is a row that says so
-                r = {"variant": variant, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"}
-            finally:
-                model = None
-                if device.startswith("cuda"):
-                    torch.cuda.empty_cache()
-            r.update(model=m, dtype=args.dtype, device=name, transformers=transformers.__version__,
-                     torch=torch.__version__, load_avg=os.getloadavg()[0])
+                contenders.append(build())
+            except Exception as e:  # noqa: BLE001 - a contender that does not build here is a row that says so
+                failed.append((label, e))
+        try:
+            interleaved(contenders, args.new_tokens, args.repeat)
+        except Exception as e:  # noqa: BLE001 - one that fails while running: every row of the model says so
+            failed += [(c.name, e) for c in contenders]
+            contenders = []
+        meta = dict(model=m, dtype=args.dtype, device=name, transformers=transformers.__version__,
+                    torch=torch.__version__, load_avg=os.getloadavg()[0], prompt_len=args.prompt_len,
+                    new_tokens=args.new_tokens, repeat=args.repeat)
+        for label, e in failed:
+            why = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+            rows.append({"contender": label, "error": why, **meta})
+            print(f"{m:<14} {label:<20} failed: {why}", flush=True)
+        for c in contenders:
+            rate = statistics.median(c.rates)
+            gbs = decode_bytes(cfg, elem) * rate
+            peak = c.weights_bytes + c.extra_peak if c.weights_bytes is not None else None
+            r = {"contender": c.name, "decode_tok_s": rate, "decode_min": min(c.rates), "decode_max": max(c.rates),
+                 "ttft_ms": statistics.median(c.ttfts) * 1e3, "peak_bytes": peak, "warm_s": c.warm_s,
+                 "achieved_bytes_per_s": gbs, "share_of_peak": gbs / peak_bw if peak_bw else None, **meta}
             rows.append(r)
-            if "error" in r:
-                print(f"{m:<14} {variant:<15} failed: {r['error']}", flush=True)
-                continue
-            gbs = decode_bytes(cfg, elem) * r["decode_tok_s"]
-            r["achieved_bytes_per_s"] = gbs
-            r["share_of_peak"] = gbs / peak_bw if peak_bw else None
-            spread = f"{r['decode_tok_s']:.1f} ({r['decode_min']:.1f}-{r['decode_max']:.1f})"
-            mem = f"{r['peak_bytes'] / 2**30:.2f} GiB" if r["peak_bytes"] else "n/a"
+            spread = f"{rate:.1f} ({r['decode_min']:.1f}-{r['decode_max']:.1f})"
+            mem = f"{peak / 2**30:.2f} GiB" if peak else "n/a"
             share = f"{r['share_of_peak']:.0%}" if r["share_of_peak"] is not None else "n/a"
-            comp = f"{r['compile_s']:.1f}" if r["compile_s"] is not None else ""
-            print(f"{m:<14} {variant:<15} {spread:>24} {r['ttft_ms']:>9.2f} {mem:>10} {gbs / 1e9:>8.1f} "
-                  f"{share:>8} {comp:>10}", flush=True)
+            print(f"{m:<14} {c.name:<20} {spread:>24} {r['ttft_ms']:>9.2f} {mem:>10} {gbs / 1e9:>8.1f} "
+                  f"{share:>8} {c.warm_s:>10.1f}", flush=True)
+        contenders = None
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
     if args.jsonl is not None:
         args.jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
     print("\nGB/s = the weight bytes a decode token reads (aios's cost model, at the dtype's width) x tok/s: "

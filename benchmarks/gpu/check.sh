@@ -15,7 +15,7 @@
 #   check.log   everything every stage printed
 #   ops.csv, trace.json   `aios run --csv/--trace` on the first model
 #   runs.jsonl  every figure of each model's `aios run -f json` (without the per-token lists)
-#   hf.jsonl    HF transformers' generate on the same presets (benchmarks/bench_hf_generate.py)
+#   hf.jsonl    aios beside HF transformers' generate, interleaved, on the same presets (benchmarks/bench_hf_generate.py)
 #   top.txt     `aios top -b cuda` captured from tmux
 # (attention-dram, issue 15's Nsight Compute check, prints its table into check.log and summary.md)
 #   junit.xml   the whole suite, test by test
@@ -120,8 +120,8 @@ PY
 DEV=$([[ $B == cuda ]] && echo cuda || echo cpu)
 HF_DTYPE=$([[ $B == cuda ]] && echo bfloat16 || echo float32)
 MODEL_LIST=$(IFS=,; echo "${MODELS[*]}")
-stage hf-generate 200 python3 benchmarks/bench_hf_generate.py --device "$DEV" --dtype "$HF_DTYPE" --models "$MODEL_LIST" --repeat 2 --jsonl "$OUT/hf.jsonl"
-stage hf-compile 150 python3 benchmarks/bench_hf_generate.py --device "$DEV" --dtype "$HF_DTYPE" --models "${MODELS[0]}" --repeat 2 --compile
+stage hf-generate 240 python3 benchmarks/bench_hf_generate.py --device "$DEV" --aios "$B" --dtype "$HF_DTYPE" --models "$MODEL_LIST" --repeat 2 --jsonl "$OUT/hf.jsonl"
+stage hf-compile 150 python3 benchmarks/bench_hf_generate.py --device "$DEV" --aios none --dtype "$HF_DTYPE" --models "${MODELS[0]}" --repeat 2 --compile
 stage bf16-agreement 150 python3 benchmarks/bench_bf16_agreement.py --backend "$B" --models "${MODELS[0]}"
 
 # --- the kernel comparisons, with their GPU rows and crossovers
