@@ -195,3 +195,19 @@ def handle(e: BaseException) -> None:
         raise e  # SystemExit and the like; or the traceback, asked for
     fail(f"internal error: {type(e).__name__}: {e} — please report it (rerun with AIOS_DEBUG=1 for the traceback)",
          INTERNAL)
+
+
+def error_line(e: BaseException) -> str:
+    """One line for an engine error caught where no guard ends the command (the TUI's worker, the
+    server's engine thread): a UserError as it says, memory errors with what to try."""
+    from engines.errors import UserError
+
+    name = type(e).__name__
+    if isinstance(e, UserError):
+        return str(e)
+    if isinstance(e, MemoryError):
+        return "out of host memory — try a smaller model or fewer --max-new-tokens"
+    if name == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
+        return "out of GPU memory — try a smaller model, --dtype bfloat16 or fewer --max-new-tokens"
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{name}: {msg}" if msg else name

@@ -10,7 +10,7 @@ from .outputs import TableOrJson, check_format
 
 
 def gather() -> dict:
-    from engines import backend_status
+    from engines import BACKENDS, backend_status
     from profilers import nvml, sysinfo
 
     from profilers import provenance, threads
@@ -35,7 +35,7 @@ def gather() -> dict:
                     "busy_cpus": round(plan.busy_cpus, 2), "load_avg_1m": plan.load_avg_1m},
         "gpus": gpus,
         "gpu_unavailable_reason": None if gpus else (nvml.unavailable_reason() or "NVML sees no device"),
-        "engines": {b: dict(zip(("usable", "detail"), backend_status(b))) for b in ("scalar", "simd", "torch", "cuda")},
+        "engines": {b: dict(zip(("usable", "detail"), backend_status(b))) for b in BACKENDS},
         "peaks": _cached_peaks(),
     }
 

@@ -10,8 +10,8 @@ from .outputs import TableOrJson, check_format
 @guarded
 def models(format: TableOrJson = "table") -> None:
     """List presets and cached HF models with parameter count and weight bytes per dtype."""
-    from engines.checkpoint import cached_repos, read_config
-    from engines.config import PRESETS
+    from engines.model.sources import cached_repos, read_config
+    from engines.model.config import PRESETS
     from engines.errors import ModelError
 
     check_format(format, ("table", "json"))

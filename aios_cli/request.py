@@ -113,7 +113,7 @@ class GenerateRequest:
         from contextlib import nullcontext
 
         from engines import engine_class
-        from engines.checkpoint import open_model
+        from engines.model.sources import open_model
         from engines.generate import check_request
 
         for text in self.prompts:
@@ -133,7 +133,7 @@ class GenerateRequest:
                 what = "tokenizer" if ckpt.kind in ("gguf", "packaged") else "tokenizer.json"
                 fail(f"{self.model} has no {what}, so no text prompt can be encoded — pass token ids with "
                      "--prompt-ids 1,2,3")
-            from engines.tokenizer import encode
+            from engines.model.tokenizer import encode
 
             prompts = [(p, encode(ckpt.tokenizer, p)) for p in self.prompts]
         for _, ids in prompts:

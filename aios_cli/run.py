@@ -98,7 +98,7 @@ def _one_backend(ckpt, backend, ids, opts, err, quiet, stream):
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from engines.tokenizer import StreamDecoder
+    from engines.model.tokenizer import StreamDecoder
     from profilers.harness import profile_run, start_run
 
     if quiet:

@@ -80,7 +80,7 @@ def serve(
         console.say_busy(err, plan.busy_warning(), quiet)
     from contextlib import nullcontext
 
-    from engines.checkpoint import open_model
+    from engines.model.sources import open_model
 
     with err.status(f"opening {model}", spinner="dots") if not quiet else nullcontext():
         ckpt = open_model(model)
@@ -88,7 +88,7 @@ def serve(
 
     with err.status(f"loading {ckpt.name} on {backend}", spinner="dots") if not quiet else nullcontext():
         engine, _ = build_engine(ckpt, backend, dtype)
-    from engines.batch_engine import BatchEngine
+    from engines.batch.engine import BatchEngine
     from profilers import throughput as T
 
     if kv_blocks is None and kv_cache_bytes is None:

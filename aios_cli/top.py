@@ -145,7 +145,7 @@ def _top_serve(backend, model, dtype, threads, seed, profile, once, exit_after, 
     busy = plan.busy_warning()
     if busy:
         err.print(busy, style="yellow", soft_wrap=True)
-    from engines.checkpoint import open_model
+    from engines.model.sources import open_model
 
     with err.status(f"opening {model}", spinner="dots"):
         ckpt = open_model(model)

@@ -89,7 +89,7 @@ def report_jit(module: str, cold: bool) -> object:
     return sk
 
 
-def jit_cold_vs_cached(module: str = "engines.simd_kernels") -> tuple[float, float, float, float]:
+def jit_cold_vs_cached(module: str = "engines.simd.kernels") -> tuple[float, float, float, float]:
     """(import s, warmup s) of `module`'s kernels with an empty Numba cache, then again with it
     populated."""
     with tempfile.TemporaryDirectory(prefix="aios-numba-cache-") as d:

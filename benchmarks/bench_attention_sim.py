@@ -35,8 +35,8 @@ def main() -> None:
     ap.add_argument("--d", default="8,32,64,128")
     ap.add_argument("--reps", type=int, default=5)
     a = ap.parse_args()
-    from engines.attention_kernels import flash_attention, kernels, standard_attention
-    from profilers import attention_sim as A
+    from profilers.sim.kernels import flash_attention, kernels, standard_attention
+    from profilers.sim import attention as A
     from profilers.hardware import cpu_spec
     from profilers.threads import setup
 

@@ -29,7 +29,7 @@ from _bench_common import load_avg  # noqa: E402
 import numpy as np  # noqa: E402
 
 from engines import engine_class  # noqa: E402
-from engines.checkpoint import open_model  # noqa: E402
+from engines.model.sources import open_model  # noqa: E402
 from engines.generate import Generation  # noqa: E402
 from engines.sampling import SamplingParams  # noqa: E402
 

@@ -30,7 +30,7 @@ quiet_blas_pool()  # as `aios run` does, before NumPy loads OpenBLAS
 import numpy as np  # noqa: E402
 
 from engines import engine_class  # noqa: E402
-from engines.checkpoint import open_model  # noqa: E402
+from engines.model.sources import open_model  # noqa: E402
 from engines.generate import Generation  # noqa: E402
 from engines.sampling import SamplingParams  # noqa: E402
 from profilers.harness import measured  # noqa: E402

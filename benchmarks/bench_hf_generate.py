@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _bench_common import load_avg  # noqa: E402
 
-from engines.config import PRESETS, ModelConfig  # noqa: E402
+from engines.model.config import PRESETS, ModelConfig  # noqa: E402
 
 DEFAULT_MODELS = "qwen2.5-0.5b,qwen2.5-1.5b,qwen2.5-7b,qwen3-0.6b"
 
@@ -150,7 +150,7 @@ def hf_contender(cfg: ModelConfig, variant: str, ids, device: str, dtype) -> Con
 
 def aios_contender(preset: str, backend: str, ids, device: str, dtype_name: str) -> Contender:
     from engines import engine_class
-    from engines.checkpoint import open_model
+    from engines.model.sources import open_model
     from engines.generate import Generation
     from engines.sampling import SamplingParams
 

@@ -6,7 +6,7 @@
 For every decode-time projection of Qwen2.5-0.5B (hidden 896, intermediate 4864,
 14 query / 2 kv heads of 64, vocab 151936) it times one float32 matrix-vector product:
 
-* ``simd``   ``engines.simd_kernels.matvec(W, x, out)``
+* ``simd``   ``engines.simd.kernels.matvec(W, x, out)``
 * ``numpy``  ``np.dot(W, x, out=out)`` (OpenBLAS sgemv)
 * ``torch``  ``torch.nn.functional.linear(x[None], W)`` (CPU, one row; allocates its output)
 
@@ -240,7 +240,7 @@ def main(argv=None) -> None:
     ap = _parser(__doc__, "shape", target_s=0.15, max_reps=400, warm_calls=5)
     ap.add_argument("--cold-mb", type=float, default=256.0, help="bytes of W copies for the cold regime")
     args = ap.parse_args(argv)
-    sk = _start("bench_matvec", args, "engines.simd_kernels", quick_target_s=0.05)
+    sk = _start("bench_matvec", args, "engines.simd.kernels", quick_target_s=0.05)
     print()
 
     impls = [

@@ -34,7 +34,7 @@ at decode's speed (~1 min a row for the default 8 x 512 tokens).
 Text: the source of a few Python standard-library modules (`inspect.getsource`; real text on
 every machine, though it changes a little between Python versions: the version and a hash of
 the token ids are printed), each module tokenized on its own with the model's tokenizer
-(`engines.tokenizer.encode`, no BOS added). Windows of `--window` tokens are cut from the
+(`engines.model.tokenizer.encode`, no BOS added). Windows of `--window` tokens are cut from the
 modules in turn (window k: module k mod n, its (k div n)-th non-overlapping stretch), and each
 window is one fresh prefill (KV cache reset) with `all_logits=True`: non-overlapping windows,
 no stride, so every position of a window predicts the next token from the window's tokens
@@ -79,8 +79,8 @@ import numpy as np  # noqa: E402
 
 from _bench_common import load_avg  # noqa: E402
 from engines import engine_class  # noqa: E402
-from engines.checkpoint import open_model, packaged_path  # noqa: E402
-from engines.tokenizer import encode  # noqa: E402
+from engines.model.sources import open_model, packaged_path  # noqa: E402
+from engines.model.tokenizer import encode  # noqa: E402
 
 MODEL = "smollm2"
 MODULES = ("json.decoder", "textwrap", "difflib", "argparse", "shlex", "fractions", "calendar", "string")
@@ -167,7 +167,7 @@ def requantized_state(hf, quant: str) -> dict:
     import torch
     from gguf import quants
 
-    from engines.quant import plan
+    from engines.quant.formats import plan
 
     def roundtrip(w: torch.Tensor, fmt: str) -> torch.Tensor:
         t = gguf.GGMLQuantizationType[fmt]
@@ -236,7 +236,7 @@ def main() -> int:
     unknown = wanted - {n for n, _, _ in WEIGHTS}
     if unknown:
         ap.error(f"unknown --weights {', '.join(sorted(unknown))}; choose from {', '.join(n for n, _, _ in WEIGHTS)}")
-    from engines.simd_qkernels import HAVE_AVX2
+    from engines.simd.qkernels import HAVE_AVX2
 
     no_int8 = args.backend != "simd" or not HAVE_AVX2
     skipped = [n for n, _, dot in WEIGHTS if n in wanted and dot == "int8" and no_int8]

@@ -120,7 +120,7 @@ def parse_args():
 # --- derived GGUF files ------------------------------------------------------------------------
 
 def _role(gguf_name: str, ndim: int) -> str:
-    """aios's roles (`engines.weights.role`) by llama.cpp tensor name."""
+    """aios's roles (`engines.model.weights.role`) by llama.cpp tensor name."""
     if ndim == 1:
         return "vector"
     return {"token_embd.weight": "embed", "output.weight": "lm_head"}.get(gguf_name, "linear")
@@ -129,7 +129,7 @@ def _role(gguf_name: str, ndim: int) -> str:
 def _target_type(role: str, fmt: str) -> str:
     """The GGUF type a tensor gets in a derived file of `fmt` (F32, Q8_0, Q4_0): aios's
     `engines.quant.plan` rule, written out for llama.cpp."""
-    from engines.quant import HEAD_FORMAT
+    from engines.quant.formats import HEAD_FORMAT
 
     if role == "vector" or fmt == "F32":
         return "F32"
@@ -147,7 +147,7 @@ def _encode(a, src_type: str, dst_type: str, raw=None):
         return raw, (None if dst_type == "F32" else T[dst_type])
     if dst_type == "F32":
         return np.ascontiguousarray(a, dtype=np.float32), None
-    from engines.quant import quantize
+    from engines.quant.formats import quantize
 
     return quantize(a, dst_type).blocks, T[dst_type]
 
@@ -167,9 +167,9 @@ def derive_from_gguf(src: Path, fmt: str, out: Path) -> None:
     """`src` (a GGUF file) rewritten with its tensors in `fmt` by aios's rule, all metadata copied."""
     import gguf
 
-    from engines.gguf_file import _reader  # the gguf package's reader, over a faster view of the map
+    from engines.model.gguf_file import gguf_reader  # the gguf package's reader, over a faster view of the map
 
-    reader = _reader(str(src))
+    reader = gguf_reader(str(src))
     arch = reader.fields["general.architecture"].contents()
 
     def fill(tmp: Path):
@@ -200,7 +200,7 @@ def derive_from_gguf(src: Path, fmt: str, out: Path) -> None:
             if kind == dst:
                 arr, raw = _encode(None, kind, dst, raw=t.data)
             else:
-                from engines.quant import QTensor
+                from engines.quant.formats import QTensor
 
                 if kind == "F32":
                     a = t.data.reshape(shape)
@@ -223,8 +223,8 @@ def derive_from_preset(ckpt, fmt: str, out: Path) -> None:
     with the Qwen2.5 tokenizer aios builds as tokenizer.ggml.* (padded to the embedding's rows)."""
     import gguf
 
-    from engines.gguf_file import _LAYER_NAMES, _MODEL_NAMES
-    from engines.weights import expected_shapes
+    from engines.model.gguf_file import _LAYER_NAMES, _MODEL_NAMES
+    from engines.model.weights import expected_shapes
 
     cfg = ckpt.config
     if cfg.arch != "qwen2":
@@ -294,8 +294,8 @@ def derive_from_preset(ckpt, fmt: str, out: Path) -> None:
 def gguf_file_for(model: str, quant: str, cache: Path, say) -> Path:
     """The GGUF file llama.cpp runs for (model, quant): the packaged file itself for `file`, else
     a derived file in `cache` (written on first use)."""
-    from engines.checkpoint import PACKAGED, PRESET_SEED, packaged_path
-    from engines.config import PRESETS
+    from engines.model.sources import PACKAGED, PRESET_SEED, packaged_path
+    from engines.model.config import PRESETS
 
     if model in PACKAGED:
         src = packaged_path(model)
@@ -306,7 +306,7 @@ def gguf_file_for(model: str, quant: str, cache: Path, say) -> Path:
     elif model in PRESETS:
         if quant == "file":
             raise ValueError("a preset has no file of its own")
-        from engines.config import preset
+        from engines.model.config import preset
 
         key = zlib.crc32(f"{PRESET_SEED}|{preset(model)!r}".encode())
     else:
@@ -321,7 +321,7 @@ def gguf_file_for(model: str, quant: str, cache: Path, say) -> Path:
     if model in PACKAGED:
         derive_from_gguf(packaged_path(model), fmt, out)
     else:
-        from engines.checkpoint import open_model
+        from engines.model.sources import open_model
 
         derive_from_preset(open_model(model), fmt, out)
     say(f"  {out.stat().st_size / 2**20:.0f} MiB in {time.perf_counter() - t:.1f} s")
@@ -443,7 +443,7 @@ class LlamaRunner:
 
 def build_aios(model: str, engine: str, quant: str, args, ckpts: dict) -> Config:
     from engines import engine_class
-    from engines.checkpoint import open_model
+    from engines.model.sources import open_model
     from engines.sampling import SamplingParams
     from profilers.passes import decode_weight_bytes
 
@@ -566,7 +566,7 @@ def main() -> None:
           f"(min {bw_lo:.1f}, max {bw_hi:.1f})")
     print("\nbuilding (load s = engine build incl. quantizing; JIT s apart):", flush=True)
 
-    from engines.checkpoint import PACKAGED
+    from engines.model.sources import PACKAGED
 
     configs: list[Config] = []
     ckpts: dict = {}

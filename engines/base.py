@@ -1,5 +1,5 @@
 """What every engine provides, and what they share: loading the weight layout, RoPE tables and
-the KV-cache capacity. Shapes use the legend in `engines.config`."""
+the KV-cache capacity. Shapes use the legend in `engines.model.config`."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from typing import Callable
 
 import numpy as np
 
-from .checkpoint import Checkpoint
+from .model.checkpoint import Checkpoint
 from .errors import UserError
 from .ops import noop_lap
 from .sampling import Sampler, SamplingParams
-from .weights import LayerWeights, op_weight_bytes, resident_bytes
+from .model.weights import LayerWeights, op_weight_bytes, resident_bytes
 
 Lap = Callable[[int, int], None]  # lap(layer, op_id): layer -1 for the ops outside the layers
 
@@ -36,10 +36,11 @@ class Engine:
     """
 
     name = "?"
-    device = "cpu"
+    device = "cpu"  # the device kind the weights live on: cpu | cuda
+    device_index: int | None = None  # which GPU (torch's index) on a GPU; None on the CPU
+    rank, world_size = 0, 1  # this engine's place among the ranks of a distributed run
     dtype = "float32"
     act_itemsize = 4  # bytes per activation
-    has_jit = False  # compiles kernels on first use (its warm-up time is JIT time)
     # what a quantized matrix's input is multiplied as: "int8" (quantized per block, as llama.cpp
     # does), or a float dtype; "" when no matrix is quantized
     quant_dot = ""
@@ -52,19 +53,14 @@ class Engine:
         self.lap: Lap = noop_lap
 
     @classmethod
-    def host_bytes_per_param(cls, dtype: str | None, quant: str | None = None) -> float | None:
-        """Host RAM one parameter takes in this engine at `dtype`, its linear weights in `quant`
-        (a `--quant` name, or the format a GGUF file holds them in; None: float) (None: the
-        weights live elsewhere, on a GPU)."""
-        return None
-
-    too_big_fix = "use a smaller --model"
-
-    @classmethod
     def preflight(cls, cfg, model_name: str, dtype: str | None = None, quant: str | None = None) -> None:
         """Raise UserError, before anything loads, if this engine cannot take the model: its
-        weights would not fit in the share of RAM it plans on (HOST_RAM_SHARE)."""
-        per = cls.host_bytes_per_param(dtype, quant)
+        weights would not fit in the share of RAM it plans on (HOST_RAM_SHARE), at the bytes a
+        parameter takes by its backend record."""
+        from .backends import backend
+
+        b = backend(cls.name)
+        per = b.host_bytes_per_param(dtype, quant)
         if per is None:
             return
         import psutil
@@ -77,7 +73,7 @@ class Engine:
             raise BackendError(
                 f"the {cls.name} engine would need ~{need / 2**30:.1f} GiB for {model_name}'s weights "
                 f"({cfg.num_params() / 1e6:.0f}M params × {per:g} bytes), over the {HOST_RAM_SHARE:.0%} of the "
-                f"{avail / 2**30:.1f} GiB of RAM available that it plans on", cls.too_big_fix)
+                f"{avail / 2**30:.1f} GiB of RAM available that it plans on", b.too_big_fix)
 
     def set_lap(self, lap: Lap | None) -> None:
         self.lap = lap or noop_lap
@@ -165,7 +161,7 @@ class Engine:
         parts = (self.layers, self.embed, self.final_norm, self.lm_head)
         self.op_weight_bytes = op_weight_bytes(*parts, cfg.vocab_size, self.nbytes)
         self.resident_weight_bytes = resident_bytes(*parts, self.nbytes)
-        from .quant import formats
+        from .quant.formats import formats
 
         # what the matrices are held as ('Q4_1+Q8_0'), and the bits a parameter takes overall,
         # scales and norms included: from the bytes held, not from a format's nominal size

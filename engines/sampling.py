@@ -2,7 +2,7 @@
 
 The random stream is one NumPy generator on the host, whatever the engine: each non-greedy
 token consumes one uniform draw `r`. The pick itself runs where the logits are (here in NumPy
-for the CPU engines; `engines.torch_sampling` does the same steps on the device), so only the
+for the CPU engines; `engines.torch.sampling` does the same steps on the device), so only the
 token id crosses to the host. Both implementations follow the same steps in float64:
 
     x = logits / temperature, over all V ids

@@ -3,7 +3,7 @@
 These are properties of the op (what it must compute and the least it must move: weights
 read once, activations in and out), not measurements. Dividing them by a measured time gives
 an achieved rate. `T` tokens enter a pass that already has `P` tokens in its KV cache (shape
-legend: `engines.config`).
+legend: `engines.model.config`).
 
 Weight bytes come from each tensor as the engine holds it (`Engine.op_weight_bytes`, one row
 per layer and one for the ops outside the layers), so a quantized or mixed-precision layer is
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engines.config import ModelConfig
+from engines.model.config import ModelConfig
 from engines.ops import EMBED, OP_INDEX, OPS
 
 PER_LAYER = np.array([op.per_layer for op in OPS])

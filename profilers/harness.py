@@ -14,8 +14,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from engines import backend as backend_record
 from engines import engine_class
-from engines.checkpoint import Checkpoint
+from engines.model.checkpoint import Checkpoint
 from engines.generate import Generation
 from engines.sampling import SamplingParams
 
@@ -66,13 +67,15 @@ def device_label(engine) -> str:
     if engine.device == "cuda":
         import torch
 
-        return f"cuda: {torch.cuda.get_device_name(0)}"
+        return f"cuda: {torch.cuda.get_device_name(engine.device_index)}"
     return f"cpu: {cpu_model()}"
 
 
 def gpu_index_of(engine) -> int | None:
     """NVML's index of the GPU `engine` runs on (None for CPU engines)."""
-    return nvml.index_for_torch_device(0) if engine is not None and engine.device == "cuda" else None
+    if engine is None or engine.device != "cuda":
+        return None
+    return nvml.index_for_torch_device(engine.device_index or 0)
 
 
 def measured(gen: Generation, probe, memory: MemorySampler | None = None) -> Iterator[tuple[Step, int]]:
@@ -106,7 +109,7 @@ class ProfiledRun:
         if engine.device == "cuda":
             import torch
 
-            torch.cuda.reset_peak_memory_stats()
+            torch.cuda.reset_peak_memory_stats(engine.device_index)
         self.probe = make_probe(opts.profile, engine.device)
         self.memory = MemorySampler(gpu_index=gpu_index_of(engine))
         self.memory.sample(engine, force=True)
@@ -183,7 +186,7 @@ def make_record(ckpt: Checkpoint, backend: str, engine, opts: RunOptions, prompt
         weight_format=engine.weight_format, bits_per_weight=engine.bits_per_weight,
         quant_dot=engine.quant_dot, op_weight_bytes=engine.op_weight_bytes, act_itemsize=engine.act_itemsize,
         prompt_ids=list(prompt_ids), generated_ids=list(generated_ids), text=text, steps=list(steps),
-        memory=list(memory), load_s=load_s, jit_s=jit_s if engine.has_jit else None,
+        memory=list(memory), load_s=load_s, jit_s=jit_s if backend_record(backend).jit else None,
         weight_bytes=engine.resident_weight_bytes, stored_weight_bytes=ckpt.stored_bytes,
         kv_cache_bytes=engine.kv_cache_bytes(), peak_rss_bytes=peak_rss_bytes(),
         sampling=opts.sampling.describe(), device_peak_bandwidth=peak_bw,

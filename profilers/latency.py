@@ -16,7 +16,8 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Callable
 
-from engines.checkpoint import Checkpoint
+from engines import backend as backend_record
+from engines.model.checkpoint import Checkpoint
 from engines.sampling import SamplingParams
 
 from .harness import ProfiledRun, RunOptions, build_engine, device_label, provenance
@@ -109,7 +110,7 @@ def run_grid(ckpts: dict[str, Checkpoint], cases: list[LatencyCase], repetitions
             phase(f"loading {case.model} into the {case.backend} engine")
             engine, load_s = build_engine(ckpt, case.backend, case.dtype)
             phase(f"warming up {case.backend} (JIT compile, caches)")
-            jit_s = engine.warmup() if engine.has_jit else None
+            jit_s = engine.warmup() if backend_record(case.backend).jit else None
             engines[key] = (engine, ckpt.open_seconds + load_s, jit_s)
         engine, load_s, jit_s = engines[key]
         if warmup:  # an untimed generation of this case's shape: first-touch pages, allocator

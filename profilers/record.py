@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engines.config import ModelConfig
+from engines.model.config import ModelConfig
 from engines.ops import KIND_OF, KINDS, OP_INDEX, OPS, OTHER
 
 from .costs import PassCosts, pass_costs

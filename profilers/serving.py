@@ -2,7 +2,7 @@
 batch, the KV-block map, throughput and batch size over time, TTFT and TPOT of finished
 requests, and the per-layer op times of the batched step.
 
-`ServingMonitor` watches a `engines.batch_engine.BatchEngine`. Its `on_step` is called after
+`ServingMonitor` watches a `engines.batch.engine.BatchEngine`. Its `on_step` is called after
 every step with what the step returned (cheap: a few appends), and `capture()` reads the
 engine's state into a `ServeView`. Both run in the thread that steps the engine, between two
 steps, so nothing is read while the scheduler changes it; a viewer in another thread only

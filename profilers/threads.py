@@ -137,10 +137,14 @@ def pool_threads(backend: str | None = None) -> dict:
     """The threads and threading layer a backend's pools really run with, read back from the
     libraries after the engine has run: {"threads": int, "threading_layer": str}. With no
     backend (a microbenchmark that uses them all): every pool that is loaded."""
-    if backend == "scalar":
-        return {"threads": 1, "threading_layer": "python (one thread)"}
+    from engines import BACKENDS
+
     pools = {"numba": _numba, "blas": _blas, "torch": _torch}
-    wanted = {"simd": ("numba", "blas"), "torch": ("torch",), "cuda": ("torch",)}.get(backend, tuple(pools))
+    wanted = tuple(pools)  # not an engine (a microbenchmark, a server over HTTP): every pool loaded
+    if backend in BACKENDS:
+        wanted = BACKENDS[backend].threads
+        if not wanted:
+            return {"threads": 1, "threading_layer": "python (one thread)"}
     found = [(name, pools[name]()) for name in wanted]
     found = [(name, got) for name, got in found if got is not None]
     threads = found[0][1][1] if found else None

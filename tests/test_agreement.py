@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from engines import engine_class
-from engines.checkpoint import open_model
-from engines.config import PRESETS
+from engines.model.sources import open_model
+from engines.model.config import PRESETS
 from profilers.probe import Probe
 
 from .conftest import generate

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engines.attention_kernels import flash_attention, standard_attention
+from profilers.sim.kernels import flash_attention, standard_attention
 
 
 def reference(q, k, v, causal):

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from aios_cli.errors import BAD_INPUT
 from aios_cli.main import app as cli
-from profilers import attention_sim as A
+from profilers.sim import attention as A
 from profilers.hardware import GPUS, KiB, Spec
 
 runner = CliRunner()

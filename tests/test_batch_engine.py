@@ -16,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engines import engine_class
-from engines.batch_engine import BatchEngine
+from engines.batch.engine import BatchEngine
 from engines.errors import UserError
 from engines.generate import Generation
-from engines.kv_blocks import BlockManager, BlockTable
+from engines.batch.kv_blocks import BlockManager, BlockTable
 from engines.sampling import SamplingParams
 
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def eng():
-    from engines.checkpoint import open_model
+    from engines.model.sources import open_model
 
     return engine_class("torch")(open_model("tiny"))
 

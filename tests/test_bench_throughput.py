@@ -28,7 +28,7 @@ def test_synthetic_workload_lengths_and_arrivals():
 
 
 def test_sharegpt_jsonl(tmp_path, tiny):
-    from engines.tokenizer import encode
+    from engines.model.tokenizer import encode
 
     f = tmp_path / "d.jsonl"
     rows = [{"conversations": [{"from": "human", "value": "Hello there, how are you?"},

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from aios_cli.errors import BAD_INPUT
 from aios_cli.main import app
 from engines import cuda_status
-from engines.config import PRESETS
+from engines.model.config import PRESETS
 from profilers.export import EVENT_COLUMNS, SUMMARY_COLUMNS
 from engines.ops import OP_NAMES, OPS, OTHER
 
@@ -535,14 +535,14 @@ def test_prompt_not_utf8(out_files):
 def test_a_tokenizer_panic_is_one_line(out_files, monkeypatch):
     """`tokenizers` panics in Rust with pyo3's PanicException, a BaseException: `except
     Exception` misses it, the guard does not."""
-    import engines.checkpoint
+    import engines.model.sources
 
     PanicException = type("PanicException", (BaseException,), {})
 
     def panics(source):
         raise PanicException("called `Option::unwrap()` on a `None` value\nmore")
 
-    monkeypatch.setattr(engines.checkpoint, "open_model", panics)
+    monkeypatch.setattr(engines.model.sources, "open_model", panics)
     assert_bad_input(run_bad(out_files), "the tokenizer failed (called `Option::unwrap()` on a `None` value)")
 
 

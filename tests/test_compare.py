@@ -16,8 +16,8 @@ from aios_cli.compare.kernels import RESULT_COLUMNS
 from aios_cli.compare.passes import PASSES_COLUMNS
 from aios_cli.main import app
 from engines import cuda_status
-from engines.checkpoint import open_model
-from engines.config import PRESETS
+from engines.model.sources import open_model
+from engines.model.config import PRESETS
 from profilers.bench import check as CK
 from profilers.bench import kernels as C
 

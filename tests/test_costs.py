@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from engines import engine_class
-from engines.config import PRESETS, ModelConfig
+from engines.model.config import PRESETS, ModelConfig
 from engines.ops import OP_INDEX, OPS
-from engines.weights import LayerWeights, layer_sources, op_weight_bytes
+from engines.model.weights import LayerWeights, layer_sources, op_weight_bytes
 from profilers.costs import pass_costs
 
 from .conftest import hf_classes

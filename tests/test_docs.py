@@ -11,7 +11,7 @@ import pytest
 from aios_cli.bench.latency import latency_columns
 from aios_cli.compare.kernels import RESULT_COLUMNS
 from aios_cli.compare.passes import PASSES_COLUMNS
-from engines.config import PRESETS
+from engines.model.config import PRESETS
 from profilers.export import EVENT_COLUMNS, SUMMARY_COLUMNS
 
 README = re.sub(r"\s+", " ", (Path(__file__).resolve().parents[1] / "README.md").read_text())

@@ -21,8 +21,8 @@ gguf = pytest.importorskip("gguf")
 pytest.importorskip("accelerate", reason="transformers' GGUF loader needs accelerate")
 
 from engines import engine_class  # noqa: E402
-from engines import simd_qkernels as QK  # noqa: E402
-from engines.checkpoint import open_model  # noqa: E402
+from engines.simd import qkernels as QK  # noqa: E402
+from engines.model.sources import open_model  # noqa: E402
 
 from .conftest import generate, smollm2_file  # noqa: E402
 from .gguf_fixture import load_with_transformers, write_gguf  # noqa: E402
@@ -144,7 +144,7 @@ def smollm2():
     transformers' on this file) and transformers' 16 greedy ids after them."""
     from transformers import AutoModelForCausalLM
 
-    from engines.tokenizer import encode
+    from engines.model.tokenizer import encode
 
     path = smollm2_file()
     ckpt = open_model("smollm2")

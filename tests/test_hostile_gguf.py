@@ -667,7 +667,7 @@ def test_quant_none_runs_on_scalar(sandbox):
     assert res.exit_code == 0, res.output
 
 
-GGUF_CONFIG_JSON = {  # GGUF refusals that come from engines.config.validate
+GGUF_CONFIG_JSON = {  # GGUF refusals that come from engines.model.config.validate
     "block-count-negative": lambda g: g.set("llama.block_count", -2, I32),
     "head-count-kv-0": lambda g: g.set("llama.attention.head_count_kv", 0),
     "head-count-kv-3": lambda g: g.set("llama.attention.head_count_kv", 3),

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from engines import engine_class
-from engines.checkpoint import open_model
+from engines.model.sources import open_model
 from profilers.probe import Probe
 
 from .conftest import HF_CONFIGS, build_hf_model, generate

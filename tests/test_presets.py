@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engines.checkpoint import open_model
-from engines.weights import to_float32
+from engines.model.sources import open_model
+from engines.model.weights import to_float32
 
 
 def test_preset_weights_are_seeded():

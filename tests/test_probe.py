@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from engines import engine_class
-from engines.config import PRESETS
+from engines.model.config import PRESETS
 from engines.ops import BARRIER_MASK, OPS, noop_lap
 from profilers.probe import CudaProbe, Probe, make_probe
 

@@ -34,8 +34,8 @@ from hypothesis import strategies as st
 
 gguf = pytest.importorskip("gguf")
 
-from engines import quant  # noqa: E402
-from engines import simd_qkernels as QK  # noqa: E402
+from engines.quant import formats as quant  # noqa: E402
+from engines.simd import qkernels as QK  # noqa: E402
 
 FORMATS = ("Q8_0", "Q4_0", "Q4_1")
 U = 2.0 ** -24

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engines.errors import ModelError
-from engines.safetensors_mmap import TensorRef, read_safetensors
+from engines.model.safetensors_mmap import TensorRef, read_safetensors
 
 SETTINGS = settings(max_examples=1500, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

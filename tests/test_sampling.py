@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from engines.sampling import Sampler, SamplingParams
-from engines.torch_sampling import TorchSampler
+from engines.torch.sampling import TorchSampler
 
 
 def test_sampler_greedy_and_seeded():

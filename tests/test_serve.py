@@ -43,7 +43,7 @@ class LiveServer:
         from aios_cli.server.loop import EngineLoop
         from aios_cli.server.metrics import ServeMetrics
         from engines import engine_class
-        from engines.batch_engine import BatchEngine
+        from engines.batch.engine import BatchEngine
         from profilers.probe import make_probe
 
         self.ckpt = ckpt
@@ -331,7 +331,7 @@ def test_chat_template_renders_as_transformers_does(tiny):
 def test_chat_template_is_read_from_the_model_directory(tmp_path, hf_model_dirs):
     import shutil
 
-    from engines.checkpoint import open_model
+    from engines.model.sources import open_model
 
     src = next(iter(hf_model_dirs.values()))[0]
     d = tmp_path / "m"

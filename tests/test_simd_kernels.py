@@ -1,4 +1,4 @@
-"""engines.simd_kernels against float64 NumPy references.
+"""engines.simd.kernels against float64 NumPy references.
 
 Every kernel is checked through its public entry point *and* through both of its
 bodies (``_*_par`` / ``_*_ser``), so the serial and the parallel code paths are tested
@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engines import simd_kernels as sk
+from engines.simd import kernels as sk
 
 F32 = np.float32
 EPS32 = float(np.finfo(np.float32).eps)  # 2**-23 (one ulp at 1.0); 2x the unit roundoff

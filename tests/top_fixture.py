@@ -8,7 +8,7 @@ import numpy as np
 
 from aios_cli.tui.session import TopSession
 from aios_cli.tui.view import GenStat
-from engines.checkpoint import open_model
+from engines.model.sources import open_model
 from engines.ops import OP_INDEX, OPS
 from engines.sampling import SamplingParams
 from profilers.harness import RunOptions

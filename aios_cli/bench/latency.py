@@ -133,7 +133,7 @@ def _open_models(models, backends, tokens, err, quiet):
     from contextlib import nullcontext
 
     from engines import engine_class
-    from engines.checkpoint import open_model
+    from engines.model.sources import open_model
     from engines.errors import UserError
 
     ckpts = {}

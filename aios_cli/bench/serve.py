@@ -133,7 +133,7 @@ def serve(
 def _tokenizer_model(source: str, explicit: bool):
     """The local model behind the served name, for its tokenizer and vocabulary; None where the
     name is not a model here (then random ids stay below 1000, valid in any real vocabulary)."""
-    from engines.checkpoint import open_model
+    from engines.model.sources import open_model
     from engines.errors import UserError
 
     try:

@@ -110,7 +110,7 @@ def throughput(
     said_busy = console.say_busy(err, plan.busy_warning(), quiet)
     from contextlib import nullcontext
 
-    from engines.checkpoint import open_model
+    from engines.model.sources import open_model
 
     with err.status(f"opening {model}", spinner="dots") if not quiet else nullcontext():
         ckpt = open_model(model)
@@ -131,7 +131,7 @@ def throughput(
 
     with err.status(f"loading {ckpt.name} on {backend}", spinner="dots") if not quiet else nullcontext():
         engine, load_s = build_engine(ckpt, backend, dtype)
-    from engines.batch_engine import BatchEngine
+    from engines.batch.engine import BatchEngine
 
     if kv_blocks is None and kv_cache_bytes is None:
         kv_blocks = T.default_kv_blocks(work, block_size)
@@ -160,21 +160,20 @@ def throughput(
     said_busy()
 
 
-def _cuda_ok() -> bool:
-    from engines.devices import cuda_status
-
-    return cuda_status()[0]
-
-
 def batched_backend(backend: str | None, dtype: str | None) -> str:
-    """The backend the batched engine runs on (bench throughput, top --serve, serve): torch or
-    cuda, by default cuda where a GPU is usable; checked now, before anything loads."""
-    from engines import check_backend, gpu_count
+    """The backend the batched engine runs on (bench throughput, top --serve, serve): one whose
+    record says it batches, by default the GPU one where a GPU is usable; checked now, before
+    anything loads."""
+    from engines import BACKENDS, check_backend, default_backend
 
     if backend is None:
-        backend = "cuda" if gpu_count() and _cuda_ok() else "torch"
-    if backend not in ("torch", "cuda"):
-        fail(f"the batched engine runs on torch or cuda, not {backend!r} — pass --backend torch (or cuda with a GPU)")
+        backend = default_backend(batched=True)[0]
+    batching = [b.name for b in BACKENDS.values() if b.batches]
+    if backend not in BACKENDS or not BACKENDS[backend].batches:
+        cpu = [b for b in batching if BACKENDS[b].device == "cpu"]
+        gpu = [b for b in batching if BACKENDS[b].device != "cpu"]
+        fail(f"the batched engine runs on {' or '.join(cpu + gpu)}, not {backend!r} — pass --backend {cpu[0]}"
+             + (f" (or {gpu[0]} with a GPU)" if gpu else ""))
     check_backend(backend, dtype)
     return backend
 

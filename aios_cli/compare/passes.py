@@ -42,7 +42,7 @@ def prefill_decode(
     """The same N tokens as one parallel pass (training, prefill) and as N one-token passes
     (generation): time, forward passes, reduction barriers and weight bytes read."""
     from engines import check_backend, check_quant, default_backend, engine_class
-    from engines.checkpoint import open_model
+    from engines.model.sources import open_model
     from profilers.harness import new_run_id
     from profilers.passes import prefill_vs_decode
 

@@ -153,7 +153,7 @@ def build_app(loop, ckpt, model_name: str, api_key: str | None = None, metrics=N
     def _encode(text: str) -> list[int]:
         if tok is None:
             raise ApiError(400, f"{model_name} has no tokenizer: send the prompt as a list of token ids", param="prompt")
-        from engines.tokenizer import encode
+        from engines.model.tokenizer import encode
 
         return encode(tok, text)
 
@@ -191,7 +191,7 @@ def build_app(loop, ckpt, model_name: str, api_key: str | None = None, metrics=N
     async def _tokens(s, body):
         """(text piece, token id or None, Final or None) as they come; the stream is aborted when
         the client goes away, the request is cancelled, or a stop string matched."""
-        from engines.tokenizer import StreamDecoder
+        from engines.model.tokenizer import StreamDecoder
 
         dec = StreamDecoder(tok) if tok is not None else None
         stops = _stops(body)

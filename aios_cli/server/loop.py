@@ -240,7 +240,7 @@ class EngineLoop:
                     self.metrics.stepped(be, out)
                 self._publish("serving")
         except Exception as e:  # the engine failed: every open stream ends with the error
-            from aios_cli.tui.engines import error_line
+            from ..errors import error_line
 
             self.error = error_line(e)
             self.accepting = False

@@ -1,4 +1,4 @@
-"""`aios sim attention`: the SRAM/HBM memory simulator for attention (profilers.attention_sim),
+"""`aios sim attention`: the SRAM/HBM memory simulator for attention (profilers.sim.attention),
 over one configuration or a sweep of them."""
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def attention(
     peak SRAM, FLOPs, arithmetic intensity, the bound and a roofline time, per algorithm
     (standard, 1-D and 2-D tiling, FlashAttention, flash-decoding)."""
     check_format(format, FORMATS)
-    from profilers import attention_sim as A
+    from profilers.sim import attention as A
     from profilers import hardware as H
 
     if gpu not in H.NAMES:
@@ -140,7 +140,7 @@ def _t(s: float) -> str:
 
 
 def _by_tensor(r) -> str:
-    from profilers.attention_sim import TENSORS
+    from profilers.sim.attention import TENSORS
 
     parts = []
     for t in TENSORS:

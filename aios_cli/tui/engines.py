@@ -1,5 +1,4 @@
-"""The engines `aios top` can switch between, how it names their errors in one line, and the
-GPU a running engine sits on."""
+"""The engines `aios top` can switch between, and the GPU a running engine sits on."""
 
 from __future__ import annotations
 
@@ -28,16 +27,3 @@ def engine_gpu(engine):
     CPU engines."""
     i = gpu_index_of(engine)
     return nvml.gpu(i) if i is not None else None
-
-
-def error_line(e: BaseException) -> str:
-    """One line for an engine error shown in the TUI."""
-    name = type(e).__name__
-    if isinstance(e, UserError):
-        return str(e)
-    if isinstance(e, MemoryError):
-        return "out of host memory — try a smaller model or fewer --max-new-tokens"
-    if name == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
-        return "out of GPU memory — try a smaller model, --dtype bfloat16 or fewer --max-new-tokens"
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{name}: {msg}" if msg else name

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from profilers.serving import ServeView, ServingMonitor
 
-from .engines import error_line
+from ..errors import error_line
 
 PUBLISH_S = 0.2  # a view at most this often (the UI refreshes at 5 Hz)
 
@@ -142,7 +142,7 @@ class ServeSession:
             self._set_view_state("error", error_line(e) + " — q quits")
 
     def _load(self, on_phase=None) -> None:
-        from engines.batch_engine import BatchEngine
+        from engines.batch.engine import BatchEngine
         from profilers import throughput as T
         from profilers.harness import build_engine, device_label
         from profilers.threads import pool_threads

@@ -18,17 +18,18 @@ import gc
 import threading
 from dataclasses import replace
 
-from engines import backend_status, engine_class
+from engines import BACKENDS, backend_status, engine_class
 from engines.errors import UserError
 from engines.generate import check_request
-from engines.tokenizer import StreamDecoder
+from engines.model.tokenizer import StreamDecoder
 from profilers.harness import RunOptions, build_engine, device_label, start_run, warm_up
 from profilers.memory import MemorySample
 from profilers.probe import Step
 from profilers.record import RunRecord
 from profilers.threads import pool_threads
 
-from .engines import error_line, usable_backends
+from ..errors import error_line
+from .engines import usable_backends
 from .retention import Retention
 from .view import Folder, GenStat, TopView
 
@@ -115,7 +116,7 @@ class TopSession:
         generation on, and end the current one."""
         if self.ckpt.tokenizer is None:
             raise UserError(f"{self.ckpt.name} has no tokenizer.json", "restart aios top with --prompt-ids")
-        from engines.tokenizer import encode
+        from engines.model.tokenizer import encode
 
         ids = encode(self.ckpt.tokenizer, text)
         check_request(self.ckpt.config, ids, self.opts.max_new_tokens)
@@ -210,7 +211,7 @@ class TopSession:
             self._loading_backend = backend
         phase(msg)
         # --quant holds for the engines that take it; switching live to another keeps its floats
-        quant = self.opts.quant if backend in ("simd", "torch") else None
+        quant = self.opts.quant if BACKENDS[backend].takes_quant(self.opts.quant) else None
         engine_class(backend).preflight(self.ckpt.config, self.ckpt.name, None, quant or self.ckpt.quant)
 
         def progress(done: int, total: int) -> None:

@@ -14,7 +14,7 @@ Method:
 - ncu flushes the L2 before each kernel (its default --cache-control all) and reads
   `dram__bytes_read.sum` and `dram__bytes_write.sum` per kernel; the table sums them over the
   call's kernels. `--clock-control none` leaves the clocks as they are (the device's METHOD.md).
-- The prediction: `profilers.attention_sim.simulate` for this GPU's spec (h200 or h100 by name,
+- The prediction: `profilers.sim.attention.simulate` for this GPU's spec (h200 or h100 by name,
   else --gpu), `standard` against math and `flash` against flash, with the paper's tiles.
 - What the simulator leaves out, and the measurement sees: the L2 (60 MB on an H200) that
   keeps K and V tiles between thread blocks within one kernel; the math backend's own
@@ -94,7 +94,7 @@ def measure(args, backend: str, n: int, d: int) -> dict:
 
 
 def predict(algo: str, n: int, d: int, args, spec) -> tuple[int, int]:
-    from profilers.attention_sim import Shape, simulate
+    from profilers.sim.attention import Shape, simulate
 
     shape = Shape(n=n, nk=n, d=d, heads=args.heads, batch=args.batch, causal=args.causal)
     r = simulate(algo, shape, spec)

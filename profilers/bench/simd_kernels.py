@@ -1,5 +1,5 @@
 """Numba kernels for `aios compare dot|matmul` (float32, CPU): a dot product and a blocked
-matrix multiply, written the way the engine's kernels are (`engines.simd_kernels`: the same JIT
+matrix multiply, written the way the engine's kernels are (`engines.simd.kernels`: the same JIT
 flags, serial and parallel bodies picked by the amount of work). The engine never calls them,
 so they live here and only `aios compare` compiles them.
 
@@ -7,7 +7,7 @@ so they live here and only `aios compare` compiles them.
     matmul(A, B, out)                   out = A @ B   A (M, K), B (K, N), out (M, N), any sizes
                                         (allocates its packed copy of B per call)
 
-All array arguments must be float32 and C-contiguous (see `engines.simd_kernels`).
+All array arguments must be float32 and C-contiguous (see `engines.simd.kernels`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 import numpy as np
 from numba import prange
 
-from engines.simd_kernels import jit
+from engines.simd.kernels import jit
 
 __all__ = ["dot", "matmul", "warmup", "specializations"]
 

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from .kv_blocks import BlockTable
-from .sampling import Sampler, SamplingParams
+from ..sampling import Sampler, SamplingParams
 
 
 class Status(enum.Enum):

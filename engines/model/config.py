@@ -19,7 +19,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .errors import ModelError
+from ..errors import ModelError
 
 # architectures[0] in config.json -> the forward pass that runs it.
 # Llama-family checkpoints are Qwen2 without biases (and without q/k norm).

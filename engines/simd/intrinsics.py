@@ -7,7 +7,7 @@ is a pair of instructions that multiply narrow integers and add adjacent product
 - ``vpmaddwd``  (``llvm.x86.avx2.pmadd.wd``):    16 int16 x 16 int16 -> 8 int32 sums of pairs;
 - ``vpmaddubsw`` (``llvm.x86.avx2.pmadd.ub.sw``): 32 uint8 x 32 int8 -> 16 int16 sums of pairs.
 
-Each step below is one such instruction over a run of a tile's rows (`engines.simd_qkernels`):
+Each step below is one such instruction over a run of a tile's rows (`engines.simd.qkernels`):
 it loads the rows' bytes for two neighbouring inputs, interleaves them so that each row's two
 weights sit side by side (one shuffle), multiplies and adds into an accumulator array. The steps
 are LLVM IR inlined into the calling kernel. Measured on the dev VM (AMD EPYC, Zen 1, one
@@ -111,7 +111,7 @@ def madd_nibbles_u4(typingctx, q, qoff, xl, xh, acc, aoff):
     nibble); xl, xh: int32 holding an int8 pair in their low 16 bits (x0 | x1 << 8). Two
     ``vpmaddubsw`` (unsigned nibble times signed byte, pairs added: |sum| <= 2 * 15 * 127, so its
     saturation never happens). The int16 accumulator wraps; the caller recovers the true block
-    sum, which it knows to fit (see `engines.simd_qkernels`)."""
+    sum, which it knows to fit (see `engines.simd.qkernels`)."""
     sig = types.void(q, qoff, xl, xh, acc, aoff)
 
     def codegen(context, builder, signature, args):
@@ -143,7 +143,7 @@ def _pattern(builder, a, b, lanes: int):
 def fma_pairs_q8(typingctx, q, qoff, x0, x1, acc, aoff):
     """acc[aoff : aoff+16] (float32) += q[qoff+k] * (x0 if k is even else x1), k = 0..15: eight
     rows' weight pairs (int8) times a float32 input pair, into a pair of sums a row. Generic LLVM
-    IR, so every machine has it (the float path of `engines.simd_qkernels`)."""
+    IR, so every machine has it (the float path of `engines.simd.qkernels`)."""
     sig = types.void(q, qoff, x0, x1, acc, aoff)
 
     def codegen(context, builder, signature, args):

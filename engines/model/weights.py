@@ -9,7 +9,7 @@ engine reads the same fields under the same names.
 
 This is where quantized weights plug in: a record may hold any tensor type, and the bytes an op
 reads are counted from each tensor's own storage (`op_weight_bytes`), never from one itemsize
-per engine. Shapes use the legend in `engines.config`.
+per engine. Shapes use the legend in `engines.model.config`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Callable, Generic, Iterator, TypeVar
 import numpy as np
 
 from .config import ModelConfig
-from .ops import ATTN_NORM, DOWN_PROJ, EMBED, FINAL_NORM, GATE_UP_PROJ, LM_HEAD, MLP_NORM, O_PROJ, OPS, QK_NORM, QKV_PROJ
+from ..ops import ATTN_NORM, DOWN_PROJ, EMBED, FINAL_NORM, GATE_UP_PROJ, LM_HEAD, MLP_NORM, O_PROJ, OPS, QK_NORM, QKV_PROJ
 from .safetensors_mmap import TensorRef
 
 T = TypeVar("T")
@@ -111,7 +111,7 @@ def to_float32(t: TensorRef) -> np.ndarray:
     the mapped file, no copy."""
     a = t.array
     if t.quantized:
-        from .quant import QTensor
+        from ..quant.formats import QTensor
 
         return QTensor(t.dtype, a, t.cols).dequantize()
     if t.dtype == "bfloat16":

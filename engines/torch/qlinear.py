@@ -1,6 +1,6 @@
 """Quantized linear weights for the torch engine, through the kernels PyTorch ships.
 
-The bits are GGUF's (`engines.quant`), repacked when the model loads:
+The bits are GGUF's (`engines.quant.formats`), repacked when the model loads:
 
 * Q4_0 / Q4_1 -> ``torch._weight_int4pack_mm_for_cpu``: PyTorch's int4 weight-only GEMM, groups
   of 32 along the input, dequantizing as w = (q - 8) * scale + zero. That is Q4_0 exactly with
@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .quant import format_info
-from .torch_dnnl import PackedLinear
+from ..quant.formats import format_info
+from .dnnl import PackedLinear
 
 GROUP = 32
 TILE_ROWS = 2048  # rows of a Q8_0 matrix dequantized at once
@@ -104,7 +104,7 @@ class QLinear:
 
 
 def linear(x: torch.Tensor, w, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear over a plain, a oneDNN-packed (`engines.torch_dnnl`) or a quantized weight."""
+    """F.linear over a plain, a oneDNN-packed (`engines.torch.dnnl`) or a quantized weight."""
     if isinstance(w, QLinear):
         y = w(x)
         return y if bias is None else y + bias

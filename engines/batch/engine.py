@@ -1,7 +1,7 @@
 """The batched engine: requests in, tokens out, one `step()` at a time.
 
-It ties the block manager (`engines.kv_blocks`), the scheduler (`engines.scheduler`) and the
-batched forward pass (`engines.paged_torch`) together, over the weights of a torch engine. It is
+It ties the block manager (`engines.batch.kv_blocks`), the scheduler (`engines.batch.scheduler`) and the
+batched forward pass (`engines.batch.paged`) together, over the weights of a torch engine. It is
 pull-style, like `engines.generate.Generation`: nothing runs until the caller asks for a step,
 so a benchmark measures each step from outside, a live view pauses by not pulling, and a server
 adds and aborts requests between steps and streams what each step returns.
@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .errors import NonFiniteError, UserError
-from .generate import check_request
+from ..errors import NonFiniteError, UserError
+from ..generate import check_request
 from .kv_blocks import BlockManager
-from .ops import SAMPLE, noop_lap
-from .paged_torch import PagedTorchRunner
+from ..ops import SAMPLE, noop_lap
+from .paged import PagedTorchRunner
 from .request import Request, Status
-from .sampling import SamplingParams
+from ..sampling import SamplingParams
 from .scheduler import Scheduled, Scheduler
 
 

@@ -3,12 +3,12 @@
 What is read from the file:
   * the architecture (`general.architecture`: llama, qwen2, qwen3) and the hyper-parameters from
     its `<arch>.*` metadata;
-  * the tokenizer from `tokenizer.ggml.*` (`engines.gguf_tokenizer`);
+  * the tokenizer from `tokenizer.ggml.*` (`engines.model.gguf_tokenizer`);
   * the tensors, memory-mapped: F32, F16 and BF16 as floats, block formats (Q8_0, Q4_0, Q4_1,
     K-quants, ...) as their raw bytes, kept quantized where an engine has a kernel for the format
     and dequantized by the `gguf` package otherwise.
 
-llama.cpp's names map onto the Hugging Face names the engines read (`engines.weights`), and GGUF's
+llama.cpp's names map onto the Hugging Face names the engines read (`engines.model.weights`), and GGUF's
 dimensions, which run innermost first, onto row-major shapes.
 
 The llama trap: llama.cpp's converter permutes the rows of a llama model's q and k projections
@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .checkpoint import Checkpoint
 from .config import ModelConfig, validate
-from .errors import ModelError
+from ..errors import ModelError
 from .safetensors_mmap import TensorRef
 from .weights import EMBED_NAME, FINAL_NORM_NAME, LM_HEAD_NAME, ModelWeights, expected_shapes
 
@@ -184,7 +185,7 @@ def _permuted(ref: TensorRef, n_head: int) -> TensorRef:
     return TensorRef(np.ascontiguousarray(ref.array[order]), ref.dtype, ref.cols)
 
 
-def _reader(path: str):
+def gguf_reader(path: str):
     """`gguf.GGUFReader` over a plain ndarray view of its memory map: the reader slices the map
     once per metadata item, and a slice of an `np.memmap` costs ~10 us of bookkeeping that a
     plain view does not (SmolLM2's 98,000 vocabulary strings: 6.8 s to open, 3.3 s like this).
@@ -205,12 +206,10 @@ def _reader(path: str):
 
 def open_gguf(path: Path, source: str, name: str | None = None, kind: str = "gguf"):
     """A GGUF file -> Checkpoint. Raises ModelError, one line, for what cannot be used."""
-    from .checkpoint import Checkpoint
-
     t0 = time.perf_counter()
     src = path.name
     try:
-        reader = _reader(str(path))
+        reader = gguf_reader(str(path))
     except Exception as e:  # noqa: BLE001 -- the reader raises bare ValueError/struct/IndexError/... on bad bytes
         why = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         size = os.path.getsize(path)

@@ -36,8 +36,7 @@ module follows llama.cpp: its converter picks the label by hashing the model's o
 output, and SmolLM2's tokenizer.json splits every digit off first, as the label's regexes do.
 
 Metadata:  :func:`gguf_metadata` turns a ``gguf.GGUFReader``'s fields into the plain dict
-:func:`tokenizer_from_gguf` takes; :func:`read_gguf_metadata` gives the same dict straight from
-the file, in a fraction of the time GGUFReader needs for a large vocabulary.
+:func:`tokenizer_from_gguf` takes (the files are read by the ``gguf`` package only).
 
 Anything in the metadata that cannot be used raises ``ModelError`` (one line naming the key);
 nothing in it is dropped silently (a repeated merge pair is ignored, as llama.cpp does).  This
@@ -46,23 +45,19 @@ module imports ``tokenizers`` only (``gguf`` inside :func:`gguf_metadata`); no t
 
 from __future__ import annotations
 
-import os
-import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers, processors
 from tokenizers.models import BPE
 
-from .errors import ModelError
+from ..errors import ModelError
 from .tokenizer import _is_panic, rust_stderr_quiet
 
 if TYPE_CHECKING:  # pragma: no cover
-    import mmap
-
     import gguf
 
-__all__ = ["SUPPORTED_MODELS", "SUPPORTED_PRE", "gguf_metadata", "read_gguf_metadata", "tokenizer_from_gguf"]
+__all__ = ["SUPPORTED_MODELS", "SUPPORTED_PRE", "gguf_metadata", "tokenizer_from_gguf"]
 
 _FIX = "re-convert the model with llama.cpp's convert_hf_to_gguf.py, or pass --prompt-ids"
 _UNSUPPORTED_FIX = "pass --prompt-ids (token ids) instead of a text prompt"
@@ -178,128 +173,6 @@ def gguf_metadata(reader: "gguf.GGUFReader", source: str | None = None) -> dict[
 
 
 _READ_FIX = "the file is damaged or not a GGUF; download or convert it again"
-# GGUF value type -> (struct code, width) for the fixed-size ones; 8 is a string, 9 an array.
-_GGUF_SCALARS: dict[int, tuple[str, int]] = {
-    0: ("B", 1), 1: ("b", 1), 2: ("H", 2), 3: ("h", 2), 4: ("I", 4), 5: ("i", 4), 6: ("f", 4),
-    7: ("?", 1), 10: ("Q", 8), 11: ("q", 8), 12: ("d", 8),
-}
-_GGUF_STRING, _GGUF_ARRAY = 8, 9
-
-
-def read_gguf_metadata(path: "str | os.PathLike[str]") -> dict[str, object]:
-    """The same dict as ``gguf_metadata(gguf.GGUFReader(path))``, read straight from the file.
-
-    Why a second reader: ``gguf.GGUFReader`` builds numpy views for every item of every array, so
-    a tokenizer's 100k-300k strings take it seconds to a minute on a small CPU (~7 s for SmolLM2's
-    file, ~45 s for a Qwen2.5 one); this reads the header and the key/value section with
-    ``struct`` in a fraction of a second, and nothing else (no tensor table).  Every length is
-    checked against the bytes that are left, so a damaged or hostile file raises ``ModelError``
-    (one line, naming the key where it can) instead of a traceback or a huge allocation.
-    Little- and big-endian files are read, versions 2 and 3 (as GGUFReader).
-    """
-    import mmap
-
-    source = str(path)
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size < 24:
-                raise ModelError(f"{source}: not a GGUF file ({size} bytes)", _READ_FIX)
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-                # the mmap itself, not a memoryview of it: slices are copies and struct reads
-                # borrow the buffer only for the call, so nothing pins the mapping when it closes
-                return _parse_kv(mm, source)
-    except OSError as exc:
-        raise ModelError(f"{source}: cannot read the file ({exc.strerror or exc})", _READ_FIX) from None
-
-
-class _Truncated(Exception):
-    def __init__(self) -> None:
-        super().__init__("the file ends inside it")
-
-
-def _parse_kv(buf: "mmap.mmap", source: str) -> dict[str, object]:
-    try:
-        if bytes(buf[:4]) != b"GGUF":
-            raise ModelError(f"{source}: not a GGUF file (no GGUF magic)", _READ_FIX)
-        (version,) = struct.unpack_from("<I", buf, 4)
-        # as GGUFReader: a version with its low half zero was written big-endian
-        end = ">" if version & 0xFFFF == 0 else "<"
-        (version,) = struct.unpack_from(end + "I", buf, 4)
-        if version not in (2, 3):
-            raise ModelError(f"{source}: GGUF version {version} is not supported (2 and 3 are)", _READ_FIX)
-        _n_tensors, n_kv = struct.unpack_from(end + "QQ", buf, 8)
-        # the smallest key/value is 13 bytes (8 key length, empty key, 4 type, 1-byte value)
-        if n_kv > (len(buf) - 24) // 13:
-            raise ModelError(f"{source}: header claims {n_kv} metadata keys, more than the file can hold", _READ_FIX)
-        r = _Reader(buf, end)
-        r.off = 24
-        out: dict[str, object] = {}
-        for _ in range(n_kv):
-            key_at = r.off
-            try:
-                key = r.string()
-            except (_Truncated, UnicodeDecodeError) as exc:
-                raise ModelError(f"{source}: metadata key at byte {key_at} cannot be read ({_why(exc)})",
-                                 _READ_FIX) from None
-            try:
-                value = r.value(r.u32())
-            except (_Truncated, UnicodeDecodeError, ValueError, struct.error) as exc:
-                raise ModelError(f"{source}: metadata {_short(key)} cannot be read ({_why(exc)})", _READ_FIX) from None
-            if key in out:
-                raise ModelError(f"{source}: metadata {_short(key)} appears twice", _READ_FIX)
-            out[key] = value
-        return out
-    except struct.error:  # the fixed header itself is short
-        raise ModelError(f"{source}: not a GGUF file (truncated header)", _READ_FIX) from None
-
-
-class _Reader:
-    """Cursor over the file's bytes; every read checks what is left (``_Truncated`` otherwise)."""
-
-    def __init__(self, buf: "mmap.mmap", end: str) -> None:
-        self.buf, self.end, self.off = buf, end, 0
-
-    def take(self, n: int) -> bytes:
-        if n < 0 or self.off + n > len(self.buf):
-            raise _Truncated()
-        out = self.buf[self.off:self.off + n]
-        self.off += n
-        return out
-
-    def u32(self) -> int:
-        return struct.unpack(self.end + "I", self.take(4))[0]
-
-    def u64(self) -> int:
-        return struct.unpack(self.end + "Q", self.take(8))[0]
-
-    def string(self) -> str:
-        return str(self.take(self.u64()), "utf-8")
-
-    def value(self, vtype: int) -> object:
-        if vtype == _GGUF_STRING:
-            return self.string()
-        if vtype == _GGUF_ARRAY:
-            itype, count = self.u32(), self.u64()
-            if itype == _GGUF_ARRAY:
-                raise ValueError("arrays of arrays are not supported")
-            if itype == _GGUF_STRING:
-                if count > (len(self.buf) - self.off) // 8:  # each string has an 8-byte length
-                    raise _Truncated()
-                return [self.string() for _ in range(count)]
-            code, width = self._scalar(itype)
-            if count > (len(self.buf) - self.off) // width:
-                raise _Truncated()
-            return list(struct.unpack(f"{self.end}{count}{code}", self.take(count * width)))
-        code, width = self._scalar(vtype)
-        return struct.unpack(self.end + code, self.take(width))[0]
-
-    @staticmethod
-    def _scalar(vtype: int) -> tuple[str, int]:
-        try:
-            return _GGUF_SCALARS[vtype]
-        except KeyError:
-            raise ValueError(f"unknown value type {vtype}") from None
 
 
 def _short(key: object) -> str:

@@ -2,9 +2,9 @@
 
 The same class runs on torch CPU under the backend name `torch` (float32 by default), so the
 code path is tested where there is no GPU. Weights are fused where the math allows
-(q|k|v into one matrix, gate|up into one: the layout of `engines.weights`) so each projection
+(q|k|v into one matrix, gate|up into one: the layout of `engines.model.weights`) so each projection
 is one GEMM/GEMV. Logits stay on the device and the sampler picks there: only the token id
-crosses to the host. Shapes use the legend in `engines.config`.
+crosses to the host. Shapes use the legend in `engines.model.config`.
 """
 
 from __future__ import annotations
@@ -16,19 +16,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import check_backend, resolve_dtype
-from .base import Engine, attn_scale, rope_tables
-from .ops import (
+from ..backends import check_backend, check_quant, resolve_dtype
+from ..base import Engine, attn_scale, rope_tables
+from ..ops import (
     ATTENTION, ATTN_MIX, ATTN_NORM, ATTN_SCORES, ATTN_SOFTMAX, DOWN_PROJ, EMBED, FINAL_NORM,
     GATE_UP_PROJ, LM_HEAD, MLP_NORM, O_PROJ, QK_NORM, QKV_PROJ, ROPE, SILU_MUL,
 )
-from .sampling import SamplingParams
-from .safetensors_mmap import TensorRef
-from . import torch_dnnl
-from .torch_dnnl import PackedLinear
-from .torch_quant import QLinear, linear
-from .torch_sampling import TorchSampler
-from .weights import to_float32
+from ..sampling import SamplingParams
+from ..model.safetensors_mmap import TensorRef
+from . import dnnl as torch_dnnl
+from .dnnl import PackedLinear
+from .qlinear import QLinear, linear
+from .sampling import TorchSampler
+from ..model.weights import to_float32
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -68,11 +68,13 @@ class TorchEngine(Engine):
         self.dtype = dtype = resolve_dtype(self.name, dtype)
         self.tdtype = TORCH_DTYPES[dtype]
         self.act_itemsize = torch.finfo(self.tdtype).bits // 8
-        self.device = device
         self.tdev = torch.device(device)
+        if self.tdev.type == "cuda" and self.tdev.index is None:  # "cuda": the current GPU, by its index
+            self.tdev = torch.device("cuda", torch.cuda.current_device())
+        self.device, self.device_index = self.tdev.type, self.tdev.index
         # attention as one SDPA call, reported as the composite op `attention`
         self.fused_attention = fused_attention
-        # float32 matmul weights prepacked for oneDNN on the CPU (`engines.torch_dnnl`)
+        # float32 matmul weights prepacked for oneDNN on the CPU (`engines.torch.dnnl`)
         self.packed = torch_dnnl.available(self.tdev, self.tdtype)
         self.load_weights(self._convert, progress)
         mats = [t for lw in self.layers for t in (lw.qkv, lw.o_proj, lw.gate_up, lw.down)] + [self.embed, self.lm_head]
@@ -83,7 +85,7 @@ class TorchEngine(Engine):
         """A stored tensor -> a tensor on the device, or a quantized weight (`torch_quant`): a
         format the file holds and PyTorch has a kernel for stays in it (on the CPU), float
         matrices are quantized as `--quant` plans (`engines.quant.plan`), the rest is widened."""
-        from . import quant as Q
+        from ..quant import formats as Q
 
         kernels = ("Q8_0",) if role == "embed" else ("Q8_0", "Q4_0", "Q4_1")
         fmt = Q.target(t.dtype if t.quantized else None, role, self.quant, kernels)
@@ -258,16 +260,6 @@ class TorchEngine(Engine):
 
 class TorchCpuEngine(TorchEngine):
     name = "torch"
-    too_big_fix = "use --dtype bfloat16 (2 bytes a parameter), or a smaller --model"
-
-    @classmethod
-    def host_bytes_per_param(cls, dtype, quant=None):
-        if quant not in (None, "none"):
-            from .quant import bytes_per_weight
-
-            return bytes_per_weight(quant)
-        return TORCH_DTYPES[resolve_dtype(cls.name, dtype)].itemsize
-
     def __init__(self, ckpt, dtype=None, progress=None, fused_attention: bool = False, quant: str | None = None):
         super().__init__(ckpt, dtype=dtype, device="cpu", progress=progress, fused_attention=fused_attention,
                          quant=quant)
@@ -276,15 +268,12 @@ class TorchCpuEngine(TorchEngine):
 class CudaEngine(TorchEngine):
     name = "cuda"
 
-    def __init__(self, ckpt, dtype=None, progress=None, fused_attention: bool = False, quant: str | None = None):
-        check_backend("cuda")
-        if quant not in (None, "none"):
-            from .errors import BackendError
-
-            raise BackendError("--quant is not available on the cuda engine yet (its int4/int8 kernels are not "
-                               "verified on a GPU)", "use --backend simd or torch with --quant")
-        super().__init__(ckpt, dtype=dtype, device="cuda", progress=progress, fused_attention=fused_attention)
+    def __init__(self, ckpt, dtype=None, progress=None, fused_attention: bool = False, quant: str | None = None,
+                 device: str = "cuda"):
+        check_backend(self.name)
+        check_quant(self.name, quant)
+        super().__init__(ckpt, dtype=dtype, device=device, progress=progress, fused_attention=fused_attention)
 
     def warmup(self) -> float:
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(self.tdev)
         return 0.0

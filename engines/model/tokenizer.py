@@ -52,7 +52,7 @@ from typing import Dict, List, Optional, Tuple, Union
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
 from tokenizers.models import BPE
 
-from . import files
+from .. import files
 
 __all__ = [
     "QWEN25_SPECIAL_TOKENS",
@@ -306,7 +306,7 @@ def load_tokenizer_json(path: PathLike) -> Tokenizer:
 def encode(tokenizer: Tokenizer, text: str) -> list[int]:
     """The ids of `text`; UserError (one line) when the tokenizer fails on it, as a broken
     tokenizer.json can (an exception, or a Rust panic) at encode time."""
-    from .errors import UserError
+    from ..errors import UserError
 
     try:
         with rust_stderr_quiet():

@@ -5,7 +5,7 @@ our own Numba kernels (`simd_kernels.matvec` & co.) writing into preallocated bu
 allocation per token. Prefill (many tokens) is matrix-matrix: it goes to BLAS through
 `np.matmul`, with the same Numba kernels for the norms, RoPE, softmax and SiLU.
 Weights are fused where the math allows (q|k|v in one matrix, gate|up in one: the layout of
-`engines.weights`). Shapes use the legend in `engines.config`.
+`engines.model.weights`). Shapes use the legend in `engines.model.config`.
 """
 
 from __future__ import annotations
@@ -16,18 +16,17 @@ import time
 import numba
 import numpy as np
 
-from . import resolve_dtype
-from . import quant
-from . import simd_kernels as K
-from . import simd_qkernels as QK
-from .base import Engine, attn_scale, rope_tables
-from .errors import UserError
-from .ops import (
+from ..backends import resolve_dtype
+from ..quant import formats as quant
+from . import kernels as K
+from . import qkernels as QK
+from ..base import Engine, attn_scale, rope_tables
+from ..errors import UserError
+from ..ops import (
     ATTN_MIX, ATTN_NORM, ATTN_SCORES, ATTN_SOFTMAX, DOWN_PROJ, EMBED, FINAL_NORM, GATE_UP_PROJ,
     LM_HEAD, MLP_NORM, O_PROJ, QK_NORM, QKV_PROJ, ROPE, SILU_MUL,
 )
-from .quant import bytes_per_weight as quant_bytes_per_weight
-from .weights import to_float32
+from ..model.weights import to_float32
 
 f32 = np.float32
 KS = K.serial
@@ -36,7 +35,7 @@ QUANT_DOTS = ("int8", "float32")
 
 
 def quant_dot() -> str:
-    """How the quantized matvecs multiply (`engines.simd_qkernels`): ``int8`` (the input quantized
+    """How the quantized matvecs multiply (`engines.simd.qkernels`): ``int8`` (the input quantized
     per 32-element block, as llama.cpp does; x86-64 with AVX2) or ``float32`` (exact, every
     machine). ``AIOS_QUANT_DOT`` picks one; the default is int8 where the machine has it."""
     want = os.environ.get("AIOS_QUANT_DOT", "").strip().lower()
@@ -159,15 +158,6 @@ class SimdEngine(Engine):
             return
         for i, t in enumerate(ids):
             QK.dequant_row(E.q, E.d, E.m, E.code, int(t), E.cols, x[i:i + 1])
-
-    has_jit = True
-    too_big_fix = "use --backend torch --dtype bfloat16 (2 bytes a parameter), or a smaller --model"
-
-    @classmethod
-    def host_bytes_per_param(cls, dtype, quant=None):
-        # float32 copies of the weights, or the quantized format's bytes (an estimate: the
-        # embedding and lm_head are Q8_0 under a 4-bit --quant)
-        return 4 if quant in (None, "none") else quant_bytes_per_weight(quant)
 
     def warmup(self) -> float:
         t0 = time.perf_counter()

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from safetensors import SafetensorError, safe_open
 
-from .errors import ModelError
+from ..errors import ModelError
 
 # bf16 has no NumPy dtype: it travels as its raw uint16 bits and is widened on use.
 _DTYPES = {"F32": (np.float32, "float32"), "F16": (np.float16, "float16"), "BF16": (np.uint16, "bfloat16"), "F64": (np.float64, "float64")}
@@ -40,7 +40,7 @@ def _ends_past(raw: bytes, data_bytes: int) -> bool:
 
 @dataclass(frozen=True)
 class TensorRef:
-    """A tensor as a file stores it. Quantized (a GGUF block format, `engines.quant`): `array` is
+    """A tensor as a file stores it. Quantized (a GGUF block format, `engines.quant.formats`): `array` is
     uint8 (rows, row bytes) and `cols` the logical row length."""
 
     array: np.ndarray  # raw view: float32/float16/float64, uint16 bits for bfloat16, uint8 blocks

@@ -7,7 +7,7 @@ gain of batching at decode, where one token alone is a matrix-vector product bou
 bytes of the weights.
 
 The KV cache is one pool per layer, ``(slots, nkv, hd)`` with slots = blocks x block_size
-(`engines.kv_blocks`): each token's K and V are written to the slot its request's block table
+(`engines.batch.kv_blocks`): each token's K and V are written to the slot its request's block table
 gives, and attention reads a request's keys back through its table:
 
 - the decode tokens of a step (one query each) in one SDPA call: their keys gathered into a
@@ -29,9 +29,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import attn_scale, rope_tables
-from .ops import ATTENTION, EMBED, ROPE
-from .torch_engine import TorchEngine
+from ..base import attn_scale, rope_tables
+from ..ops import ATTENTION, EMBED, ROPE
+from ..torch.engine import TorchEngine
 
 
 class PagedTorchRunner:
@@ -61,7 +61,7 @@ class PagedTorchRunner:
 
     @torch.inference_mode()
     def forward(self, items) -> torch.Tensor:
-        """Compute `items` (`engines.scheduler.Item`: tokens start..start+n-1 of a request, its
+        """Compute `items` (`engines.batch.scheduler.Item`: tokens start..start+n-1 of a request, its
         block table already holding their slots); returns the logits (S, V), float32 on the
         device, at the last token of each item that samples, in the items' order."""
         cfg, dev, e = self.cfg, self.dev, self.engine

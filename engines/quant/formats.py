@@ -10,7 +10,7 @@ in llama.cpp, and comparisons between them are like for like:
 
 In a 4-bit block, byte j holds weight j in its low nibble and weight j+16 in its high nibble.
 Quantizing and dequantizing are the `gguf` package's (llama.cpp's own Python library, NumPy);
-only the hot kernels are ours (`engines.simd_qkernels`). K-quants (Q4_K, Q5_K, Q6_K) load from
+only the hot kernels are ours (`engines.simd.qkernels`). K-quants (Q4_K, Q5_K, Q6_K) load from
 GGUF files and are dequantized there: the `gguf` package dequantizes them but cannot quantize.
 
 What `--quant` quantizes, and why (`plan`): the layers' linear weights (q|k|v, o, gate|up,

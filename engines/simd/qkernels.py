@@ -1,6 +1,6 @@
 """Numba kernels over quantized weights (Q8_0, Q4_0, Q4_1), for the ``simd`` engine.
 
-The bits are GGUF's (see `engines.quant`); only their order in memory changes. When the model
+The bits are GGUF's (see `engines.quant.formats`); only their order in memory changes. When the model
 loads, each matrix is repacked from GGUF's row-major blocks into *tiles* of R = 64 rows, with the
 bytes of a row's neighbouring weights side by side:
 
@@ -15,7 +15,7 @@ a tile side by side, one SIMD register holds several rows' weights for the same 
 per-block scale multiplies a whole register of rows at once, and no horizontal sum is ever
 needed inside the loop. In GGUF's own order each 32-weight block ends in a horizontal sum before
 its scale can be applied; measured on the dev VM that order ran at ~1 G weights/s per core. The
-pairs (e) are what x86's multiply-and-add-pairs instructions take (`engines.simd_intrinsics`).
+pairs (e) are what x86's multiply-and-add-pairs instructions take (`engines.simd.intrinsics`).
 
 Two decode matvecs read these tiles:
 
@@ -46,7 +46,7 @@ that stays in cache and hands it to BLAS; an embedding lookup dequantizes one ro
 (``dequant_row``). fp16 scales become float32 with integer operations on their bits, a tile at a
 time (Numba has no float16 on the CPU).
 
-Conventions are those of ``engines.simd_kernels``: C-contiguous arrays, ``out`` given by the
+Conventions are those of ``engines.simd.kernels``: C-contiguous arrays, ``out`` given by the
 caller, a parallel and a serial body chosen by the amount of work.
 """
 
@@ -55,10 +55,10 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .quant import format_info
-from .simd_intrinsics import (HAVE_AVX2, HAVE_F16, fma_pairs_q4, fma_pairs_q8, half_to_float8, madd_nibbles_u4,
+from ..quant.formats import format_info
+from .intrinsics import (HAVE_AVX2, HAVE_F16, fma_pairs_q4, fma_pairs_q8, half_to_float8, madd_nibbles_u4,
                               madd_pairs_i8, round_to_half)
-from .simd_kernels import _PAR_MIN_MATVEC, jit
+from .kernels import _PAR_MIN_MATVEC, jit
 
 R = 64  # rows per tile
 # parallel matvec: the tiles split into this many runs (a run shares its scratch arrays), several
@@ -99,7 +99,7 @@ def _scales_bits(h, t, out):
 @jit()
 def _scales(h, t, out):
     """out (nb, R) float32 = the fp16 bits h[t] (nb, R) as float32, eight at a time
-    (`engines.simd_intrinsics.half_to_float8`: one F16C instruction on x86; measured 13x faster
+    (`engines.simd.intrinsics.half_to_float8`: one F16C instruction on x86; measured 13x faster
     than the integer version, whose cost per tile had been a third of a Q8_0 matvec's)."""
     if not HAVE_F16:  # a global, so a constant to Numba: the other branch is never compiled
         _scales_bits(h, t, out)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .sampling import Sampler
+from ..sampling import Sampler
 
 
 class TorchSampler(Sampler):

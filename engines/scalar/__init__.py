@@ -1,0 +1,1 @@
+"""The scalar engine: the forward pass in pure Python (`engine`)."""
