@@ -187,15 +187,16 @@ def _run_server(app, loop, host: str, port: int, err) -> int:
 def _write_exports(loop, csv_file, requests_csv, trace, meta, err, quiet) -> None:
     if csv_file is None and requests_csv is None and trace is None:
         return
-    from .bench.throughput import _requests_csv, _steps_csv, _trace
+    from profilers import export
+
     from .outputs import write
 
     run = loop.run_record()
     if csv_file is not None:
-        write("--csv", csv_file, _steps_csv(run))
+        write("--csv", csv_file, export.steps_csv(run))
     if requests_csv is not None:
-        write("--requests-csv", requests_csv, _requests_csv([run]))
+        write("--requests-csv", requests_csv, export.requests_csv([run]))
     if trace is not None:
-        write("--trace", trace, _trace(run, meta))
+        write("--trace", trace, export.serving_trace(run, meta))
     if not quiet:
         err.print(f"wrote the exports: {len(run.steps)} steps, {len(run.requests)} requests", style="dim")

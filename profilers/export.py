@@ -1,4 +1,6 @@
-"""Exporters: tidy per-op CSV, summary CSV, JSON, Markdown and Chrome trace-event JSON.
+"""Exporters: tidy per-op CSV, summary CSV, JSON, Markdown and Chrome trace-event JSON of a
+batch-1 run; the step CSV, request CSV and trace of a batched (serving) run; `to_csv` for any
+table of rows.
 
 The callers write them with `engines.files.atomic_write`: into a temporary file beside the
 target, then renamed over it, so a reader never sees half a file and a failed run leaves
@@ -25,6 +27,14 @@ from .sysinfo import cpu_model
 EVENT_COLUMNS = ("run_id", "backend", "model", "phase", "token_index", "layer", "op", "kind", "seconds", "flops",
                  "bytes", *PROVENANCE_FIELDS)
 
+# A batched run (`aios bench throughput --steps-csv / --requests-csv`, `aios serve --csv /
+# --requests-csv`, `aios top --serve`'s export): one row per engine step (then one `<op>_s`
+# column per op that ran), and one row per request.
+STEP_COLUMNS = ("step", "start_s", "wall_s", "schedule_s", "prefill_tokens", "decode_seqs", "running", "waiting",
+                "blocks_used", "blocks_free", "preempted")
+REQUEST_COLUMNS = ("mode", "id", "prompt_tokens", "output_tokens", "arrival_s", "first_token_s", "finished_s",
+                   "ttft_ms", "tpot_ms", "e2e_ms", "preemptions", "cached_tokens", "finish_reason")
+
 # `--format csv`: one row per backend, carrying the whole configuration (as llama-bench does)
 # so rows from different machines can be concatenated.
 SUMMARY_COLUMNS = (
@@ -38,10 +48,24 @@ SUMMARY_COLUMNS = (
 )
 
 
-def _fmt(v):
+def csv_value(v):
+    """A cell as the CSV exports write it: floats at full precision, NaN and None empty, a list
+    as its items separated by spaces."""
+    if isinstance(v, list):
+        return " ".join(repr(x) for x in v)
     if isinstance(v, float):
         return "" if math.isnan(v) else repr(v)
     return "" if v is None else v
+
+
+def to_csv(rows: list[dict], columns) -> str:
+    """`rows` as CSV text with exactly `columns` (a missing or None cell is empty)."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
+    return buf.getvalue()
 
 
 def machine_fields() -> dict:
@@ -58,7 +82,7 @@ def summary_csv(records: Iterable[RunRecord]) -> str:
     w = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
     for row in summary_rows(records):
-        w.writerow({k: _fmt(row.get(k)) for k in SUMMARY_COLUMNS})
+        w.writerow({k: csv_value(row.get(k)) for k in SUMMARY_COLUMNS})
     return buf.getvalue()
 
 
@@ -131,3 +155,63 @@ def chrome_trace(records: list[RunRecord]) -> str:
                                         "flops": int(c.flops[op]), "bytes": int(b)}})
     return json.dumps({"traceEvents": events, "displayTimeUnit": "ms",
                        "otherData": {"tool": "aios", "runs": [r.run_id for r in records]}})
+
+
+def steps_csv(run) -> str:
+    """A batched run's steps (STEP_COLUMNS, then seconds per op that ran)."""
+    ops = [op.name for op in OPS if any(op.name in s.op_seconds for s in run.steps)]
+    cols = STEP_COLUMNS + tuple(f"{o}_s" for o in ops)
+    rows = []
+    for s in run.steps:
+        row = {k: csv_value(getattr(s, k)) for k in STEP_COLUMNS}
+        row.update({f"{o}_s": csv_value(s.op_seconds.get(o, 0.0)) for o in ops})
+        rows.append(row)
+    return to_csv(rows, cols)
+
+
+def request_row(mode: str, q) -> dict:
+    """One request's `--requests-csv` row (REQUEST_COLUMNS)."""
+    return {"mode": mode, "id": q.id, "prompt_tokens": q.prompt_tokens,
+            "output_tokens": q.output_tokens, "arrival_s": csv_value(q.arrival_s),
+            "first_token_s": csv_value(q.first_token_s), "finished_s": csv_value(q.finished_s),
+            "ttft_ms": csv_value(None if q.ttft is None else q.ttft * 1e3),
+            "tpot_ms": csv_value(None if q.tpot is None else q.tpot * 1e3),
+            "e2e_ms": csv_value(None if q.e2e is None else q.e2e * 1e3),
+            "preemptions": q.preemptions, "cached_tokens": q.cached_tokens,
+            "finish_reason": q.finish_reason or ""}
+
+
+def requests_csv_text(rows: list[dict]) -> str:
+    """Rows made by `request_row` as the request CSV."""
+    return to_csv(rows, REQUEST_COLUMNS)
+
+
+def requests_csv(runs) -> str:
+    """Every request of batched runs (each run's `mode` in the first column)."""
+    return requests_csv_text([request_row(run.mode, q) for run in runs for q in run.requests])
+
+
+def serving_trace(run, meta) -> str:
+    """Chrome trace-event JSON: process 1 the engine's steps, process 2 one lane per request
+    (waiting for its first token, then generating)."""
+    ev = [{"ph": "M", "pid": 1, "name": "process_name", "args": {"name": f"engine steps ({meta['backend']})"}},
+          {"ph": "M", "pid": 2, "name": "process_name", "args": {"name": "requests"}}]
+    us = 1e6
+    for s in run.steps:
+        ev.append({"ph": "X", "pid": 1, "tid": 0, "name": f"step {s.step}", "ts": s.start_s * us, "dur": s.wall_s * us,
+                   "args": {"prefill_tokens": s.prefill_tokens, "decode_seqs": s.decode_seqs, "running": s.running,
+                            "waiting": s.waiting, "blocks_used": s.blocks_used, "preempted": s.preempted}})
+        ev.append({"ph": "C", "pid": 1, "name": "KV blocks used", "ts": s.start_s * us, "args": {"used": s.blocks_used}})
+        ev.append({"ph": "C", "pid": 1, "name": "batch", "ts": s.start_s * us,
+                   "args": {"running": s.running, "waiting": s.waiting}})
+    for k, q in enumerate(run.requests):
+        ev.append({"ph": "M", "pid": 2, "tid": k, "name": "thread_name", "args": {"name": q.id}})
+        if q.first_token_s is not None:
+            ev.append({"ph": "X", "pid": 2, "tid": k, "name": "to first token", "ts": q.arrival_s * us,
+                       "dur": (q.first_token_s - q.arrival_s) * us, "args": {"prompt_tokens": q.prompt_tokens,
+                                                                          "cached_tokens": q.cached_tokens}})
+        if q.finished_s is not None and q.first_token_s is not None:
+            ev.append({"ph": "X", "pid": 2, "tid": k, "name": "generating", "ts": q.first_token_s * us,
+                       "dur": (q.finished_s - q.first_token_s) * us,
+                       "args": {"output_tokens": q.output_tokens, "preemptions": q.preemptions}})
+    return json.dumps({"traceEvents": ev, "displayTimeUnit": "ms"})

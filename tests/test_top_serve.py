@@ -360,7 +360,7 @@ def _check_requests_csv(text: str, opts: ServeOptions, vocab: int, rounds: int) 
     import csv
     import io
 
-    from aios_cli.bench.throughput import REQUEST_COLUMNS
+    from profilers.export import REQUEST_COLUMNS
 
     rows = list(csv.DictReader(io.StringIO(text)))
     assert rows and tuple(rows[0].keys()) == REQUEST_COLUMNS

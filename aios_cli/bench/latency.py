@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import sys
 from typing import Annotated, Optional
 
@@ -180,14 +179,6 @@ def _rows(results) -> list[dict]:
     return [{"run_id": run_id, "started_at": started, **machine_fields(), **r.row()} for r in results]
 
 
-def _csv_value(v):
-    if isinstance(v, list):
-        return " ".join(repr(x) for x in v)
-    if isinstance(v, float):
-        return "" if math.isnan(v) else repr(v)
-    return "" if v is None else v
-
-
 def _print(rows: list[dict], format: str) -> None:
     cols = latency_columns()
     if format == "json":
@@ -195,9 +186,9 @@ def _print(rows: list[dict], format: str) -> None:
     elif format == "jsonl":
         sys.stdout.write("".join(json.dumps({k: r.get(k) for k in cols}) + "\n" for r in rows))
     elif format == "csv":
-        from ..compare.common import to_csv
+        from profilers.export import csv_value, to_csv
 
-        sys.stdout.write(to_csv([{k: _csv_value(r.get(k)) for k in cols} for r in rows], cols))
+        sys.stdout.write(to_csv([{k: csv_value(r.get(k)) for k in cols} for r in rows], cols))
     elif format == "md":
         sys.stdout.write(markdown(rows))
     else:

@@ -107,7 +107,9 @@ def serve(
     if not run.requests:
         why = failures[0].reason if failures else "no request finished"
         fail(f"every request failed ({why})")
-    from .throughput import _print, _requests_csv, _rows
+    from profilers.export import requests_csv as requests_csv_text
+
+    from .throughput import _print, _rows
 
     meta = {"model": model, "backend": "http", "dtype": "", "max_num_seqs": None,
             "max_num_batched_tokens": None, "rate": rate, "input_len": input_len if dataset is None else "",
@@ -127,7 +129,7 @@ def serve(
                   "; ".join(f"{n}× {why}" for why, n in sorted(counts.items(), key=lambda x: -x[1])),
                   style="yellow", soft_wrap=True)
     if requests_csv is not None:
-        write("--requests-csv", requests_csv, _requests_csv([run]))
+        write("--requests-csv", requests_csv, requests_csv_text([run]))
 
 
 def _tokenizer_model(source: str, explicit: bool):

@@ -30,10 +30,7 @@ SUMMARY_COLUMNS = (
     "output_len",
     "dataset", "seed",
 )
-STEP_COLUMNS = ("step", "start_s", "wall_s", "schedule_s", "prefill_tokens", "decode_seqs", "running", "waiting",
-                "blocks_used", "blocks_free", "preempted")
-REQUEST_COLUMNS = ("mode", "id", "prompt_tokens", "output_tokens", "arrival_s", "first_token_s", "finished_s",
-                   "ttft_ms", "tpot_ms", "e2e_ms", "preemptions", "cached_tokens", "finish_reason")
+
 
 
 def _rate(text: str) -> float:
@@ -151,12 +148,14 @@ def throughput(
             "seed": seed}
     rows = _rows(runs, meta, plan)
     _print(rows, format, runs, be, meta)
+    from profilers import export
+
     if steps_csv is not None:
-        write("--steps-csv", steps_csv, _steps_csv(runs[0]))
+        write("--steps-csv", steps_csv, export.steps_csv(runs[0]))
     if requests_csv is not None:
-        write("--requests-csv", requests_csv, _requests_csv(runs))
+        write("--requests-csv", requests_csv, export.requests_csv(runs))
     if trace is not None:
-        write("--trace", trace, _trace(runs[0], meta))
+        write("--trace", trace, export.serving_trace(runs[0], meta))
     said_busy()
 
 
@@ -228,20 +227,14 @@ def _columns():
     return SUMMARY_COLUMNS + tuple(PROVENANCE_FIELDS)
 
 
-def _csv_value(v):
-    if isinstance(v, float):
-        return "" if math.isnan(v) else repr(v)
-    return "" if v is None else v
-
-
 def _print(rows, format, runs, be, meta, extra_columns: tuple[str, ...] = ()) -> None:
     cols = _columns() + tuple(extra_columns)
     if format == "json":
         sys.stdout.write(json.dumps([{k: r.get(k) for k in cols} for r in rows], indent=2) + "\n")
     elif format == "csv":
-        from ..compare.common import to_csv
+        from profilers.export import csv_value, to_csv
 
-        sys.stdout.write(to_csv([{k: _csv_value(r.get(k)) for k in cols} for r in rows], cols))
+        sys.stdout.write(to_csv([{k: csv_value(r.get(k)) for k in cols} for r in rows], cols))
     elif format == "md":
         sys.stdout.write(_markdown(rows))
     else:
@@ -326,66 +319,3 @@ def _markdown(rows) -> str:
            "|---|" + "---:|" * len(rows)]
     out += ["| " + name + " | " + " | ".join(f(r) for r in rows) + " |" for name, f in _metrics(rows)]
     return "\n".join(out) + "\n\n" + _footer(rows) + "\n"
-
-
-def _steps_csv(run) -> str:
-    from engines.ops import OPS
-
-    from ..compare.common import to_csv
-
-    ops = [op.name for op in OPS if any(op.name in s.op_seconds for s in run.steps)]
-    cols = STEP_COLUMNS + tuple(f"{o}_s" for o in ops)
-    rows = []
-    for s in run.steps:
-        row = {k: _csv_value(getattr(s, k)) for k in STEP_COLUMNS}
-        row.update({f"{o}_s": _csv_value(s.op_seconds.get(o, 0.0)) for o in ops})
-        rows.append(row)
-    return to_csv(rows, cols)
-
-
-def request_row(mode: str, q) -> dict:
-    """One request's `--requests-csv` row (REQUEST_COLUMNS)."""
-    return {"mode": mode, "id": q.id, "prompt_tokens": q.prompt_tokens,
-            "output_tokens": q.output_tokens, "arrival_s": _csv_value(q.arrival_s),
-            "first_token_s": _csv_value(q.first_token_s), "finished_s": _csv_value(q.finished_s),
-            "ttft_ms": _csv_value(None if q.ttft is None else q.ttft * 1e3),
-            "tpot_ms": _csv_value(None if q.tpot is None else q.tpot * 1e3),
-            "e2e_ms": _csv_value(None if q.e2e is None else q.e2e * 1e3),
-            "preemptions": q.preemptions, "cached_tokens": q.cached_tokens,
-            "finish_reason": q.finish_reason or ""}
-
-
-def requests_csv_text(rows: list[dict]) -> str:
-    from ..compare.common import to_csv
-
-    return to_csv(rows, REQUEST_COLUMNS)
-
-
-def _requests_csv(runs) -> str:
-    return requests_csv_text([request_row(run.mode, q) for run in runs for q in run.requests])
-
-
-def _trace(run, meta) -> str:
-    """Chrome trace-event JSON: process 1 the engine's steps, process 2 one lane per request
-    (waiting for its first token, then generating)."""
-    ev = [{"ph": "M", "pid": 1, "name": "process_name", "args": {"name": f"engine steps ({meta['backend']})"}},
-          {"ph": "M", "pid": 2, "name": "process_name", "args": {"name": "requests"}}]
-    us = 1e6
-    for s in run.steps:
-        ev.append({"ph": "X", "pid": 1, "tid": 0, "name": f"step {s.step}", "ts": s.start_s * us, "dur": s.wall_s * us,
-                   "args": {"prefill_tokens": s.prefill_tokens, "decode_seqs": s.decode_seqs, "running": s.running,
-                            "waiting": s.waiting, "blocks_used": s.blocks_used, "preempted": s.preempted}})
-        ev.append({"ph": "C", "pid": 1, "name": "KV blocks used", "ts": s.start_s * us, "args": {"used": s.blocks_used}})
-        ev.append({"ph": "C", "pid": 1, "name": "batch", "ts": s.start_s * us,
-                   "args": {"running": s.running, "waiting": s.waiting}})
-    for k, q in enumerate(run.requests):
-        ev.append({"ph": "M", "pid": 2, "tid": k, "name": "thread_name", "args": {"name": q.id}})
-        if q.first_token_s is not None:
-            ev.append({"ph": "X", "pid": 2, "tid": k, "name": "to first token", "ts": q.arrival_s * us,
-                       "dur": (q.first_token_s - q.arrival_s) * us, "args": {"prompt_tokens": q.prompt_tokens,
-                                                                          "cached_tokens": q.cached_tokens}})
-        if q.finished_s is not None and q.first_token_s is not None:
-            ev.append({"ph": "X", "pid": 2, "tid": k, "name": "generating", "ts": q.first_token_s * us,
-                       "dur": (q.finished_s - q.first_token_s) * us,
-                       "args": {"output_tokens": q.output_tokens, "preemptions": q.preemptions}})
-    return json.dumps({"traceEvents": ev, "displayTimeUnit": "ms"})

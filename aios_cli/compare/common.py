@@ -31,15 +31,3 @@ def record_fields(plan, backend: Optional[str] = None) -> dict:
     from profilers.harness import provenance
 
     return {**machine_fields(), **provenance(backend, plan)}
-
-
-def to_csv(rows: list[dict], columns) -> str:
-    import csv
-    import io
-
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in columns})
-    return buf.getvalue()

@@ -12,7 +12,7 @@ import typer
 from ..errors import fail, guarded
 from ..fmt import fmt_bytes, fmt_n, fmt_ratio, fmt_sig, fmt_t, time_unit
 from ..outputs import write
-from .common import common_checks, record_fields, to_csv
+from .common import common_checks, record_fields
 from ..request import ThreadsOpt
 from .. import console
 from profilers.provenance import PROVENANCE_FIELDS
@@ -107,12 +107,16 @@ def _kernels(op: str, sizes: Optional[str], backends: Optional[str], repeat: int
                           "peaks": peaks.to_dict(), "results": rows, "winners": {str(k): v for k, v in win.items()},
                           "crossover": cross, "why": why}, indent=2))
     elif format == "csv":
+        from profilers.export import to_csv
+
         sys.stdout.write(to_csv(rows, RESULT_COLUMNS))
     elif format == "md":
         sys.stdout.write(_kernels_md(op, results, win, cross, why, peaks))
     else:
         _kernels_table(console.stdout(), op, results, win, cross, why, peaks)
     if csv_file is not None:
+        from profilers.export import to_csv
+
         write("--csv", csv_file, to_csv(rows, RESULT_COLUMNS))
         if not quiet:
             err.print(f"wrote {csv_file} (one row per size x backend)", style="dim", soft_wrap=True)

@@ -13,7 +13,7 @@ import typer
 from ..errors import fail, guarded
 from ..fmt import fmt_bytes, fmt_sig, time_unit
 from ..outputs import write
-from .common import common_checks, record_fields, to_csv
+from .common import common_checks, record_fields
 from ..request import ThreadsOpt
 from profilers.provenance import PROVENANCE_FIELDS
 from .. import console
@@ -96,6 +96,8 @@ def prefill_decode(
                           "weight_format": engine.weight_format, "bits_per_weight": engine.bits_per_weight,
                           "machine": m, "results": rows}, indent=2))
     elif format == "csv":
+        from profilers.export import to_csv
+
         sys.stdout.write(to_csv(rows, PASSES_COLUMNS))
     elif format == "md":
         sys.stdout.write(_passes_md(rows))
@@ -103,6 +105,8 @@ def prefill_decode(
         _passes_table(console.stdout(), rows, backend, ckpt.name,
                       f"{engine.dtype} · {engine.weight_format} {engine.bits_per_weight:.2f} bits/weight")
     if csv_file is not None:
+        from profilers.export import to_csv
+
         write("--csv", csv_file, to_csv(rows, PASSES_COLUMNS))
     said_busy()
 

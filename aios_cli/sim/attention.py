@@ -118,7 +118,7 @@ def attention(
     if format == "json":
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
     elif format == "csv":
-        from ..compare.common import to_csv
+        from profilers.export import to_csv
 
         sys.stdout.write(to_csv(rows, tuple(rows[0])))
     elif format == "md":

@@ -206,7 +206,7 @@ class ServeSession:
             raise
         s = run.summary()
         s["round"] = k + 1
-        from ..bench.throughput import request_row
+        from profilers.export import request_row
 
         self._finished.extend(request_row("batched", q) for q in run.requests)
         self.rounds.append(s)
@@ -226,7 +226,7 @@ class ServeSession:
         """The requests of every finished round as `aios bench throughput --requests-csv` writes
         them (ids `r<round>-<n>`), and how many rows. Read from the UI's export worker while the
         engine thread goes on: a round's requests are added before the round is counted."""
-        from ..bench.throughput import requests_csv_text
+        from profilers.export import requests_csv_text
 
         done = self._finished[:]
         return requests_csv_text(done), len(done)
