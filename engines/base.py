@@ -29,7 +29,10 @@ class Engine:
     vector for the CPU engines, a tensor on the device for torch), which the engine may reuse
     on its next call; ``make_sampler`` gives the sampler that picks a token there, so only the
     token id crosses to the host. ``all_logits=True`` on prefill returns every position's
-    logits as a new NumPy array on the host (for parity tests).
+    logits (T, V) as a new NumPy array on the host (for parity tests); with ``on_device=True``
+    too, where the engine computed them (a verifier samples there). Prefill appends at the
+    cache position, so a prompt can go in several chunks, and ``truncate(n)`` rolls the cache
+    back to its first n positions (a speculative step drops the rejected tokens).
 
     Every op ends with ``self.lap(layer, op_id)``: a no-op function unless someone measuring
     sets another with ``set_lap``. The engine knows nothing of who listens.
@@ -83,7 +86,7 @@ class Engine:
         """Empty the KV cache and make room for `capacity` positions."""
         raise NotImplementedError
 
-    def prefill(self, ids: list[int], all_logits: bool = False):
+    def prefill(self, ids: list[int], all_logits: bool = False, on_device: bool = False):
         raise NotImplementedError
 
     def decode(self, token_id: int):
@@ -168,6 +171,14 @@ class Engine:
         self.weight_format = formats([t for lw in self.layers for t in (lw.qkv, lw.o_proj, lw.gate_up, lw.down)]
                                      + [self.embed, self.lm_head])
         self.bits_per_weight = self.resident_weight_bytes * 8 / cfg.num_params()
+
+    def truncate(self, length: int) -> None:
+        """Roll the KV cache back to its first `length` positions: what came after is forgotten,
+        and the next pass writes at `length`. The cache's memory is kept (a contiguous cache is
+        allocated at capacity)."""
+        if not 0 <= length <= self.pos:
+            raise ValueError(f"cannot truncate a cache of {self.pos} positions to {length}")
+        self.pos = length
 
     def check_room(self, n: int) -> None:
         if self.pos + n > self.capacity:

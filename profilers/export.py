@@ -24,8 +24,10 @@ from .sysinfo import cpu_model
 # One source of truth for the tidy per-op CSV (`aios run --csv FILE`, `aios top` export).
 # Every row also says what made it (versions, threads, machine load), so files from several
 # machines or versions can be concatenated.
+# The step's engine (draft or target in a speculative run; empty with one engine), its rank in a
+# distributed run, and the tokens it emitted (0..n) come last: columns are only ever appended.
 EVENT_COLUMNS = ("run_id", "backend", "model", "phase", "token_index", "layer", "op", "kind", "seconds", "flops",
-                 "bytes", *PROVENANCE_FIELDS)
+                 "bytes", *PROVENANCE_FIELDS, "engine", "rank", "emitted")
 
 # A batched run (`aios bench throughput --steps-csv / --requests-csv`, `aios serve --csv /
 # --requests-csv`, `aios top --serve`'s export): one row per engine step (then one `<op>_s`
@@ -141,7 +143,8 @@ def chrome_trace(records: list[RunRecord]) -> str:
             ts0 = s.start_s * 1e6
             events.append({"ph": "X", "pid": pid, "tid": 1, "name": f"{s.phase} #{s.token_index}", "cat": s.phase,
                            "ts": ts0, "dur": s.wall_s * 1e6,
-                           "args": {"n_tokens": s.n_tokens, "past": s.past, "reduction_barriers": s.barriers}})
+                           "args": {"n_tokens": s.n_tokens, "past": s.past, "reduction_barriers": s.barriers,
+                                    "emitted": s.emitted, "engine": s.engine, "rank": s.rank}})
             if s.durs_ns is None:
                 continue
             c = r.step_costs(s)

@@ -136,7 +136,7 @@ class ProfiledRun:
         gen = self.generation
         steps = list(self.steps)
         return make_record(self.ckpt, self.backend, self.engine, self.opts, gen.prompt_ids,
-                           gen.generated_ids[:len(steps)], steps, list(self.memory.samples),
+                           gen.generated_ids[:sum(s.emitted for s in steps)], steps, list(self.memory.samples),
                            load_s=self.load_s, jit_s=self.jit_s,
                            run_id=self.run_id, meta={"stopped_at_eos": gen.stopped_at_eos,
                                                      **({} if gen.done else {"partial": True})})

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines import backend_status
+from engines.devices import cuda_status
 from engines.files import atomic_write, cache_dir
 
 from . import nvml
@@ -202,7 +202,7 @@ def measure(with_gpu: bool | None = None, progress=None) -> Peaks:
         peaks.notes.append(f"measured while other processes used {busy:.1f} CPUs: the CPU peaks may read low, "
                            "and are measured again once the machine is idle")
     if with_gpu is None:
-        with_gpu = backend_status("cuda")[0]
+        with_gpu = cuda_status()[0]
     if with_gpu:
         step("GPU copy bandwidth and matmul FLOP/s")
         peaks.gpu_bandwidth, peaks.gpu_flops_fp32, peaks.gpu_flops_bf16, _ = gpu_peaks()

@@ -22,13 +22,23 @@ from engines.ops import BARRIER_MASK, BARRIERS_PER_OP, OPS, noop_lap
 
 LEVELS = ("op", "token", "none")
 
+# What a step is. Batch-1 generation: `prefill` (the prompt) then `decode` (one token a pass);
+# the batched engine: `batch` (one step of many requests); speculative decoding: `draft` (the
+# drafter proposes tokens, emitting none) and `verify` (the target checks them in one pass,
+# emitting the accepted ones and one more); training: `forward`, `backward`, `optimizer`.
+PHASES = ("prefill", "decode", "batch", "draft", "verify", "forward", "backward", "optimizer")
+# The phases whose steps come after the prompt and whose time is generation time (tokens/s).
+GENERATION_PHASES = ("decode", "draft", "verify")
+
 
 @dataclass
 class Step:
-    """One forward pass: the prefill over the prompt, or one decode token."""
+    """One measured step: a forward pass (the prefill over the prompt, one decode token), or
+    any unit a phase names: a speculative round's draft or verify, a batched step, a training
+    phase. Every lap of a step was made by the step's `engine` on its `rank`."""
 
-    phase: str  # prefill | decode
-    token_index: int  # index of the generated token this step produced (prefill: 0)
+    phase: str  # one of PHASES
+    token_index: int  # index of the first token this step emitted among the generated ones (prefill: 0)
     n_tokens: int  # tokens pushed through the pass (T)
     past: int  # tokens already in the KV cache (P)
     wall_s: float = 0.0
@@ -40,6 +50,9 @@ class Step:
     durs_ns: np.ndarray | None = None
     # token and op level: how many times each op of the table ran
     op_counts: np.ndarray | None = None
+    emitted: int = 1  # tokens the step added to the output: prefill and decode 1, draft 0, verify 1..k+1
+    engine: str = ""  # which engine or model made its laps ("" the run's one engine; "draft", "target")
+    rank: int = 0  # the rank that ran it, in a distributed run
 
     @property
     def ops_counted(self) -> int | None:
@@ -68,12 +81,14 @@ class Step:
 
 
 class Probe:
-    """CPU probe. `begin_step` / `lap`* / `end_step`, driven by the generate loop."""
+    """CPU probe. `begin_step` / `lap`* / `end_step`, driven by the generate loop. `engine` and
+    `rank` label every step it records unless `begin_step` names another engine."""
 
-    def __init__(self, level: str = "op"):
+    def __init__(self, level: str = "op", engine: str = "", rank: int = 0):
         if level not in LEVELS:
             raise ValueError(level)
         self.level = level
+        self.engine, self.rank = engine, rank
         self.steps: list[Step] = []
         self._t0 = time.perf_counter_ns()
         self._buf: list = []
@@ -89,15 +104,23 @@ class Probe:
         self._counts[op] += 1
 
     # -- step boundaries --------------------------------------------------------------
-    def begin_step(self, phase: str, token_index: int, n_tokens: int, past: int) -> None:
-        self._step = Step(phase, token_index, n_tokens, past)
+    def begin_step(self, phase: str, token_index: int, n_tokens: int, past: int, emitted: int = 1,
+                   engine: str | None = None) -> None:
+        if phase not in PHASES:
+            raise ValueError(f"unknown phase {phase!r}")
+        self._step = Step(phase, token_index, n_tokens, past, emitted=emitted,
+                          engine=self.engine if engine is None else engine, rank=self.rank)
         self._buf = []
         self._counts = [0] * len(OPS)
         self._step_t = time.perf_counter_ns()
 
-    def end_step(self) -> Step:
+    def end_step(self, emitted: int | None = None) -> Step:
+        """Close the step; `emitted` when only its end knows how many tokens it added (a verify
+        step accepts some of the drafted ones)."""
         t_end = time.perf_counter_ns()
         st = self._step
+        if emitted is not None:
+            st.emitted = emitted
         st.wall_s = (t_end - self._step_t) * 1e-9
         st.start_s = (self._step_t - self._t0) * 1e-9
         if self.level == "op":
@@ -127,13 +150,13 @@ class CudaProbe(Probe):
     are resolved once per step, after the step has synchronised anyway to read the token id.
     Every op, sampling included, runs on the device, so every lap is an event."""
 
-    def __init__(self, level: str = "op", device=None):
+    def __init__(self, level: str = "op", device=None, engine: str = "", rank: int = 0):
         import torch
 
         self._torch = torch
         self._device = device
         self._pool: list = []
-        super().__init__(level)
+        super().__init__(level, engine, rank)
         if level == "op":
             self.lap = self._lap_event
 
@@ -148,8 +171,9 @@ class CudaProbe(Probe):
         self._event(i).record()
         self._buf.append((layer, op, i))
 
-    def begin_step(self, phase: str, token_index: int, n_tokens: int, past: int) -> None:
-        super().begin_step(phase, token_index, n_tokens, past)
+    def begin_step(self, phase: str, token_index: int, n_tokens: int, past: int, emitted: int = 1,
+                   engine: str | None = None) -> None:
+        super().begin_step(phase, token_index, n_tokens, past, emitted, engine)
         if self.level == "op":
             self._event(0).record()
 
@@ -167,7 +191,7 @@ class CudaProbe(Probe):
         st.op_counts = np.bincount(st.ops, minlength=len(OPS)).astype(np.int64)
 
 
-def make_probe(level: str, device_type: str = "cpu", device=None) -> Probe:
+def make_probe(level: str, device_type: str = "cpu", device=None, engine: str = "", rank: int = 0) -> Probe:
     if device_type == "cuda":
-        return CudaProbe(level, device)
-    return Probe(level)
+        return CudaProbe(level, device, engine, rank)
+    return Probe(level, engine, rank)

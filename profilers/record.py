@@ -16,7 +16,7 @@ from engines.ops import KIND_OF, KINDS, OP_INDEX, OPS, OTHER
 
 from .costs import PassCosts, pass_costs
 from .memory import MemorySample
-from .probe import Step
+from .probe import GENERATION_PHASES, Step
 from .provenance import PROVENANCE_FIELDS
 
 
@@ -88,7 +88,14 @@ class RunRecord:
 
     @property
     def decode_steps(self) -> list[Step]:
+        """The batch-1 decode passes (one token each)."""
         return [s for s in self.steps if s.phase == "decode"]
+
+    @property
+    def generation_steps(self) -> list[Step]:
+        """Every step after the prompt whose time is generation time: decode passes, and a
+        speculative run's draft and verify steps (which emit 0 and 1..k+1 tokens)."""
+        return [s for s in self.steps if s.phase in GENERATION_PHASES]
 
     def step_costs(self, st: Step) -> PassCosts:
         return pass_costs(self.config, st.n_tokens, st.past, self.op_weight_bytes, self.act_itemsize)
@@ -103,8 +110,10 @@ class RunRecord:
     def summary(self) -> dict:
         pre = self.prefill
         dec = self.decode_steps
-        walls = [s.wall_s for s in dec]
-        dec_total = sum(walls)
+        gen = self.generation_steps
+        walls = [s.wall_s / s.emitted for s in dec if s.emitted]  # per token
+        gen_tokens = sum(s.emitted for s in gen)
+        gen_total = sum(s.wall_s for s in gen)
         out: dict = {
             "run_id": self.run_id,
             "backend": self.backend,
@@ -127,8 +136,8 @@ class RunRecord:
             "jit_s": self.jit_s,
             "ttft_s": pre.wall_s,
             "prefill_tokens_per_s": pre.n_tokens / pre.wall_s if pre.wall_s else None,
-            "decode_tokens": len(dec),
-            "decode_tokens_per_s": len(dec) / dec_total if dec_total else None,
+            "decode_tokens": gen_tokens,
+            "decode_tokens_per_s": gen_tokens / gen_total if gen_total else None,
             "decode_ms_median": statistics.median(walls) * 1e3 if walls else None,
             "decode_ms_min": min(walls) * 1e3 if walls else None,
             "decode_ms_max": max(walls) * 1e3 if walls else None,
@@ -241,12 +250,15 @@ class RunRecord:
                 continue
             c = self.step_costs(s)
             nbytes = c.event_bytes(s.layers, s.ops).tolist()
+            step = {"engine": s.engine, "rank": s.rank, "emitted": s.emitted}
             for layer, op, dur, b in zip(s.layers.tolist(), s.ops.tolist(), s.durs_ns.tolist(), nbytes):
                 o = OPS[op]
                 yield {**base, "phase": s.phase, "token_index": s.token_index, "layer": layer, "op": o.name,
-                       "kind": o.kind, "seconds": dur * 1e-9, "flops": int(c.flops[op]), "bytes": int(b), **made_by}
+                       "kind": o.kind, "seconds": dur * 1e-9, "flops": int(c.flops[op]), "bytes": int(b), **made_by,
+                       **step}
             yield {**base, "phase": s.phase, "token_index": s.token_index, "layer": -1, "op": OTHER,
-                   "kind": OTHER, "seconds": max(0.0, s.wall_s - s.op_seconds), "flops": 0, "bytes": 0, **made_by}
+                   "kind": OTHER, "seconds": max(0.0, s.wall_s - s.op_seconds), "flops": 0, "bytes": 0, **made_by,
+                   **step}
 
     def layers_json(self) -> list[dict]:
         out = []
@@ -274,7 +286,8 @@ class RunRecord:
             "tokens": [
                 {"phase": s.phase, "token_index": s.token_index, "n_tokens": s.n_tokens, "past": s.past,
                  "wall_s": s.wall_s, "op_seconds": s.op_seconds if s.durs_ns is not None else None,
-                 "ops_counted": s.ops_counted, "reduction_barriers": s.barriers}
+                 "ops_counted": s.ops_counted, "reduction_barriers": s.barriers,
+                 "emitted": s.emitted, "engine": s.engine, "rank": s.rank}
                 for s in self.steps
             ],
             "memory": [m.to_dict() for m in self.memory],

@@ -134,7 +134,7 @@ def test_bad_requests_are_one_line_errors(eng):
 
 # --- the block manager's invariants ----------------------------------------------------------
 
-OPS = st.lists(st.tuples(st.sampled_from(["new", "grow", "write", "release"]), st.integers(0, 7),
+OPS = st.lists(st.tuples(st.sampled_from(["new", "grow", "write", "truncate", "release"]), st.integers(0, 7),
                          st.integers(1, 40)), min_size=1, max_size=60)
 
 
@@ -142,10 +142,12 @@ OPS = st.lists(st.tuples(st.sampled_from(["new", "grow", "write", "release"]), s
 @given(ops=OPS, num_blocks=st.integers(1, 24), bs=st.sampled_from([1, 2, 4, 16]), seed=st.integers(0, 2**16))
 def test_block_manager_invariants(ops, num_blocks, bs, seed):
     """Random admissions (prompts over a 3-token alphabet, so prefixes collide and blocks are
-    shared), growth, writes and releases: after every operation no table holds a block twice,
+    shared), growth, writes, truncations (a rollback) and releases: after every operation no table holds a block twice,
     each reference count equals the tables holding the block, a block is free exactly when its
     count is 0, free + used is the pool, and every cached hash points at its block. A shared
-    block is only ever a full block, written, whose tokens equal the sharer's."""
+    block is only ever a full block, written, whose tokens equal the sharer's, and a block a
+    table holds that is hashed stands for that table's tokens (a truncation that cuts into a
+    hashed block unhashes it, or copies it when another table shares it)."""
     rng = np.random.default_rng(seed)
     bm = BlockManager(num_blocks, bs)
     live: dict[int, tuple[BlockTable, list[int], int]] = {}  # slot -> (table, tokens, written)
@@ -173,9 +175,24 @@ def test_block_manager_invariants(ops, num_blocks, bs, seed):
             w = min(len(tokens), w + n)
             bm.written(t, tokens, w)
             live[slot] = (t, tokens, w)
+        elif op == "truncate" and slot in live:
+            t, tokens, w = live[slot]
+            written = min(w, n % (len(tokens) + 1))  # the KV kept: a rollback's tokens after it are new ones
+            held = {bid: bm.blocks[bid].ref_count for bid in t.blocks}
+            if bm.num_free or written % bs == 0:
+                copy = bm.truncate(t, written)
+                assert len(t.blocks) == bm.blocks_for(written) and len(t.hashes) == written // bs
+                if copy is not None:  # the cut fell in a block another table holds: it got its own
+                    src, dst = copy
+                    assert held[src] > 1 and bm.blocks[src].ref_count == held[src] - 1 and t.blocks[-1] == dst
+                live[slot] = (t, tokens[:written], written)
         elif op == "release" and slot in live:
             bm.release(live.pop(slot)[0])
         bm.check([t for t, _, _ in live.values()])
+        for t, tokens, w in live.values():  # a hashed block in a table stands for that table's tokens
+            for i, bid in enumerate(t.blocks):
+                if bm.blocks[bid].hash is not None:
+                    assert bm.blocks[bid].tokens == tuple(tokens[i * bs:(i + 1) * bs])
     for t, _, _ in live.values():
         bm.release(t)
     bm.check([])

@@ -114,6 +114,33 @@ class BatchEngine:
         del self.requests[request_id]
         return True
 
+    def truncate(self, request_id: str, length: int, append: int | None = None) -> None:
+        """Roll a running request back to its first `length` tokens (prompt and output; never
+        into the prompt): the output past them is dropped with its KV, the blocks past the
+        cut go back to the pool. Then `append`, if given, is added as its next output token
+        (a speculative step's bonus token), and the KV of all `length` tokens is kept; without
+        it the last kept token is computed again next step, to give the next token's logits."""
+        req = self.requests.get(request_id)
+        if req is None or req.finished:
+            raise UserError(f"request {request_id!r} is not running", "truncate a request that is")
+        if not len(req.prompt_ids) <= length <= req.num_tokens:
+            raise ValueError(f"request {request_id}: cannot truncate {req.num_tokens} tokens "
+                             f"(prompt {len(req.prompt_ids)}) to {length}")
+        out = length - len(req.prompt_ids)
+        del req.output_ids[out:]
+        del req.token_s[out:]
+        kv = min(req.num_computed, length if append is not None else length - 1)
+        req.num_computed = kv
+        if req.table.blocks:
+            copy = self.blocks.truncate(req.table, kv)
+            if copy is not None:
+                self.runner.copy_block(*copy)
+        if append is not None:
+            req.add_token(append, time.perf_counter())
+            if req.finished:
+                self.scheduler.remove(req)
+                self.requests.pop(req.id, None)
+
     def has_unfinished(self) -> bool:
         return self.scheduler.has_work()
 

@@ -162,16 +162,51 @@ class BlockManager:
                 b.hash, b.tokens = h, chunk
                 self.cached.setdefault(h, b.id)  # an equal block already cached stays the one
 
+    def truncate(self, table: BlockTable, n_tokens: int) -> tuple[int, int] | None:
+        """Keep the KV of the table's first `n_tokens` tokens only (a speculative step's rejected
+        tokens, a rollback): the blocks past them go back to the pool, and the block the cut
+        falls in will be written past the cut, so it leaves the prefix cache. If that block is
+        shared with another table, it is copied on write: the table gets a fresh block, and the
+        returned (src, dst) pair says which KV the caller must copy; None when nothing is to
+        copy. Raises OutOfBlocks when a copy is needed and no block is free."""
+        bs = self.block_size
+        keep = self.blocks_for(n_tokens)
+        if not 0 <= keep <= len(table.blocks):
+            raise ValueError(f"cannot truncate {len(table.blocks)} blocks to {n_tokens} tokens")
+        for bid in reversed(table.blocks[keep:]):
+            self._unref(bid)
+        del table.blocks[keep:]
+        del table.hashes[n_tokens // bs:]
+        if n_tokens % bs == 0 or not table.blocks:
+            return None
+        last = self.blocks[table.blocks[-1]]
+        if last.hash is None:  # a partial block: only this table holds it (sharing is by hash)
+            return None
+        if last.ref_count == 1:  # ours alone: it stops standing for its old tokens
+            if self.cached.get(last.hash) == last.id:
+                del self.cached[last.hash]
+            last.hash, last.tokens = None, ()
+            return None
+        if not self.free:
+            raise OutOfBlocks("no free KV block to copy a shared block into")
+        fresh = self._take()
+        last.ref_count -= 1  # still held by the others, so never free here
+        table.blocks[-1] = fresh
+        return last.id, fresh
+
+    def _unref(self, bid: int) -> None:
+        b = self.blocks[bid]
+        b.ref_count -= 1
+        if b.ref_count == 0:
+            self.free[bid] = None  # hashed: at the back, its prefix kept as long as possible
+            if b.hash is None:
+                self.free.move_to_end(bid, last=False)  # unhashed: nothing to keep, reuse first
+
     def release(self, table: BlockTable) -> None:
         """Give back every block of the table (finished, aborted or preempted), last first, so
         a sequence's tail is reused before its shareable head."""
         for bid in reversed(table.blocks):
-            b = self.blocks[bid]
-            b.ref_count -= 1
-            if b.ref_count == 0:
-                self.free[bid] = None  # hashed: at the back, its prefix kept as long as possible
-                if b.hash is None:
-                    self.free.move_to_end(bid, last=False)  # unhashed: nothing to keep, reuse first
+            self._unref(bid)
         table.blocks.clear()
         table.hashes.clear()
 

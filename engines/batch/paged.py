@@ -53,6 +53,13 @@ class PagedTorchRunner:
     def kv_cache_bytes(self) -> int:
         return 2 * self.k.numel() * self.k.element_size()
 
+    @torch.inference_mode()
+    def copy_block(self, src: int, dst: int) -> None:
+        """Block `dst` gets block `src`'s keys and values, in every layer (copy on write)."""
+        bs = self.block_size
+        for pool in (self.k, self.v):
+            pool[:, dst * bs:(dst + 1) * bs] = pool[:, src * bs:(src + 1) * bs]
+
     def _slots(self, blocks: list[int], start: int, stop: int) -> torch.Tensor:
         bs = self.block_size
         pos = torch.arange(start, stop)

@@ -112,9 +112,15 @@ class ScalarEngine(Engine):
     def kv_cache_bytes(self) -> int:
         return self.cfg.kv_cache_bytes(self.capacity, "float64")
 
-    def prefill(self, ids, all_logits=False):
+    def prefill(self, ids, all_logits=False, on_device=False):
         self.check_room(len(ids))
         return self._forward(list(ids), all_logits)
+
+    def truncate(self, length: int) -> None:
+        super().truncate(length)
+        for layer in (*self.k_cache, *self.v_cache):  # the keys and values are lists, one entry a position
+            for per_head in layer:
+                del per_head[length:]
 
     def decode(self, token_id):
         self.check_room(1)

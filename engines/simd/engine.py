@@ -244,7 +244,7 @@ class SimdEngine(Engine):
     # kernels' serial bodies (KS), and Numba's pool is held at one thread meanwhile, so the
     # two pools never fight over the cores. Measured on the 2-core dev VM, 64-token prompt on
     # qwen2.5-0.5b: 1.32 s with both pools live, 0.62 s like this.
-    def prefill(self, ids, all_logits=False):
+    def prefill(self, ids, all_logits=False, on_device=False):  # the host is this engine's device
         threads = numba.get_num_threads()
         numba.set_num_threads(1)
         try:

@@ -156,10 +156,11 @@ class TorchEngine(Engine):
         }
 
     @torch.inference_mode()
-    def prefill(self, ids, all_logits=False):
+    def prefill(self, ids, all_logits=False, on_device=False):
         self.check_room(len(ids))
         idx = torch.tensor(list(ids), dtype=torch.long, device=self.tdev)
-        return self._forward(idx, all_logits)
+        logits = self._forward(idx, all_logits)
+        return logits.cpu().numpy() if all_logits and not on_device else logits
 
     @torch.inference_mode()
     def decode(self, token_id):
@@ -208,7 +209,7 @@ class TorchEngine(Engine):
             x = self.attention_out_and_mlp(li, lw, x, attn)
         self.pos = S
         logits = self.head(x if all_logits else x[-1:])  # (rows, V), on the device
-        return logits.cpu().numpy() if all_logits else logits[0]
+        return logits if all_logits else logits[0]
 
     # --- the parts of a layer around attention, shared with the batched pass (paged_torch) ----
     def embed_rows(self, idx: torch.Tensor) -> torch.Tensor:
