@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -101,6 +103,17 @@ def jit_cold_vs_cached(module: str = "engines.simd.kernels") -> tuple[float, flo
                                  capture_output=True, text=True).stdout.split()
             res += [float(out[0]), float(out[1])]
     return res[0], res[1], res[2], res[3]
+
+
+def spread(xs: list[float], spec: str = ".2f") -> str:
+    """The median of `xs`, then their range in brackets."""
+    return f"{statistics.median(xs):{spec}} ({min(xs):{spec}}–{max(xs):{spec}})"
+
+
+def require_tmux(script: str) -> None:
+    """The TUI benchmarks draw in a real terminal: a tmux pane."""
+    if shutil.which("tmux") is None:
+        raise SystemExit(f"{script} needs tmux for a real terminal (apt install tmux)")
 
 
 def tmux_stats(cmd: str, stats, wait_s: float, size: tuple[int, int] = (120, 40)) -> dict:

@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -39,19 +37,13 @@ def work_args(a, r: int) -> list[str]:
 
 
 def start_server(a):
-    p = subprocess.Popen(AIOS + ["serve", "-m", a.model, "-b", "torch", "--port", "0", "-q", "--profile", a.profile,
-                                 "--max-num-seqs", str(a.max_num_seqs)],
-                         cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < 300:
-        line = p.stderr.readline()
-        if "listening on" in line:
-            return p, line.split("listening on ")[1].split()[0]
-        if not line and p.poll() is not None:
-            break
-    p.kill()
-    raise SystemExit(f"aios serve did not start: {line}")
+    from aios_cli.server.launch import ServerDidNotStart, start_serve
+
+    try:
+        return start_serve(["-m", a.model, "-b", "torch", "--port", "0", "-q", "--profile", a.profile,
+                            "--max-num-seqs", str(a.max_num_seqs)], timeout_s=300, cwd=ROOT, stdout=subprocess.DEVNULL)
+    except ServerDidNotStart as e:
+        raise SystemExit(str(e)) from None
 
 
 def main() -> None:

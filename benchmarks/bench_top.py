@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import subprocess
 import sys
@@ -30,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench_common import ROOT, load_avg, tmux_stats  # noqa: E402
+from _bench_common import ROOT, load_avg, require_tmux, spread, tmux_stats  # noqa: E402
 
 AIOS = [sys.executable, "-m", "aios_cli.main"]
 
@@ -50,10 +49,6 @@ def tui(args) -> dict:
         return tmux_stats(cmd, stats, args.seconds + 600, (120, 40))
 
 
-def spread(xs: list[float], spec: str = ".2f") -> str:
-    return f"{statistics.median(xs):{spec}} ({min(xs):{spec}}–{max(xs):{spec}})"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="qwen2.5-0.5b")
@@ -64,8 +59,7 @@ def main() -> None:
     ap.add_argument("--profile", default="op")
     ap.add_argument("--headless", type=int, default=3, help="headless runs per round (their median counts)")
     args = ap.parse_args()
-    if shutil.which("tmux") is None:
-        raise SystemExit("bench_top needs tmux for a real terminal (apt install tmux)")
+    require_tmux("bench_top")
     print(f"aios top vs headless aios run: {args.model} on {args.backend}, {args.tokens} tokens per generation, "
           f"--profile {args.profile}, {args.rounds} rounds ({load_avg()})", flush=True)
     base, under, hz_med, hz_min, data_hz, toks = [], [], [], [], [], []

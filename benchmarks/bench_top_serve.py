@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench_common import ROOT, load_avg, tmux_stats  # noqa: E402
+from _bench_common import ROOT, load_avg, require_tmux, spread, tmux_stats  # noqa: E402
 
 AIOS = [sys.executable, "-m", "aios_cli.main"]
 
@@ -52,10 +51,6 @@ def tui(args) -> dict:
         return tmux_stats(cmd, stats, args.seconds + 600, (140, 45))
 
 
-def spread(xs: list[float], spec: str = ".2f") -> str:
-    return f"{statistics.median(xs):{spec}} ({min(xs):{spec}}–{max(xs):{spec}})"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="qwen2.5-0.5b")
@@ -66,8 +61,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--profile", default="op")
     args = ap.parse_args()
-    if shutil.which("tmux") is None:
-        raise SystemExit("bench_top_serve needs tmux for a real terminal (apt install tmux)")
+    require_tmux("bench_top_serve")
     print(f"aios top --serve vs headless aios bench throughput: {args.model} on torch, {args.num_requests} requests "
           f"a workload, input {args.input_len}, output {args.output_len}, all at once, --profile {args.profile}, "
           f"{args.rounds} rounds ({load_avg()})", flush=True)

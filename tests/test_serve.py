@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -23,6 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from aios_cli.main import app as cli
+from tests.top_fixture import pilot_test, piloted
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
@@ -349,19 +347,9 @@ def test_chat_template_is_read_from_the_model_directory(tmp_path, hf_model_dirs)
 # --- the command: a real process, its signals and its exports --------------------------------------
 
 def _start(tmp_path, *extra):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    p = subprocess.Popen([sys.executable, "-m", "aios_cli.main", "serve", "-m", "tiny", "--port", "0", "-t", "1",
-                          *extra], stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-    t0 = time.monotonic()
-    line = ""
-    while time.monotonic() - t0 < 120:
-        line = p.stderr.readline()
-        if "listening on" in line:
-            return p, line.split("listening on ")[1].split()[0]
-        if not line and p.poll() is not None:
-            break
-    p.kill()
-    raise AssertionError(f"aios serve did not start: {line}")
+    from aios_cli.server.launch import start_serve
+
+    return start_serve(["-m", "tiny", "--port", "0", "-t", "1", *extra], timeout_s=120)
 
 
 @pytest.mark.slow
@@ -458,17 +446,13 @@ def test_top_url_without_a_server_is_one_line():
 
 
 @pytest.mark.slow
-def test_top_url_live_view_follows_the_server(live):
-    asyncio.run(_top_url_pilot(live))
-
-
-async def _top_url_pilot(live):
+@pilot_test
+async def test_top_url_live_view_follows_the_server(live):
     from aios_cli.tui.remote_session import RemoteSession
     from aios_cli.tui.serve_app import ServeApp
 
     s = RemoteSession(live.url, poll_s=0.1)
-    app = ServeApp(s)
-    async with app.run_test(size=(140, 45)) as pilot:
+    async with piloted(ServeApp, s, (140, 45)) as (app, pilot):
         t0 = time.monotonic()
         while s.polls < 2 and time.monotonic() - t0 < 20:  # the server's totals so far, read
             await pilot.pause(0.05)
@@ -482,7 +466,7 @@ async def _top_url_pilot(live):
         while app.view.output_tokens < before + 6 and time.monotonic() - t0 < 20:
             await pilot.pause(0.1)
         assert app.view.output_tokens == before + 6
-        status = app.query_one("ServeStatusBar").render().plain
+        status = app.query_one("#status").render().plain
         assert "tiny" in status and "done" in status
         await pilot.press("space")  # not ours to pause: refused with a notice
         assert not s.paused

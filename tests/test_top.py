@@ -7,7 +7,6 @@ RunRecords (float64 NumPy), so the view cannot drift from what `aios run` would 
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import time
@@ -16,17 +15,17 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from aios_cli.errors import BAD_INPUT
+from aios_cli.errors import BAD_INPUT, error_line
 from aios_cli.main import app as cli
-from aios_cli.errors import error_line
 from aios_cli.tui.engines import usable_backends
 from aios_cli.tui.session import AVG_WINDOW, TopSession
-from engines.model.sources import open_model
 from engines.errors import UserError
+from engines.model.sources import open_model
 from engines.ops import KINDS, OP_INDEX, OPS
 from engines.sampling import SamplingParams
 from profilers.export import EVENT_COLUMNS
 from profilers.harness import RunOptions
+from tests.top_fixture import assert_one_error_line, pilot_test, piloted
 
 pytest.importorskip("textual")
 
@@ -253,17 +252,13 @@ async def _until(pilot, pred, timeout=90.0, what="condition"):
 
 
 @pytest.mark.slow
-def test_pilot_keys_change_state_and_export(tiny, tmp_path):
-    asyncio.run(_test_pilot_keys_change_state_and_export(tiny, tmp_path))
-
-
-async def _test_pilot_keys_change_state_and_export(tiny, tmp_path):
+@pilot_test
+async def test_pilot_keys_change_state_and_export(tiny, tmp_path):
     from aios_cli.tui.app import HelpScreen, PromptScreen, TopApp
 
     out = tmp_path / "session.csv"
     s = make_session(tiny, backends=("simd", "torch"))
-    app = TopApp(s, export_path=out)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with piloted(TopApp, s, (120, 40), export_path=out) as (app, pilot):
         await _until(pilot, lambda: app.view.total_tokens > 0, what="tokens")
         # space: pause; the engine stops between tokens
         await pilot.press("space")
@@ -320,16 +315,12 @@ async def _test_pilot_keys_change_state_and_export(tiny, tmp_path):
     assert not s._thread.is_alive()
 
 
-def test_pilot_bad_prompt_stays_in_the_dialog_and_a_good_one_edits(tiny):
-    asyncio.run(_test_pilot_bad_prompt_stays_in_the_dialog(tiny))
-
-
-async def _test_pilot_bad_prompt_stays_in_the_dialog(tiny):
+@pilot_test
+async def test_pilot_bad_prompt_stays_in_the_dialog_and_a_good_one_edits(tiny):
     from aios_cli.tui.app import PromptScreen, TopApp
 
     s = make_session(tiny)
-    app = TopApp(s)
-    async with app.run_test(size=(80, 24)) as pilot:
+    async with piloted(TopApp, s, (80, 24)) as (app, pilot):
         await pilot.press("p")
         app.screen.query_one("Input").value = ""
         await pilot.press("enter")
@@ -343,16 +334,12 @@ async def _test_pilot_bad_prompt_stays_in_the_dialog(tiny):
         await pilot.press("q")
 
 
-def test_pilot_export_refused_without_op_profile(tiny, tmp_path):
-    asyncio.run(_test_pilot_export_refused_without_op_profile(tiny, tmp_path))
-
-
-async def _test_pilot_export_refused_without_op_profile(tiny, tmp_path):
+@pilot_test
+async def test_pilot_export_refused_without_op_profile(tiny, tmp_path):
     from aios_cli.tui.app import TopApp
 
     s = make_session(tiny, profile="none")
-    app = TopApp(s, export_path=tmp_path / "x.csv")
-    async with app.run_test(size=(80, 24)) as pilot:
+    async with piloted(TopApp, s, (80, 24), export_path=tmp_path / "x.csv") as (app, pilot):
         await pilot.press("e")
         await pilot.pause(0.2)
         assert not (tmp_path / "x.csv").exists()
@@ -378,20 +365,17 @@ def test_once_prints_the_panels_and_exports(tmp_path):
     assert {int(r["token_index"]) for r in rows} == set(range(6))
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--max-new-tokens", "0"], "--max-new-tokens must be positive"),
-    (["--backend", "nope"], "nope"),
-    (["--profile", "fast"], "unknown --profile"),
-    (["--exit-after", "-1"], "--exit-after must be positive"),
-    (["--model", "/no/such/dir"], "/no/such/dir"),
-    (["--temperature", "nan"], "--temperature"),
-    (["--csv", "x.csv", "--profile", "token"], "--profile op"),
+@pytest.mark.parametrize("argv,needle", [
+    (["top", "--once", "--max-new-tokens", "0"], "--max-new-tokens must be positive"),
+    (["top", "--once", "--backend", "nope"], "nope"),
+    (["top", "--once", "--profile", "fast"], "unknown --profile"),
+    (["top", "--once", "--exit-after", "-1"], "--exit-after must be positive"),
+    (["top", "--once", "--model", "/no/such/dir"], "/no/such/dir"),
+    (["top", "--once", "--temperature", "nan"], "--temperature"),
+    (["top", "--once", "--csv", "x.csv", "--profile", "token"], "--profile op"),
 ])
-def test_bad_input_is_one_line(args, needle):
-    res = runner.invoke(cli, ["top", "--once", *args])
-    assert res.exit_code == BAD_INPUT, res.output
-    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("aios: error: ") and needle in lines[0], res.output
+def test_bad_input_is_one_line(argv, needle):
+    assert_one_error_line(runner.invoke(cli, argv), needle)
 
 
 def test_live_view_needs_a_terminal():
@@ -400,18 +384,14 @@ def test_live_view_needs_a_terminal():
     assert "needs a terminal" in res.output and "--once" in res.output
 
 
-def test_mouse_clicks_tabs_and_footer_keys(tiny):
-    asyncio.run(_mouse(tiny))
-
-
-async def _mouse(tiny):
+@pilot_test
+async def test_mouse_clicks_tabs_and_footer_keys(tiny):
     from textual.widgets._footer import FooterKey
 
     from aios_cli.tui.app import TopApp
 
     s = make_session(tiny)
-    app = TopApp(s)
-    async with app.run_test(size=(120, 40)) as pilot:
+    async with piloted(TopApp, s, (120, 40)) as (app, pilot):
         await pilot.click("#layers Tab#--content-tab-prefill")
         assert app.query_one("TabbedContent").active == "prefill"
         metric = next(k for k in app.query(FooterKey) if k.action == "metric")
@@ -423,16 +403,13 @@ async def _mouse(tiny):
         await pilot.press("q")
 
 
-def test_engine_error_shows_in_the_app(tiny, monkeypatch):
-    asyncio.run(_app_error(tiny, monkeypatch))
-
-
-async def _app_error(tiny, monkeypatch):
-    from aios_cli.tui.app import Banner, TopApp
+@pilot_test
+async def test_engine_error_shows_in_the_app(tiny, monkeypatch):
+    from aios_cli.tui.app import TopApp
+    from aios_cli.tui.widgets import Banner
 
     s = make_session(tiny)
-    app = TopApp(s)
-    async with app.run_test(size=(80, 24)) as pilot:
+    async with piloted(TopApp, s, (80, 24)) as (app, pilot):
         await _until(pilot, lambda: app.view.total_tokens > 0, what="tokens")
 
         def boom(tok):

@@ -8,7 +8,6 @@ requests, not read from the monitor), the requests' own timestamps, and the work
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import time
@@ -26,6 +25,7 @@ from engines.batch.engine import BatchEngine
 from profilers import throughput as T
 from profilers.probe import make_probe
 from profilers.serving import FREE, FREE_CACHED, ServeView, ServingMonitor
+from tests.top_fixture import assert_one_error_line, pilot_test, piloted
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 runner = CliRunner()
@@ -232,25 +232,21 @@ def test_quit_mid_round_gives_every_block_back(tiny):
 
 # --- the app ---------------------------------------------------------------------------------
 
-@pytest.mark.slow
-def test_pilot_serving_view_draws_live(tiny, tmp_path):
-    asyncio.run(_pilot(tiny, tmp_path))
-
-
 async def _until_serving(app, pilot, timeout_s=90.0):
     t0 = time.monotonic()
     while not (app.view.state == "serving" and app.view.running) and time.monotonic() - t0 < timeout_s:
         await pilot.pause(0.05)
 
 
-async def _pilot(tiny, tmp_path):
+@pytest.mark.slow
+@pilot_test
+async def test_pilot_serving_view_draws_live(tiny, tmp_path):
     from aios_cli.tui.serve_app import ServeApp, ServeHelp
 
     opts = ServeOptions(num_requests=12, input_len=(4, 20), output_len=(40, 80), prefix_len=16, block_size=8)
     s = ServeSession(tiny, "torch", None, opts)
     stats = tmp_path / "stats.json"
-    app = ServeApp(s, stats_path=stats)
-    async with app.run_test(size=(140, 45)) as pilot:
+    async with piloted(ServeApp, s, (140, 45), stats_path=stats) as (app, pilot):
         await _until_serving(app, pilot)
         await pilot.pause(0.5)
         kv = app.query_one("#kv")
@@ -275,11 +271,8 @@ async def _pilot(tiny, tmp_path):
 
 
 @pytest.mark.slow
-def test_pilot_export_writes_the_finished_rounds_requests(tiny, tmp_path):
-    asyncio.run(_pilot_export(tiny, tmp_path))
-
-
-async def _pilot_export(tiny, tmp_path):
+@pilot_test
+async def test_pilot_export_writes_the_finished_rounds_requests(tiny, tmp_path):
     from aios_cli.tui.serve_app import ServeApp
 
     # Poisson arrivals: round 1 cannot end before its last request arrives, whatever the machine
@@ -289,8 +282,7 @@ async def _pilot_export(tiny, tmp_path):
     s = ServeSession(tiny, "torch", None, opts)
     (tmp_path / "m[").mkdir()
     out = tmp_path / "m[" / "]reqs.csv"  # the path holds `[/]`: the notice must show it, not parse it as markup
-    app = ServeApp(s, export_path=out)
-    async with app.run_test(size=(140, 45), notifications=True) as pilot:
+    async with piloted(ServeApp, s, (140, 45), notifications=True, export_path=out) as (app, pilot):
         t0 = time.monotonic()
         while app.view.state not in ("serving", "idle") and time.monotonic() - t0 < 90:  # loaded, round 1 begun
             await pilot.pause(0.05)
@@ -323,21 +315,18 @@ def test_serve_once_prints_the_serving_panels():
     assert "6 done" in res.output and "shared" in res.output
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--quant", "q8_0"], "drop --quant"),
-    (["-b", "simd"], "torch or cuda"),
-    (["--prompt", "hi"], "random prompts"),
-    (["--rate", "0"], "--rate must be positive"),
-    (["--input-len", "9:3"], "--input-len"),
-    (["--prefix-len", "-1"], "--prefix-len"),
-    (["--profile", "token"], "op or none"),
-    (["--output-len", "5000"], "context"),
+@pytest.mark.parametrize("argv,needle", [
+    (["top", "--serve", "--once", "-m", "tiny", "--quant", "q8_0"], "drop --quant"),
+    (["top", "--serve", "--once", "-m", "tiny", "-b", "simd"], "torch or cuda"),
+    (["top", "--serve", "--once", "-m", "tiny", "--prompt", "hi"], "random prompts"),
+    (["top", "--serve", "--once", "-m", "tiny", "--rate", "0"], "--rate must be positive"),
+    (["top", "--serve", "--once", "-m", "tiny", "--input-len", "9:3"], "--input-len"),
+    (["top", "--serve", "--once", "-m", "tiny", "--prefix-len", "-1"], "--prefix-len"),
+    (["top", "--serve", "--once", "-m", "tiny", "--profile", "token"], "op or none"),
+    (["top", "--serve", "--once", "-m", "tiny", "--output-len", "5000"], "context"),
 ])
-def test_serve_bad_input_is_one_line(args, needle):
-    res = runner.invoke(cli, ["top", "--serve", "--once", "-m", "tiny", *args])
-    assert res.exit_code == BAD_INPUT, res.output
-    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("aios: error: ") and needle in lines[0], res.output
+def test_serve_bad_input_is_one_line(argv, needle):
+    assert_one_error_line(runner.invoke(cli, argv), needle)
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -347,10 +336,7 @@ def test_serve_bad_input_is_one_line(args, needle):
     (["--csv", "/dev/stdout"], "the terminal the live view draws on"),
 ])
 def test_export_targets_refused_in_one_line(args, needle):
-    res = runner.invoke(cli, ["top", "-m", "tiny", *args])
-    assert res.exit_code == BAD_INPUT, res.output
-    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("aios: error: ") and needle in lines[0], res.output
+    assert_one_error_line(runner.invoke(cli, ["top", "-m", "tiny", *args]), needle)
 
 
 def _check_requests_csv(text: str, opts: ServeOptions, vocab: int, rounds: int) -> int:

@@ -1,11 +1,19 @@
-"""A frozen `aios top` session for layout snapshots: the real TopSession, fed synthetic steps
-with fixed durations through the same `_on_step` / `_on_token` hooks the worker uses, and
-never started. Every number on screen is therefore deterministic."""
+"""What the `aios top` tests share: a frozen session for layout snapshots, a Pilot over a live
+app, and the check that a refused command says so in one line.
+
+The frozen session is the real TopSession, fed synthetic steps with fixed durations through
+the same `_on_step` / `_on_token` hooks the worker uses, and never started. Every number on
+screen is therefore deterministic."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
+
 import numpy as np
 
+from aios_cli.errors import BAD_INPUT
 from aios_cli.tui.session import TopSession
 from aios_cli.tui.view import GenStat
 from engines.model.sources import open_model
@@ -96,3 +104,28 @@ def frozen_session(n_tokens: int = 40) -> FrozenSession:
 class FixedSampler:
     def sample(self):
         return [37.0, 92.0, 55.0, 12.0], None
+
+
+@contextlib.asynccontextmanager
+async def piloted(app_class, session, size: tuple[int, int], notifications: bool = False, **app_kw):
+    """(app, pilot): `app_class(session, **app_kw)` running headless at `size`."""
+    app = app_class(session, **app_kw)
+    async with app.run_test(size=size, notifications=notifications) as p:
+        yield app, p
+
+
+def assert_one_error_line(res, needle: str) -> None:
+    """A refused command: the bad-input exit code and one line, `aios: error: …` naming `needle`."""
+    assert res.exit_code == BAD_INPUT, res.output
+    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("aios: error: ") and needle in lines[0], res.output
+
+
+def pilot_test(test):
+    """An async Pilot test run as a plain pytest test (its fixtures as its arguments), on a fresh
+    event loop."""
+    @functools.wraps(test)
+    def run(*args, **kwargs):
+        asyncio.run(test(*args, **kwargs))
+
+    return run

@@ -427,8 +427,15 @@ def status_line(v: TopView, ui_hz: float | None = None, wrap: bool = False, widt
                 (f" · {v.dtype}", ""), (f" · {v.weights}", ""), (f" · gen {v.generation}", "bold"), (f" · tok {v.token_index}", "bold"),
                 (f" · {v.total_tokens:,} total", "bold"), (f" · {v.device}", ""),
                 (f" · {_params(v.num_params)} params", ""), (f" · profile {v.profile}", "")]
-    if v.threads is not None:
-        segments.append((f" · {v.threads} thread{'s' if v.threads != 1 else ''}", ""))
+    return status_text(segments, v.threads, ui_hz, wrap, width)
+
+
+def status_text(segments: list[tuple[str, str]], threads: int | None, ui_hz: float | None, wrap: bool,
+                width: int) -> Text:
+    """A status line's (text, style) segments, then the engine's threads and the UI rate: folded
+    over lines (`wrap`, for --once) or one line fitted to `width`."""
+    if threads is not None:
+        segments.append((f" · {threads} thread{'s' if threads != 1 else ''}", ""))
     if ui_hz is not None:
         segments.append((f" · UI {ui_hz:.1f} Hz", "dim"))
     if wrap:

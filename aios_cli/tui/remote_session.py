@@ -5,10 +5,11 @@ stops answering, the last view stays on screen with the reason in the status lin
 
 from __future__ import annotations
 
-import threading
 import time
 
 from profilers.serving import ServeView
+
+from .session_base import LiveSession
 
 POLL_S = 0.5
 
@@ -38,26 +39,21 @@ class RemoteError(Exception):
     pass
 
 
-class RemoteSession:
+class RemoteSession(LiveSession):
+    THREAD_NAME = "aios-top-remote"
     can_pause = False
     engine = None  # no local engine: the system panel shows this machine, no GPU of ours
 
     def __init__(self, url: str, api_key: str | None = None, poll_s: float = POLL_S):
         self.url = url.rstrip("/")
+        super().__init__(ServeView(state="starting", model=self.url, message=f"connecting to {self.url}"))
         self.api_key = api_key
         self.poll_s = poll_s
-        self._view = ServeView(state="starting", model=self.url, message=f"connecting to {self.url}")
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.polls = 0
         self.failures = 0
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="aios-top-remote", daemon=True)
-        self._thread.start()
-
     def _loop(self) -> None:
-        while not self._stop.is_set():
+        while not self._quit:
             t = time.perf_counter()
             try:
                 v = fetch(self.url, self.api_key)
@@ -66,28 +62,11 @@ class RemoteSession:
                 self.polls += 1
             except RemoteError as e:
                 self.failures += 1
-                old = self._view
-                v = ServeView(**{**old.__dict__})
-                v.state, v.message = "error", str(e)
-                self._view = v
-            self._stop.wait(max(0.0, self.poll_s - (time.perf_counter() - t)))
-
-    def view(self) -> ServeView:
-        return self._view
+                self._show_state("error", str(e))  # the last view stays, with the reason
+            self._sleep(max(0.0, self.poll_s - (time.perf_counter() - t)))
 
     def pause(self, paused=None) -> bool:
-        return False
-
-    @property
-    def paused(self) -> bool:
-        return False
-
-    def stop(self, timeout: float = 2.0) -> bool:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            return not self._thread.is_alive()
-        return True
+        return False  # the server's engine is not ours
 
     def stats(self) -> dict:
         v = self._view

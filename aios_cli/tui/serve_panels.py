@@ -14,7 +14,7 @@ from rich.text import Text
 from profilers.serving import FREE_CACHED, ServeView
 
 from ..fmt import fmt_pct, fmt_rate, fmt_time
-from .panels import fit, hbar, layer_panel, spark_rows, sparkline
+from .panels import fit, hbar, layer_panel, spark_rows, sparkline, status_text
 from .view import TopView
 
 # a request's colour, the same in the batch list and the KV map (by its place in the batch)
@@ -261,14 +261,5 @@ def status_line(v: ServeView, ui_hz: float | None = None, width: int = 0, wrap: 
             (f" · {fmt_rate(v.window_rate(10.0))} out", "bold"), (f" · {v.finished:,} done", ""),
             (f" · {v.preemptions} preempted", ""),
             (f" · prefix hits {fmt_pct(v.prefix_hit_rate)}", ""), (f" · {v.device}", "")]
-    if v.threads is not None:
-        segs.append((f" · {v.threads} thread{'s' if v.threads != 1 else ''}", ""))
-    if ui_hz is not None:
-        segs.append((f" · UI {ui_hz:.1f} Hz", "dim"))
-    if wrap:
-        t = Text(overflow="fold")
-        for text, style in segs:
-            t.append(text, style=style)
-        return t
-    return fit(segs, width)
+    return status_text(segs, v.threads, ui_hz, wrap, width)
 

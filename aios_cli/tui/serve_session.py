@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import itertools
 import math
-import threading
 import time
 from dataclasses import dataclass
 
 from profilers.serving import ServeView, ServingMonitor
 
 from ..errors import error_line
+from .session_base import LiveSession
 
 PUBLISH_S = 0.2  # a view at most this often (the UI refreshes at 5 Hz)
 
@@ -51,7 +51,9 @@ class _Quit(Exception):
     pass
 
 
-class ServeSession:
+class ServeSession(LiveSession):
+    THREAD_NAME = "aios-top-serve"
+
     def __init__(self, ckpt, backend: str, dtype: str | None, opts: ServeOptions):
         self.ckpt = ckpt
         self.backend = backend
@@ -63,54 +65,19 @@ class ServeSession:
         self.rounds: list[dict] = []  # ThroughputRun.summary() of each finished round
         self._finished: list[dict] = []  # finished rounds' requests as export rows (not their token times)
         self.round = 0  # the round in progress (1-based once started)
-        self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        self._paused = False
-        self._quit = False
-        self._thread: threading.Thread | None = None
         self._info = {"model": ckpt.name, "backend": backend, "dtype": dtype or "…", "profile": opts.profile,
                       "workload": opts.workload()}
-        self._view = ServeView(state="starting", **self._info)
+        super().__init__(ServeView(state="starting", **self._info))
         self._published = 0.0
         self._state = "starting"
         self.track_peak = False  # keep `peak`, the view at the busiest step (for --once)
         self.peak: ServeView | None = None
         self._peak_key = (-1, -1)
 
-    # --- commands from the UI thread -------------------------------------------------------
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="aios-top-serve", daemon=True)
-        self._thread.start()
-
-    def pause(self, paused: bool | None = None) -> bool:
-        with self._lock:
-            self._paused = (not self._paused) if paused is None else paused
-            self._wake.notify_all()
-        return self._paused  # the worker shows "paused" once it really waits, between two steps
-
-    @property
-    def paused(self) -> bool:
-        return self._paused
-
-    def stop(self, timeout: float = 2.0) -> bool:
-        with self._lock:
-            self._quit = True
-            self._paused = False
-            self._wake.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            return not self._thread.is_alive()
-        return True
-
-    def view(self) -> ServeView:
-        return self._view  # published whole by the worker; never changed after
-
-    # --- the worker -----------------------------------------------------------------------
+    # --- the worker (pause: it shows "paused" once it really waits, between two steps) ---------
     def _set_view_state(self, state: str, message: str | None = None) -> None:
         self._state = state
-        v = ServeView(**{**self._view.__dict__})
-        v.state, v.message = state, message
-        self._view = v
+        self._show_state(state, message)
 
     def _publish(self, state: str, force: bool = False) -> None:
         now = time.perf_counter()

@@ -15,10 +15,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import gc
-import threading
 from dataclasses import replace
 
-from engines import BACKENDS, backend_status, engine_class
+from engines import BACKENDS, cuda_status, engine_class
 from engines.errors import UserError
 from engines.generate import check_request
 from engines.model.tokenizer import StreamDecoder
@@ -31,24 +30,24 @@ from profilers.threads import pool_threads
 from ..errors import error_line
 from .engines import usable_backends
 from .retention import Retention
+from .session_base import LiveSession
 from .view import Folder, GenStat, TopView
 
 AVG_WINDOW = 16  # decode tokens in the moving average
 HISTORY = 600  # points kept for the over-time plots
 
 
-class TopSession:
+class TopSession(LiveSession):
+    THREAD_NAME = "aios-top-engine"
+
     def __init__(self, ckpt, backend: str, prompts: list[tuple[str, list[int]]], opts: RunOptions,
                  backends: tuple[str, ...] | None = None):
+        super().__init__()
         self.ckpt = ckpt
         self.opts = opts
         self.prompts = list(prompts)
         self._prompt_i = 0
-        self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        self._paused = False
         self._interrupt = False  # end the current generation early
-        self._quit = False
         self._pending_backend: str | None = backend
         self._loading_backend: str | None = None
         self._first_backend = backend  # --dtype applies to this one
@@ -56,7 +55,6 @@ class TopSession:
         self.engine = None
         self.backend = backend
         self.backends = backends or usable_backends(ckpt)
-        self._thread: threading.Thread | None = None
         self._kept = Retention()
         self._run = None  # the ProfiledRun in progress (for a partial export)
         cfg = ckpt.config
@@ -73,31 +71,20 @@ class TopSession:
         self._mem = collections.deque(maxlen=HISTORY)
         self._gens = collections.deque(maxlen=HISTORY)
         self._decoder = StreamDecoder(ckpt.tokenizer) if ckpt.tokenizer is not None else None
-        ok, why = backend_status("cuda")
+        ok, why = cuda_status()
         self.v.no_gpu_reason = None if ok else why
 
     # --- commands from the UI thread: set a flag, wake the worker, return ------------------
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="aios-top-engine", daemon=True)
-        self._thread.start()
+    def _pause_wanted(self, paused: bool | None) -> bool:
+        if paused is None and self.v.state == "error":
+            return False  # after an engine error, the toggle means "go on": unpause and retry
+        return super()._pause_wanted(paused)
 
-    def pause(self, paused: bool | None = None) -> bool:
-        """Toggle (or set) the pause. After an engine error, the toggle means "go on": it
-        unpauses and retries."""
-        with self._lock:
-            if paused is None and self.v.state == "error":
-                paused = False
-            self._paused = (not self._paused) if paused is None else paused
-            if not self._paused and self.v.state == "error":
-                self._retry = True
-            elif self.v.state in ("generating", "paused"):
-                self._set_state("paused" if self._paused else "generating")
-            self._wake.notify_all()
-            return self._paused
-
-    @property
-    def paused(self) -> bool:
-        return self._paused
+    def _pause_changed(self) -> None:
+        if not self._paused and self.v.state == "error":
+            self._retry = True
+        elif self.v.state in ("generating", "paused"):
+            self._set_state("paused" if self._paused else "generating")
 
     def switch_backend(self, backend: str | None = None) -> str:
         """Reload the engine as `backend` (default: the next usable one) in the worker."""
@@ -128,16 +115,8 @@ class TopSession:
             self.v.prompt = text
             self._wake.notify_all()
 
-    def stop(self, timeout: float = 2.0) -> bool:
-        """Ask the worker to finish; True if it did within `timeout`."""
-        with self._lock:
-            self._quit = self._interrupt = True
-            self._paused = False
-            self._wake.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            return not self._thread.is_alive()
-        return True
+    def _stopping(self) -> None:
+        self._interrupt = True
 
     # --- reads from the UI thread ---------------------------------------------------------
     def view(self) -> TopView:
@@ -269,8 +248,7 @@ class TopSession:
                 if self._interrupt:
                     break
                 while self._paused and not self._interrupt:  # not pulling: the engine waits between passes
-                    with self._lock:
-                        self._wake.wait(0.1)
+                    self._sleep(0.1)
                 if self._interrupt:
                     break
         rec = run.record()
