@@ -103,6 +103,6 @@ def info(format: TableOrJson = "table") -> None:
     if pk is None:
         c.print("measured peaks: none cached yet — `aios compare peak` measures them")
     else:
-        from .compare.peak import print_peaks
+        from .peaks_table import print_peaks
 
         print_peaks(c, pk)

@@ -16,6 +16,7 @@ from . import run as run_cmd
 from . import serve as serve_cmd
 from . import sim as sim_cmd
 from . import top as top_cmd
+from .request import short_t_was
 
 class OneLineUsageErrors(TyperGroup):
     """A usage error (an unknown option, a value of the wrong type) is one `aios: error:` line
@@ -93,11 +94,10 @@ def _print_version(value: bool) -> None:
 
         try:
             print(version_line(), flush=True)
-        except BrokenPipeError:  # `aios --version | true`
-            from .errors import BROKEN_PIPE, _stdout_gone
+        except BrokenPipeError as e:  # `aios --version | true`: exit 141, quietly (errors.handle)
+            from .errors import handle
 
-            _stdout_gone()
-            raise typer.Exit(BROKEN_PIPE)
+            handle(e)
         raise typer.Exit(0)
 
 
@@ -109,8 +109,9 @@ def _root(
     """Make LLM inference measurable: one Qwen forward pass on scalar, SIMD and CUDA engines, profiled op by op."""
 
 
-app.command("run")(run_cmd.run)
-app.command("top")(top_cmd.top)
+# -t was --temperature on run and top: ShortThreadsFlag refuses or notes a -t of the old meaning
+app.command("run", cls=short_t_was("--temperature", "sampling temperature"))(run_cmd.run)
+app.command("top", cls=short_t_was("--temperature", "sampling temperature"))(top_cmd.top)
 app.command("serve")(serve_cmd.serve)
 app.command("info")(info_cmd.info)
 app.command("models")(models_cmd.models)

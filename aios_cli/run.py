@@ -31,7 +31,7 @@ def run(
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", help="Tokens to generate.", rich_help_panel=MODEL_PANEL)] = 16,
     ignore_eos: Annotated[bool, typer.Option("--ignore-eos", help="Keep generating past an end-of-sequence token.", rich_help_panel=MODEL_PANEL)] = False,
     greedy: Annotated[bool, typer.Option("--greedy", help="Always take the most likely token (the default unless --temperature > 0).", rich_help_panel=_SAMPLING)] = False,
-    temperature: Annotated[float, typer.Option("--temperature", "-t", help="Sampling temperature; 0 means greedy.", rich_help_panel=_SAMPLING)] = 0.0,
+    temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature; 0 means greedy.", rich_help_panel=_SAMPLING)] = 0.0,
     top_k: Annotated[int, typer.Option("--top-k", help="Keep the k most likely tokens (0: off).", rich_help_panel=_SAMPLING)] = 0,
     top_p: Annotated[float, typer.Option("--top-p", help="Keep the smallest set with this much probability (1: off).", rich_help_panel=_SAMPLING)] = 1.0,
     seed: Annotated[int, typer.Option("--seed", help="Sampler seed: same seed, same tokens.", rich_help_panel=_SAMPLING)] = 0,

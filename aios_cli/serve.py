@@ -16,31 +16,34 @@ from typing import Annotated, Optional
 import typer
 
 from . import console
+from .batch_options import (BLOCK_SIZE, ENGINE_PANEL, MAX_NUM_BATCHED_TOKENS, MAX_NUM_SEQS, BatchBackendOpt,
+                            BatchDtypeOpt, BatchModelOpt, BatchOptions, BlockSizeOpt, KvBlocksOpt, KvCacheBytesOpt,
+                            MaxNumBatchedTokensOpt, MaxNumSeqsOpt, PrefixCachingOpt, TorchThreadsOpt, check_profile,
+                            variant)
 from .errors import fail, guarded
 
 _NET = "Network"
-_ENGINE = "Engine"
 _OUT = "Output"
 DEFAULT_KV_BYTES = 1 << 30  # the CPU pool when neither --kv-blocks nor --kv-cache-bytes is given
 
 
 @guarded
 def serve(
-    model: Annotated[str, typer.Option("--model", "-m", help="A preset, an HF-format directory, a GGUF file or a cached repo id.", rich_help_panel=_ENGINE)] = "tiny",
-    backend: Annotated[Optional[str], typer.Option("--backend", "-b", help="torch or cuda. Default: cuda with a usable GPU, else torch.", rich_help_panel=_ENGINE)] = None,
-    dtype: Annotated[Optional[str], typer.Option("--dtype", help="torch: float32 (default), bfloat16, float16; cuda: bfloat16 (default).", rich_help_panel=_ENGINE)] = None,
+    model: BatchModelOpt = "tiny",
+    backend: BatchBackendOpt = None,
+    dtype: BatchDtypeOpt = None,
     host: Annotated[str, typer.Option("--host", help="Address to bind. The default is loopback only; pass 0.0.0.0 to listen on every interface.", rich_help_panel=_NET)] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="TCP port (0: any free one, printed at start).", rich_help_panel=_NET)] = 8000,
     api_key: Annotated[Optional[str], typer.Option("--api-key", help="Require 'Authorization: Bearer KEY' on every request (or set AIOS_API_KEY).", envvar="AIOS_API_KEY", rich_help_panel=_NET, show_default=False)] = None,
     served_model_name: Annotated[Optional[str], typer.Option("--served-model-name", help="The model name clients send. Default: the model's own name.", rich_help_panel=_NET, show_default=False)] = None,
-    max_num_seqs: Annotated[int, typer.Option("--max-num-seqs", help="Requests running at once, at most.", rich_help_panel=_ENGINE)] = 64,
-    max_num_batched_tokens: Annotated[int, typer.Option("--max-num-batched-tokens", help="Tokens a step computes, at most (longer prompts are prefilled in chunks).", rich_help_panel=_ENGINE)] = 512,
-    max_queue: Annotated[int, typer.Option("--max-queue", help="Requests waiting beyond the running ones; past it, 503 with Retry-After.", rich_help_panel=_ENGINE)] = 256,
-    kv_blocks: Annotated[Optional[int], typer.Option("--kv-blocks", help="KV blocks in the pool.", rich_help_panel=_ENGINE, show_default=False)] = None,
-    kv_cache_bytes: Annotated[Optional[int], typer.Option("--kv-cache-bytes", help="The pool's size in bytes (default 1 GiB) instead of --kv-blocks.", rich_help_panel=_ENGINE, show_default=False)] = None,
-    block_size: Annotated[int, typer.Option("--block-size", help="Tokens a KV block holds.", rich_help_panel=_ENGINE)] = 16,
-    prefix_caching: Annotated[bool, typer.Option("--prefix-caching/--no-prefix-caching", help="Share full KV blocks between requests with the same prefix.", rich_help_panel=_ENGINE)] = True,
-    threads: Annotated[Optional[int], typer.Option("--threads", "-t", help="Threads for torch. Default: the usable CPUs less those other processes keep busy.", rich_help_panel=_ENGINE, show_default=False)] = None,
+    max_num_seqs: MaxNumSeqsOpt = MAX_NUM_SEQS,
+    max_num_batched_tokens: MaxNumBatchedTokensOpt = MAX_NUM_BATCHED_TOKENS,
+    max_queue: Annotated[int, typer.Option("--max-queue", help="Requests waiting beyond the running ones; past it, 503 with Retry-After.", rich_help_panel=ENGINE_PANEL)] = 256,
+    kv_blocks: KvBlocksOpt = None,
+    kv_cache_bytes: variant(KvCacheBytesOpt, more="Default: 1 GiB.") = None,
+    block_size: BlockSizeOpt = BLOCK_SIZE,
+    prefix_caching: PrefixCachingOpt = True,
+    threads: TorchThreadsOpt = None,
     profile: Annotated[str, typer.Option("--profile", help="op: time every op of every step (per-op seconds in --csv, layers in aios top --url); none: steps only.", rich_help_panel=_OUT)] = "op",
     csv_file: Annotated[Optional[Path], typer.Option("--csv", help="On exit: one row per engine step (aios bench throughput --steps-csv's columns).", rich_help_panel=_OUT)] = None,
     requests_csv: Annotated[Optional[Path], typer.Option("--requests-csv", help="On exit: one row per finished request.", rich_help_panel=_OUT)] = None,
@@ -50,14 +53,11 @@ def serve(
     """Serve the model over HTTP with OpenAI's API (/v1/completions, /v1/chat/completions,
     streaming or not), plus /v1/models, /health, /metrics (Prometheus) and /aios/state (for
     aios top --url)."""
-    if profile not in ("op", "none"):
-        fail(f"unknown --profile {profile!r} — choose op or none")
+    check_profile(profile)
     if not 0 <= port <= 65535:
         fail(f"--port must be 0..65535, got {port}")
     if max_queue < 0:
         fail(f"--max-queue must be 0 or more, got {max_queue}")
-    if kv_blocks is not None and kv_cache_bytes is not None:
-        fail("--kv-blocks and --kv-cache-bytes both size the pool — give one")
     if api_key is not None and not api_key.strip():
         fail("--api-key is empty — give a key, or leave the option out")
     from .outputs import check_outputs
@@ -69,9 +69,9 @@ def serve(
         import uvicorn  # noqa: F401
     except ImportError as e:
         fail(f"aios serve needs {e.name}, which is not installed — pip install -e . (it is a dependency)")
-    from .bench.throughput import batched_backend
-
-    backend = batched_backend(backend, dtype)
+    opts = BatchOptions(backend, dtype, max_num_seqs, max_num_batched_tokens, kv_blocks, kv_cache_bytes, block_size,
+                        prefix_caching)
+    backend = opts.check()
     from profilers.threads import setup
 
     plan = setup(threads)
@@ -84,18 +84,11 @@ def serve(
 
     with err.status(f"opening {model}", spinner="dots") if not quiet else nullcontext():
         ckpt = open_model(model)
-    from profilers.harness import build_engine, device_label
-
-    with err.status(f"loading {ckpt.name} on {backend}", spinner="dots") if not quiet else nullcontext():
-        engine, _ = build_engine(ckpt, backend, dtype)
-    from engines.batch.engine import BatchEngine
+    engine = opts.load(ckpt, err, quiet)
+    be = opts.build(engine, default_bytes=DEFAULT_KV_BYTES)
     from profilers import throughput as T
+    from profilers.harness import device_label
 
-    if kv_blocks is None and kv_cache_bytes is None:
-        kv_cache_bytes = DEFAULT_KV_BYTES
-    be = BatchEngine(engine, num_blocks=kv_blocks, kv_cache_bytes=kv_cache_bytes, block_size=block_size,
-                     max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
-                     prefix_caching=prefix_caching)
     T.warm_up(be)
     name = served_model_name or ckpt.name
     from profilers.probe import make_probe
@@ -160,7 +153,9 @@ def _run_server(app, loop, host: str, port: int, err) -> int:
     server = Server(config)
     loop.start()
     shown = f"[{h}]" if ":" in h else h
-    print(f"aios serve: listening on http://{shown}:{p} (Ctrl-C stops)", file=sys.stderr, flush=True)
+    from .server.launch import LISTENING
+
+    print(f"aios serve: {LISTENING} http://{shown}:{p} (Ctrl-C stops)", file=sys.stderr, flush=True)
     # uvicorn takes SIGINT/SIGTERM over while it runs and raises them again once it has shut
     # down; these handlers receive them then, so the exports are still written
     before = {sig: signal.signal(sig, lambda s, f: signals.append(s) if s not in signals else None)

@@ -13,6 +13,8 @@ import typer
 from profilers.threads import quiet_blas_pool
 
 from . import console
+from .batch_options import (BLOCK_SIZE, MAX_NUM_BATCHED_TOKENS, MAX_NUM_SEQS, BlockSizeOpt, KvBlocksOpt,
+                            MaxNumBatchedTokensOpt, MaxNumSeqsOpt, variant)
 from .errors import Terminated, fail, guarded
 from .request import DEFAULT_PROMPT, MODEL_PANEL, GenerateRequest, ModelOpt, PromptIdsOpt, QuantOpt, ThreadsOpt
 
@@ -31,7 +33,7 @@ def top(
     quant: QuantOpt = None,
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", "-n", help="Tokens per generation; then it starts again.", rich_help_panel=MODEL_PANEL)] = 64,
     ignore_eos: Annotated[bool, typer.Option("--ignore-eos/--stop-at-eos", help="Generate all --max-new-tokens even past an end-of-sequence token (default: ignore it, so every generation is full length).", rich_help_panel=MODEL_PANEL)] = True,
-    temperature: Annotated[float, typer.Option("--temperature", "-t", help="Sampling temperature; 0 means greedy.", rich_help_panel=MODEL_PANEL)] = 0.0,
+    temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature; 0 means greedy.", rich_help_panel=MODEL_PANEL)] = 0.0,
     seed: Annotated[int, typer.Option("--seed", help="Sampler seed.", rich_help_panel=MODEL_PANEL)] = 0,
     profile: Annotated[str, typer.Option("--profile", help="op: time every op (per-layer bars); token: time tokens, count ops; none: time tokens only.", rich_help_panel=_VIEW)] = "op",
     once: Annotated[bool, typer.Option("--once", "-1", help="Run one generation, print the panels as text and exit (for scripts; like nvitop -1).", rich_help_panel=_VIEW)] = False,
@@ -46,10 +48,10 @@ def top(
     input_len: Annotated[str, typer.Option("--input-len", help="Prompt lengths A:B, uniform (random ids).", rich_help_panel=_SERVE)] = "16:64",
     output_len: Annotated[str, typer.Option("--output-len", help="Output lengths A:B, uniform (EOS ignored).", rich_help_panel=_SERVE)] = "64:128",
     prefix_len: Annotated[int, typer.Option("--prefix-len", help="Prompts start with the same this many ids (shared prefix blocks show in the KV map).", rich_help_panel=_SERVE)] = 0,
-    max_num_seqs: Annotated[int, typer.Option("--max-num-seqs", help="Requests running at once, at most.", rich_help_panel=_SERVE)] = 64,
-    max_num_batched_tokens: Annotated[int, typer.Option("--max-num-batched-tokens", help="Tokens a step computes, at most.", rich_help_panel=_SERVE)] = 512,
-    kv_blocks: Annotated[Optional[int], typer.Option("--kv-blocks", help="KV blocks in the pool. Default: a round's requests all at their longest.", rich_help_panel=_SERVE, show_default=False)] = None,
-    block_size: Annotated[int, typer.Option("--block-size", help="Tokens a KV block holds.", rich_help_panel=_SERVE)] = 16,
+    max_num_seqs: variant(MaxNumSeqsOpt, panel=_SERVE) = MAX_NUM_SEQS,
+    max_num_batched_tokens: variant(MaxNumBatchedTokensOpt, panel=_SERVE) = MAX_NUM_BATCHED_TOKENS,
+    kv_blocks: variant(KvBlocksOpt, panel=_SERVE, more="Default: a round's requests all at their longest.") = None,
+    block_size: variant(BlockSizeOpt, panel=_SERVE) = BLOCK_SIZE,
 ) -> None:
     """Watch the forward pass live: per-layer timings, reduction barriers, memory and tokens/s
     (--serve: the batched engine serving a workload)."""
@@ -117,23 +119,13 @@ def _top(req: GenerateRequest, once: bool, csv_file: Path | None, exit_after: fl
 def _top_serve(backend, model, dtype, threads, seed, profile, once, exit_after, stats_file, num_requests, rate,
                input_len, output_len, prefix_len, max_num_seqs, max_num_batched_tokens, kv_blocks, block_size,
                csv_file) -> None:
-    from engines.errors import UserError
-    from profilers.throughput import parse_range
-
-    from .bench.throughput import _rate, batched_backend
+    from .batch_options import batched_backend, check_workload
     from .outputs import check_outputs
 
     if exit_after is not None and not exit_after > 0:
         fail(f"--exit-after must be positive, got {exit_after} — e.g. --exit-after 30")
-    if not 1 <= num_requests <= 100_000:
-        fail(f"--num-requests must be between 1 and 100,000, got {num_requests}")
-    if prefix_len < 0:
-        fail(f"--prefix-len must be 0 or more, got {prefix_len}")
-    r = _rate(rate)
-    try:
-        in_range, out_range = parse_range(input_len, "--input-len"), parse_range(output_len, "--output-len")
-    except UserError as e:
-        fail(str(e))
+    r, in_range, out_range = check_workload(num_requests, rate, input_len, output_len, prefix_len,
+                                            most_requests=100_000)
     backend = batched_backend(backend, dtype)
     check_outputs({"--stats": stats_file, "--csv": csv_file})
     if not once and not (sys.stdout.isatty() and sys.stdin.isatty()):

@@ -610,3 +610,90 @@ def test_summary_decode_rate_and_ms_per_token_are_one_statistic():
     assert "n/a (no JIT, or --no-warmup)" in next(ln for ln in res.stdout.splitlines() if "load · JIT" in ln)
     d = json.loads(invoke("run", "-b", "torch", "-n", "2", "-q", "-f", "json").stdout)
     assert d["jit_s"] is None  # torch has no JIT: null, not 0.0 s
+
+
+# --- -t is --threads on every command ----------------------------------------------------
+
+def _commands(group=None, path=("aios",)):
+    """(path, click command) of every command under `aios`."""
+    import typer.main
+
+    group = group or typer.main.get_command(app)
+    for name, cmd in group.commands.items():
+        if hasattr(cmd, "commands"):
+            yield from _commands(cmd, (*path, name))
+        else:
+            yield " ".join((*path, name)), cmd
+
+
+def test_short_t_means_threads_on_every_command():
+    """One meaning per short flag: wherever -t exists it is --threads, and every command that
+    takes --threads takes -t too."""
+    seen = []
+    for path, cmd in _commands():
+        opts = {o: p for p in cmd.params for o in (*p.opts, *p.secondary_opts)}
+        if "-t" in opts or "--threads" in opts:
+            assert opts.get("-t") is opts.get("--threads"), path
+            seen.append(path)
+    assert {"aios run", "aios top", "aios serve", "aios bench latency", "aios bench throughput",
+            "aios compare dot", "aios compare matmul", "aios compare prefill-decode"} <= set(seen)
+
+
+def assert_one_line(res, line):
+    assert res.exit_code == BAD_INPUT, res.output
+    assert "Traceback" not in res.output
+    assert res.output.strip().splitlines() == [line], res.output
+
+
+@pytest.mark.parametrize("args,old,what", [
+    (("run", "-m", "tiny", "-t", "0.7"), "--temperature 0.7", "sampling temperature"),
+    (("run", "-t", "0"), "--temperature 0", "sampling temperature"),  # greedy, before
+    (("run", "-qt", "1.5"), "--temperature 1.5", "sampling temperature"),  # inside a cluster of short flags
+    (("top", "-t", "0.5", "--once"), "--temperature 0.5", "sampling temperature"),
+    (("top", "--serve", "-t", "0.8", "--once"), "--temperature 0.8", "sampling temperature"),
+    (("compare", "prefill-decode", "-b", "simd", "-t", "8,32", "-r", "1", "-q"), "--tokens 8,32", "the token counts"),
+])
+def test_short_t_of_the_old_meaning_is_refused(args, old, what):
+    """A -t value only the old option could take: one line naming it, before anything loads."""
+    assert_one_line(invoke(*args), f"aios: error: -t is --threads now (a whole number of threads); for {what} pass {old}")
+
+
+@pytest.mark.parametrize("args,old,what", [
+    (("compare", "prefill-decode", "-b", "simd", "-t", "32", "-r", "1", "-q"), "--tokens", "the token counts"),
+    (("run", "-t", "5"), "--temperature", "sampling temperature"),
+])
+def test_short_t_above_the_cpus_is_refused(monkeypatch, args, old, what):
+    """`compare prefill-decode -t 32` meant 32 tokens: never quietly 32 threads on a smaller
+    machine. --threads 32 says it on purpose, and is not refused here."""
+    import profilers.threads
+
+    monkeypatch.setattr(profilers.threads, "usable_cpus", lambda: 4)
+    n = args[args.index("-t") + 1]
+    assert_one_line(invoke(*args), f"aios: error: -t is --threads now, and this machine has 4 usable CPUs; for {what} "
+                                   f"pass {old} {n} (or --threads {n} for more threads than CPUs)")
+
+
+def test_short_t_of_a_thread_count_runs_with_a_note():
+    """`aios run -t 1` was temperature 1: it runs on one thread now, and says so on stderr, even
+    with --quiet (a script that meant the old -t is the reader to reach)."""
+    res = invoke("run", "-t", "1", "-n", "2", "-q", "-f", "json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["threads"] == 1
+    assert ("aios: note: -t is --threads now: running 1 thread (for sampling temperature, -t's old meaning, "
+            "pass --temperature 1)") in res.stderr.splitlines()
+    quiet = invoke("run", "--threads", "1", "-n", "2", "-q", "-f", "json")  # the long flag: no note
+    assert quiet.exit_code == 0 and "note: -t" not in quiet.stderr
+
+
+def test_short_t_where_it_always_meant_threads_has_no_note():
+    res = invoke("compare", "dot", "-t", "1", "-s", "100", "-b", "simd", "-r", "1", "-q", "-f", "csv")
+    assert res.exit_code == 0, res.output
+    assert "note: -t" not in res.stderr
+    assert next(csv.DictReader(io.StringIO(res.stdout)))["threads"] == "1"
+
+
+def test_a_prompt_of_minus_t_is_a_prompt():
+    """-t read as Click reads the arguments: the value of --prompt here, not the flag."""
+    res = invoke("run", "-p", "-t", "-n", "1", "-q", "-f", "json")
+    assert res.exit_code == 0, res.output
+    assert "note: -t" not in res.stderr

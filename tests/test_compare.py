@@ -160,8 +160,19 @@ def test_prefill_decode_barriers():
         # (tied: the embedding again, whole, as the lm_head; `stored_bytes` counts it once)
         assert r["weight_bytes_read"] == passes * (open_model("tiny").stored_bytes + cfg.hidden_size * 4)
         assert r["median_s"] > 0 and r["tokens_per_s"] == pytest.approx(r["tokens"] / r["median_s"])
-    res = invoke("compare", "prefill-decode", "-b", "simd", "-t", "4", "-r", "1", "-f", "csv", "-q")
+    res = invoke("compare", "prefill-decode", "-b", "simd", "--tokens", "4", "-r", "1", "-f", "csv", "-q")
     assert tuple(next(csv.DictReader(io.StringIO(res.output)))) == PASSES_COLUMNS
+
+
+def test_prefill_decode_short_t_is_threads_now():
+    """-t was --tokens here: a thread count runs as threads with a note naming --tokens; token
+    lists and counts above the CPUs are refused (tests/test_cli.py checks those lines)."""
+    res = invoke("compare", "prefill-decode", "-b", "simd", "-t", "1", "--tokens", "4", "-r", "1", "-f", "csv", "-q")
+    assert res.exit_code == 0, res.output
+    row = next(csv.DictReader(io.StringIO(res.stdout)))
+    assert (row["threads"], row["tokens"]) == ("1", "4")
+    assert ("aios: note: -t is --threads now: running 1 thread (for the token counts, -t's old meaning, pass "
+            "--tokens 1)") in res.stderr.splitlines()
 
 
 @pytest.mark.parametrize("columns", ["80", None], ids=["80-column terminal", "piped"])
@@ -170,7 +181,7 @@ def test_prefill_decode_table_is_never_cut(columns):
     from typer.testing import CliRunner
 
     env = {"COLUMNS": columns} if columns else {}
-    res = CliRunner().invoke(app, ["compare", "prefill-decode", "-b", "simd", "-t", "8,128", "-r", "1", "-q"], env=env)
+    res = CliRunner().invoke(app, ["compare", "prefill-decode", "-b", "simd", "--tokens", "8,128", "-r", "1", "-q"], env=env)
     assert res.exit_code == 0, res.output
     table = [ln for ln in res.stdout.splitlines() if " mode " in ln or "parallel" in ln or "sequential" in ln]
     assert len(table) == 5 and "…" not in res.stdout and any(" 1,792 " in ln for ln in table)

@@ -10,11 +10,12 @@ from typing import Annotated, Optional
 import typer
 
 from .. import console
+from ..batch_options import (DatasetOpt, InputLenOpt, NumRequestsOpt, OutputLenOpt, PrefixLenOpt, RateOpt, SeedOpt,
+                             check_workload, variant)
 from ..errors import fail, guarded
 from ..outputs import check_format, check_outputs, write
-from .throughput import FORMATS, _rate
+from .report import FORMATS, print_report, summary_rows, workload_fields
 
-_WORK = "Workload"
 _SERVER = "Server"
 _OUT = "Output"
 
@@ -25,13 +26,13 @@ def serve(
     served_model: Annotated[Optional[str], typer.Option("--model", "-m", help="The model name to send. Default: the first one /v1/models lists.", rich_help_panel=_SERVER, show_default=False)] = None,
     tokenizer: Annotated[Optional[str], typer.Option("--tokenizer", help="A local model (preset, directory, GGUF) whose tokenizer reads --dataset and whose vocabulary bounds random ids. Default: the served model's name, where it opens here.", rich_help_panel=_SERVER, show_default=False)] = None,
     api_key: Annotated[Optional[str], typer.Option("--api-key", help="Sent as 'Authorization: Bearer KEY' (or set AIOS_API_KEY).", envvar="AIOS_API_KEY", rich_help_panel=_SERVER, show_default=False)] = None,
-    num_requests: Annotated[int, typer.Option("--num-requests", "-N", help="Requests in the workload.", rich_help_panel=_WORK)] = 64,
-    rate: Annotated[str, typer.Option("--rate", help="Arrivals per second (a Poisson process), or inf: every request at once.", rich_help_panel=_WORK)] = "inf",
-    input_len: Annotated[str, typer.Option("--input-len", help="Prompt lengths A:B, uniform (random token ids, sent as ids).", rich_help_panel=_WORK)] = "16:64",
-    output_len: Annotated[Optional[str], typer.Option("--output-len", help="Output lengths A:B (max_tokens, with ignore_eos). Default 64:128; with --dataset, its replies' lengths.", rich_help_panel=_WORK, show_default=False)] = None,
-    prefix_len: Annotated[int, typer.Option("--prefix-len", help="Random prompts start with the same this many ids.", rich_help_panel=_WORK)] = 0,
-    dataset: Annotated[Optional[Path], typer.Option("--dataset", help="A JSONL file of ShareGPT-style conversations (or prompt/output_len objects); prompts are sent as text.", rich_help_panel=_WORK)] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the lengths, ids and arrivals.", rich_help_panel=_WORK)] = 0,
+    num_requests: NumRequestsOpt = 64,
+    rate: RateOpt = "inf",
+    input_len: variant(InputLenOpt, more="Sent as token ids.") = "16:64",
+    output_len: variant(OutputLenOpt, more="Sent as max_tokens, with ignore_eos.") = None,
+    prefix_len: PrefixLenOpt = 0,
+    dataset: variant(DatasetOpt, more="Its prompts are sent as text.") = None,
+    seed: SeedOpt = 0,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds a request may take before it counts as failed.", rich_help_panel=_SERVER)] = 600.0,
     format: Annotated[str, typer.Option("--format", "-f", help="table, csv, json or md.", rich_help_panel=_OUT)] = "table",
     requests_csv: Annotated[Optional[Path], typer.Option("--requests-csv", help="One row per request (arrival, TTFT, TPOT, end-to-end).", rich_help_panel=_OUT)] = None,
@@ -41,21 +42,9 @@ def serve(
     completions) and report output and total tok/s, TTFT, TPOT, inter-token and end-to-end
     latency at p50/p90/p99, as aios bench throughput does (vLLM's bench serve)."""
     check_format(format, FORMATS)
-    if not 1 <= num_requests <= 1_000_000:
-        fail(f"--num-requests must be between 1 and 1,000,000, got {num_requests}")
+    r, in_range, out_range = check_workload(num_requests, rate, input_len, output_len, prefix_len)
     if not timeout > 0:
         fail(f"--timeout must be positive, got {timeout}")
-    if prefix_len < 0:
-        fail(f"--prefix-len must be 0 or more, got {prefix_len}")
-    r = _rate(rate)
-    from engines.errors import UserError
-    from profilers.throughput import parse_range
-
-    try:
-        in_range = parse_range(input_len, "--input-len")
-        out_range = parse_range(output_len, "--output-len") if output_len is not None else None
-    except UserError as e:
-        fail(str(e))
     check_outputs({"--requests-csv": requests_csv})
     url = url.rstrip("/")
     if not url.startswith(("http://", "https://")):
@@ -109,18 +98,14 @@ def serve(
         fail(f"every request failed ({why})")
     from profilers.export import requests_csv as requests_csv_text
 
-    from .throughput import _print, _rows
-
-    meta = {"model": model, "backend": "http", "dtype": "", "max_num_seqs": None,
-            "max_num_batched_tokens": None, "rate": rate, "input_len": input_len if dataset is None else "",
-            "prefix_len": prefix_len, "output_len": output_len or ("" if dataset is not None else "64:128"),
-            "dataset": str(dataset or ""), "seed": seed}
+    meta = {"model": model, "backend": "http", "dtype": "", "max_num_seqs": None, "max_num_batched_tokens": None,
+            **workload_fields(rate, input_len, output_len, prefix_len, dataset, seed)}
     from profilers.threads import plan
 
-    rows = _rows([run], meta, plan(None))
+    rows = summary_rows([run], meta, plan(None))
     rows[0]["failed_requests"] = len(failures)
     rows[0]["url"] = url
-    _print(rows, format, [run], None, meta, extra_columns=("failed_requests", "url"))
+    print_report(rows, format, extra_columns=("failed_requests", "url"))
     if failures:
         counts: dict[str, int] = {}
         for f in failures:

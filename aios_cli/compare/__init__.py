@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import typer
 
+from ..request import short_t_was
 from . import kernels, passes, peak
 
 app = typer.Typer(help="Measure scalar vs SIMD vs BLAS vs GPU, and prefill vs decode, on this machine.",
@@ -12,4 +13,4 @@ app = typer.Typer(help="Measure scalar vs SIMD vs BLAS vs GPU, and prefill vs de
 app.command("dot")(kernels.make_command("dot"))
 app.command("matmul")(kernels.make_command("matmul"))
 app.command("peak")(peak.peak)
-app.command("prefill-decode")(passes.prefill_decode)
+app.command("prefill-decode", cls=short_t_was("--tokens", "the token counts"))(passes.prefill_decode)  # -t was --tokens

@@ -30,7 +30,7 @@ PASSES_COLUMNS = (
 def prefill_decode(
     backend: Annotated[Optional[str], typer.Option("--backend", "-b", help="scalar, simd, cuda or torch (default: cuda with a GPU, else simd).")] = None,
     model: Annotated[str, typer.Option("--model", "-m", help="A preset, an HF-format directory or a cached repo id.")] = "tiny",
-    tokens: Annotated[str, typer.Option("--tokens", "-t", help="Comma list of N: tokens pushed through both ways.")] = "32",
+    tokens: Annotated[str, typer.Option("--tokens", help="Comma list of N: tokens pushed through both ways.")] = "32",
     repeat: Annotated[int, typer.Option("--repeat", "-r", help="Timed repeats (median and min–max).")] = 3,
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="Engine dtype (as in `aios run`).")] = None,
     quant: Annotated[Optional[str], typer.Option("--quant", help="Weights as q8_0, q4_0, q4_1 or none (as in `aios run`).", show_default=False)] = None,

@@ -52,7 +52,7 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers, p
 from tokenizers.models import BPE
 
 from ..errors import ModelError
-from .tokenizer import _is_panic, rust_stderr_quiet
+from .tokenizer import is_panic, rust_stderr_quiet
 
 if TYPE_CHECKING:  # pragma: no cover
     import gguf
@@ -364,7 +364,7 @@ def tokenizer_from_gguf(meta: dict[str, object], source: str) -> "Tokenizer | No
             tok = _build(vocab, merges, spec, control, user)
             tok.post_processor = _post_processor(tokens, bos if add_bos else None, eos if add_eos else None)
     except BaseException as exc:  # an Exception from tokenizers, or a Rust panic (a BaseException)
-        if not _is_panic(exc):
+        if not is_panic(exc):
             raise
         raise ModelError(f"{source}: tokenizer.ggml.* does not make a valid tokenizer ({_why(exc)})", _FIX) from None
 

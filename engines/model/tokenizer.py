@@ -271,7 +271,7 @@ def rust_stderr_quiet():
         os.close(saved)
 
 
-def _is_panic(exc: BaseException) -> bool:
+def is_panic(exc: BaseException) -> bool:
     return isinstance(exc, Exception) or type(exc).__name__ == "PanicException"
 
 
@@ -298,7 +298,7 @@ def load_tokenizer_json(path: PathLike) -> Tokenizer:
         with rust_stderr_quiet():
             return Tokenizer.from_str(text)
     except BaseException as exc:  # a bare Exception on bad input, or a Rust panic (a BaseException)
-        if not _is_panic(exc):
+        if not is_panic(exc):
             raise
         raise ValueError(f"{p}: JSON is not a valid 'tokenizers' tokenizer: {exc}") from None
 
@@ -312,7 +312,7 @@ def encode(tokenizer: Tokenizer, text: str) -> list[int]:
         with rust_stderr_quiet():
             return tokenizer.encode(text).ids
     except BaseException as exc:
-        if not _is_panic(exc):
+        if not is_panic(exc):
             raise
         why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"the tokenizer could not encode the prompt ({why[:200]})",
