@@ -22,6 +22,27 @@ def check_format(format: str, choices: tuple[str, ...] = FORMATS) -> None:
         fail(f"unknown --format {format!r} — choose {' or '.join(choices) if len(choices) < 3 else 'from: ' + ', '.join(choices)}")
 
 
+def print_rows(rows: list[dict], columns, format: str, markdown, table) -> None:
+    """Result rows on stdout in `format`: json (a list of objects), jsonl (one a line), csv
+    (exactly `columns`, cells as the exports write them), md (`markdown(rows)`'s text), or the
+    Rich table `table(rows)` prints."""
+    import json
+    import sys
+
+    if format == "json":
+        sys.stdout.write(json.dumps([{k: r.get(k) for k in columns} for r in rows], indent=2) + "\n")
+    elif format == "jsonl":
+        sys.stdout.write("".join(json.dumps({k: r.get(k) for k in columns}) + "\n" for r in rows))
+    elif format == "csv":
+        from profilers.export import csv_value, to_csv
+
+        sys.stdout.write(to_csv([{k: csv_value(r.get(k)) for k in columns} for r in rows], columns))
+    elif format == "md":
+        sys.stdout.write(markdown(rows))
+    else:
+        table(rows)
+
+
 def check_outputs(outputs: dict[str, Path | None]) -> None:
     """Each target writable, and no two flags writing one file (one export would be lost)."""
     from engines.files import check_writable

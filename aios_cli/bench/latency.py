@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import itertools
-import json
-import sys
 from typing import Annotated, Optional
 
 import typer
 
 from ..errors import fail, guarded
-from ..outputs import check_format
+from ..outputs import check_format, print_rows
 from .. import console
 
 FORMATS = ("table", "md", "csv", "json", "jsonl")
@@ -180,19 +178,7 @@ def _rows(results) -> list[dict]:
 
 
 def _print(rows: list[dict], format: str) -> None:
-    cols = latency_columns()
-    if format == "json":
-        sys.stdout.write(json.dumps([{k: r.get(k) for k in cols} for r in rows], indent=2) + "\n")
-    elif format == "jsonl":
-        sys.stdout.write("".join(json.dumps({k: r.get(k) for k in cols}) + "\n" for r in rows))
-    elif format == "csv":
-        from profilers.export import csv_value, to_csv
-
-        sys.stdout.write(to_csv([{k: csv_value(r.get(k)) for k in cols} for r in rows], cols))
-    elif format == "md":
-        sys.stdout.write(markdown(rows))
-    else:
-        _table(rows)
+    print_rows(rows, latency_columns(), format, markdown, _table)
 
 
 def pm(mean: float, sd: float, digits: int = 2) -> str:

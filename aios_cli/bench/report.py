@@ -4,10 +4,9 @@ or CSV with the same columns."""
 
 from __future__ import annotations
 
-import json
-import sys
 
 from .. import console
+from ..outputs import print_rows
 
 FORMATS = ("table", "csv", "json", "md")
 
@@ -50,17 +49,7 @@ def _columns():
 
 def print_report(rows, format: str, extra_columns: tuple[str, ...] = ()) -> None:
     """The rows on stdout in `format` (one of FORMATS); `extra_columns` after the summary's."""
-    cols = _columns() + tuple(extra_columns)
-    if format == "json":
-        sys.stdout.write(json.dumps([{k: r.get(k) for k in cols} for r in rows], indent=2) + "\n")
-    elif format == "csv":
-        from profilers.export import csv_value, to_csv
-
-        sys.stdout.write(to_csv([{k: csv_value(r.get(k)) for k in cols} for r in rows], cols))
-    elif format == "md":
-        sys.stdout.write(_markdown(rows))
-    else:
-        _table(rows)
+    print_rows(rows, _columns() + tuple(extra_columns), format, _markdown, _table)
 
 
 def _ms(v) -> str:
