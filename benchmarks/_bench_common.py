@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -141,3 +142,34 @@ def tmux_stats(cmd: str, stats, wait_s: float, size: tuple[int, int] = (120, 40)
         return json.loads(Path(stats).read_text())
     finally:
         subprocess.run(tm + ["kill-server"], capture_output=True)
+
+
+class Table:
+    """A table printed as its rows come: the header and a rule at once, then a line a row, flushed
+    (a long run shows its progress). Each column is (title, format spec): the spec's alignment and
+    width place the title and every cell, so they are written once; its precision and type
+    (">9.2f", ">15.2%") format a cell that is a number, and a string cell is placed as it is."""
+
+    def __init__(self, *columns: tuple[str, str], sep: str = " "):
+        self.specs = [spec for _, spec in columns]
+        self.sep = sep
+        head = sep.join(f"{title:{_placement(spec)}}" for title, spec in columns)
+        print(head)
+        print("-" * len(head))
+
+    def row(self, *cells) -> None:
+        print(self.sep.join(f"{c:{_placement(spec) if isinstance(c, str) else spec}}"
+                            for c, spec in zip(cells, self.specs, strict=True)), flush=True)
+
+
+def _placement(spec: str) -> str:
+    """The alignment and width of a format spec (">9.2f" -> ">9")."""
+    return re.match(r"[<>^]?[0-9]*", spec).group()
+
+
+def write_jsonl(path: Path | None, rows: list[dict]) -> None:
+    """One JSON object a row, to `path` (nothing when no path was asked for)."""
+    if path is not None:
+        import json
+
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))

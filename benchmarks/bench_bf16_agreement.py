@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _bench_common import load_avg  # noqa: E402
+from _bench_common import Table, load_avg  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -60,10 +60,8 @@ def main() -> None:
     print(f"{args.backend} engine, torch {torch.__version__}, "
           f"{torch.cuda.get_device_name(0) if args.backend == 'cuda' else 'cpu'}, {load_avg()}")
     print(f"{args.prompt_len}-id prompt, {args.new_tokens} greedy ids, bf16 against fp32 on the same engine\n")
-    head = (f"{'model':<14} {'free-running same':>18} {'first differs at':>17} {'teacher-forced same':>20} "
-            f"{'fp32 self-check':>16}")
-    print(head)
-    print("-" * len(head))
+    table = Table(("model", "<14"), ("free-running same", ">18.1%"), ("first differs at", ">17"),
+                  ("teacher-forced same", ">20.1%"), ("fp32 self-check", ">16.1%"))
     cls = engine_class(args.backend)
     for m in args.models.split(","):
         ckpt = open_model(m)
@@ -84,8 +82,7 @@ def main() -> None:
         del eng
         same = np.array(got) == np.array(ref)
         first = int(np.argmin(same)) if not same.all() else None
-        print(f"{m:<14} {same.mean():>18.1%} {('never' if first is None else f'id {first}'):>17} {forced:>20.1%} "
-              f"{self_same:>16.1%}", flush=True)
+        table.row(m, same.mean(), "never" if first is None else f"id {first}", forced, self_same)
     print("\nfp32 self-check: fp32's one-prefill argmax against its own token-by-token ids, 100% unless the "
           "two paths round differently (TF32 matmuls on a GPU, another kernel order).")
 

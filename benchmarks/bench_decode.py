@@ -37,6 +37,7 @@ from profilers.harness import measured  # noqa: E402
 from profilers.passes import decode_weight_bytes  # noqa: E402
 from profilers.peaks import cpu_copy_bandwidth  # noqa: E402
 from profilers.probe import Probe  # noqa: E402
+from _bench_common import Table  # noqa: E402
 
 DEFAULT_PLAN = [("tiny", ("scalar", "simd", "torch")), ("qwen2.5-0.5b", ("simd", "torch"))]
 PROMPT = [785, 3974, 13876, 38835, 34208, 916, 279, 15678]  # 8 in-vocabulary ids
@@ -99,16 +100,14 @@ def main() -> None:
         print(f"measured copy bandwidth, 1 GiB, {name} (read+write): {m:.1f} GB/s (min {lo:.1f}, max {hi:.1f})")
     print("environment: " + (", ".join(f"{k}={v}" for k, v in env.items() if v is not None) or "no BLAS/thread overrides"))
     print(f"method: {args.tokens} tokens x {args.repeat} repeats per backend, profiling off, median (min-max)\n")
-    header = f"{'model':<14} {'backend':<8} {'decode tok/s':>24} {'roofline tok/s':>15} {'% of roofline':>14} {'JIT s':>7} {'load s':>7}"
-    print(header)
-    print("-" * len(header))
+    table = Table(("model", "<14"), ("backend", "<8"), ("decode tok/s", ">24"), ("roofline tok/s", ">15.1f"),
+                  ("% of roofline", ">14"), ("JIT s", ">7.2f"), ("load s", ">7.2f"))
     for model, backends in plan:
         for b in backends:
             r = bench(model, b, args.tokens, args.repeat)
             roof = bw * 1e9 / r["weight_bytes"]
             spread = f"{r['median']:.2f} ({r['min']:.2f}-{r['max']:.2f})"
-            print(f"{model:<14} {b:<8} {spread:>24} {roof:>15.1f} {100 * r['median'] / roof:>13.0f}% "
-                  f"{r['jit_s']:>7.2f} {r['load_s']:>7.2f}", flush=True)
+            table.row(model, b, spread, roof, f"{100 * r['median'] / roof:.0f}%", r["jit_s"], r["load_s"])
     print("\nroofline = measured all-core copy bandwidth / weight bytes read per decode token "
           "(as each engine holds them: float32, float64 for scalar). An upper bound, not a measurement.")
 

@@ -30,7 +30,6 @@ Method:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -39,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _bench_common import load_avg  # noqa: E402
+from _bench_common import Table, load_avg, write_jsonl  # noqa: E402
 
 from engines.model.config import PRESETS, ModelConfig  # noqa: E402
 
@@ -209,10 +208,8 @@ def main() -> None:
     print(f"{args.prompt_len}-id prompt, {args.new_tokens} new tokens, greedy, {args.dtype}, "
           f"median of {args.repeat} interleaved rounds after a warm-up\n")
     aios_backend = args.aios or ("cuda" if device.startswith("cuda") else "none")
-    head = (f"{'model':<14} {'contender':<20} {'decode tok/s':>24} {'TTFT ms':>9} {'peak mem':>10} "
-            f"{'GB/s':>8} {'of peak':>8} {'warm-up s':>10}")
-    print(head)
-    print("-" * len(head))
+    table = Table(("model", "<14"), ("contender", "<20"), ("decode tok/s", ">24"), ("TTFT ms", ">9.2f"),
+                  ("peak mem", ">10"), ("GB/s", ">8.1f"), ("of peak", ">8"), ("warm-up s", ">10.1f"))
     rows = []
     for m in args.models.split(","):
         if m not in PRESETS:
@@ -254,13 +251,11 @@ def main() -> None:
             spread = f"{rate:.1f} ({r['decode_min']:.1f}-{r['decode_max']:.1f})"
             mem = f"{peak / 2**30:.2f} GiB" if peak else "n/a"
             share = f"{r['share_of_peak']:.0%}" if r["share_of_peak"] is not None else "n/a"
-            print(f"{m:<14} {c.name:<20} {spread:>24} {r['ttft_ms']:>9.2f} {mem:>10} {gbs / 1e9:>8.1f} "
-                  f"{share:>8} {c.warm_s:>10.1f}", flush=True)
+            table.row(m, c.name, spread, r["ttft_ms"], mem, gbs / 1e9, share, c.warm_s)
         contenders = None
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
-    if args.jsonl is not None:
-        args.jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(args.jsonl, rows)
     print("\nGB/s = the weight bytes a decode token reads (aios's cost model, at the dtype's width) x tok/s: "
           "what the weights alone need, an estimate of the traffic, not a counter reading.")
 

@@ -77,7 +77,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF loader draws a 
 
 import numpy as np  # noqa: E402
 
-from _bench_common import load_avg  # noqa: E402
+from _bench_common import Table, load_avg  # noqa: E402
 from engines import engine_class  # noqa: E402
 from engines.model.sources import open_model, packaged_path  # noqa: E402
 from engines.model.tokenizer import encode  # noqa: E402
@@ -362,10 +362,9 @@ def main() -> int:
     print()
     print(f"perplexity of {MODEL} on Python stdlib source, {args.backend} engine, "
           f"{len(wins)} windows x {args.window} tokens (non-overlapping)")
-    hdr = (f"{'weights':9s} | {'bits/weight':>11s} | {'format':10s} | {'perplexity':>10s} | {'Δ vs fp32':>18s} | "
-           f"{'top-1 agreement':>15s} | {'positions':>9s} | {'KL vs fp32':>10s}")
-    print(hdr)
-    print("-" * len(hdr))
+    table = Table(("weights", "<9"), ("bits/weight", ">11.3f"), ("format", "<10"), ("perplexity", ">10.4f"),
+                  ("Δ vs fp32", ">18"), ("top-1 agreement", ">15.2%"), ("positions", ">9d"), ("KL vs fp32", ">10"),
+                  sep=" | ")
     for name, _, _ in weights:
         r, eng = rows[name], engines[name]
         d = r.all_nll() - fp_nll  # paired per position: its standard error bounds the Δ
@@ -374,8 +373,7 @@ def main() -> int:
         delta = "" if name == "fp32" else f"{ppl - fp.ppl():+7.3f} (±{ppl * se:.3f})"
         agree = np.concatenate(r.agree).mean() if r.agree else 1.0
         kl = f"{np.concatenate(r.kl).mean():.5f}" if r.kl else "0"
-        print(f"{name:9s} | {eng.bits_per_weight:11.3f} | {eng.weight_format:10s} | {ppl:10.4f} | {delta:>18s} | "
-              f"{agree:15.2%} | {r.positions:9d} | {kl:>10s}")
+        table.row(name, eng.bits_per_weight, eng.weight_format, ppl, delta, agree, r.positions, kl)
     print("  (bits/weight: resident weight bytes x 8 / parameters, scales and norms included; "
           "Δ ± one standard error of the paired per-position difference, in perplexity)")
 

@@ -362,15 +362,14 @@ def _raw_string_value(g: Gguf, key: str, raw: bytes) -> Gguf:
     return g
 
 
-def _retype(name: str, ttype: int, dims: list[int] | None = None, nbytes: int | None = None):
+def _tensor_edit(tensor: str, /, **fields):
+    """A case's build: the base file with these fields of tensor `tensor` replaced (ttype, dims,
+    data, offset, name), then run."""
     def edit(g: Gguf) -> None:
-        t = g.tensor(name)
-        t.ttype = int(ttype)
-        if dims is not None:
-            t.dims = dims
-        if nbytes is not None:
-            t.data = bytes(nbytes)
-    return edit
+        t = g.tensor(tensor)
+        for key, value in fields.items():
+            setattr(t, key, value)
+    return lambda sb: sb.run(sb.base().edit(edit))
 
 
 def _poke(name: str, index: int, bits: int, fmt: str = "<I"):
@@ -529,38 +528,28 @@ CASES: list = [
     ("rms-eps-negative", lambda sb: sb.run(sb.base().set("llama.attention.layer_norm_rms_epsilon", -1e-5)),
      "must be positive"),
     # --- tensors
-    ("tensor-i32-weight", lambda sb: sb.run(sb.base().edit(_retype("blk.0.ffn_up.weight", QT.I32))),
+    ("tensor-i32-weight", _tensor_edit("blk.0.ffn_up.weight", ttype=QT.I32),
      "tensor blk.0.ffn_up.weight has unsupported type I32"),
-    ("tensor-f64-weight", lambda sb: sb.run(sb.base().edit(_retype("blk.0.ffn_up.weight", QT.F64, nbytes=8 * 8192))),
+    ("tensor-f64-weight", _tensor_edit("blk.0.ffn_up.weight", ttype=QT.F64, data=bytes(8 * 8192)),
      "tensor blk.0.ffn_up.weight has unsupported type F64"),
-    ("tensor-iq2_xxs-weight", lambda sb: sb.run(sb.base().edit(_retype("blk.0.ffn_up.weight", QT.IQ2_XXS, [256, 32],
-                                                                       32 * 66))),
+    ("tensor-iq2_xxs-weight", _tensor_edit("blk.0.ffn_up.weight", ttype=QT.IQ2_XXS, dims=[256, 32], data=bytes(32 * 66)),
      "tensor blk.0.ffn_up.weight has unsupported type IQ2_XXS"),
-    ("tensor-type-999", lambda sb: sb.run(sb.base().edit(_retype("blk.0.ffn_up.weight", 999))),
-     "not a readable GGUF file"),
-    ("tensor-q8_0-1d", lambda sb: sb.run(sb.base().edit(_retype("blk.0.attn_norm.weight", QT.Q8_0, nbytes=2 * 34))),
+    ("tensor-type-999", _tensor_edit("blk.0.ffn_up.weight", ttype=999), "not a readable GGUF file"),
+    ("tensor-q8_0-1d", _tensor_edit("blk.0.attn_norm.weight", ttype=QT.Q8_0, data=bytes(2 * 34)),
      "tensor blk.0.attn_norm.weight is a 1-d Q8_0 tensor"),
-    ("tensor-q8_0-row-not-blocks", lambda sb: sb.run(sb.base().edit(_retype("blk.0.ffn_up.weight", QT.Q8_0, [48, 128],
-                                                                            128 * 51))),
+    ("tensor-q8_0-row-not-blocks", _tensor_edit("blk.0.ffn_up.weight", ttype=QT.Q8_0, dims=[48, 128], data=bytes(128 * 51)),
      "not a readable GGUF file"),
-    ("tensor-3d", lambda sb: sb.run(sb.base().edit(lambda g: setattr(g.tensor("blk.0.ffn_up.weight"), "dims",
-                                                                     [64, 128, 1]))),
+    ("tensor-3d", _tensor_edit("blk.0.ffn_up.weight", dims=[64, 128, 1]),
      "mlp.up_proj.weight has shape [1, 128, 64], the metadata implies [128, 64]"),
-    ("tensor-transposed", lambda sb: sb.run(sb.base().edit(lambda g: setattr(g.tensor("blk.0.ffn_up.weight"), "dims",
-                                                                             [128, 64]))),
+    ("tensor-transposed", _tensor_edit("blk.0.ffn_up.weight", dims=[128, 64]),
      "mlp.up_proj.weight has shape [64, 128], the metadata implies [128, 64]"),
-    ("tensor-dims-wrap-2^64", lambda sb: sb.run(sb.base().edit(lambda g: setattr(g.tensor("blk.0.ffn_up.weight"),
-                                                                                 "dims", [2**32, 2**32]))),
-     "not a readable GGUF file"),
-    ("tensor-offset-past-eof", lambda sb: sb.run(sb.base().edit(lambda g: setattr(g.tensor("blk.0.ffn_up.weight"),
-                                                                                  "offset", 2**40))),
-     "not a readable GGUF file"),
+    ("tensor-dims-wrap-2^64", _tensor_edit("blk.0.ffn_up.weight", dims=[2**32, 2**32]), "not a readable GGUF file"),
+    ("tensor-offset-past-eof", _tensor_edit("blk.0.ffn_up.weight", offset=2**40), "not a readable GGUF file"),
     ("tensor-missing", lambda sb: sb.run(sb.base().drop_tensor("blk.1.ffn_down.weight")),
      "tensor for model.layers.1.mlp.down_proj.weight is missing"),
     ("tensor-missing-embedding", lambda sb: sb.run(sb.base().drop_tensor("token_embd.weight")),
      "tensor token_embd.weight is missing"),
-    ("tensor-name-with-nul", lambda sb: sb.run(sb.base().edit(lambda g: setattr(g.tensor("blk.0.ffn_up.weight"),
-                                                                                "name", "blk.0.ffn_up.weight\0"))),
+    ("tensor-name-with-nul", _tensor_edit("blk.0.ffn_up.weight", name="blk.0.ffn_up.weight\0"),
      "tensor for model.layers.0.mlp.up_proj.weight is missing"),
     ("nan-weight-simd", lambda sb: sb.run(sb.base().edit(_poke("blk.0.ffn_up.weight", 5, 0x7FC00000))),
      "layer 0 gate_up holds NaN or Inf"),

@@ -356,28 +356,25 @@ def test_unwritable_cache_dir_builds_in_memory(tok, tmp_path, monkeypatch):
     assert len(calls) == 1  # memoized in-process
 
 
-def test_load_tokenizer_json_errors(tmp_path):
-    bad = tmp_path / "bad.json"
-    bad.write_text("not json at all")
-    with pytest.raises(ValueError, match="invalid JSON"):
-        qtok.load_tokenizer_json(bad)
-    wrong = tmp_path / "wrong.json"
-    wrong.write_text(json.dumps({"hello": "world"}))
-    with pytest.raises(ValueError, match="not a valid 'tokenizers' tokenizer"):
-        qtok.load_tokenizer_json(wrong)
+@pytest.mark.parametrize("read, name, text, match", [
+    pytest.param(qtok.load_tokenizer_json, "bad.json", "not json at all", "invalid JSON", id="json-not-json"),
+    pytest.param(qtok.load_tokenizer_json, "wrong.json", json.dumps({"hello": "world"}),
+                 "not a valid 'tokenizers' tokenizer", id="json-not-a-tokenizer"),
+    pytest.param(qtok.build_qwen25_tokenizer, "small.tiktoken", "YQ== 0\nYg== 1\n", "not Qwen2.5's ranks",
+                 id="ranks-foreign"),
+    pytest.param(qtok.build_qwen25_tokenizer, "garbage.tiktoken", "YQ== 0\nthis is not a ranks line\n",
+                 "garbage.tiktoken:2", id="ranks-line-not-a-rank"),
+])
+def test_bad_tokenizer_files_raise(tmp_path, read, name, text, match):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        read(path)
+
+
+def test_load_tokenizer_json_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         qtok.load_tokenizer_json(tmp_path / "missing.json")
-
-
-def test_build_rejects_foreign_ranks(tmp_path):
-    small = tmp_path / "small.tiktoken"
-    small.write_text("YQ== 0\nYg== 1\n")
-    with pytest.raises(ValueError, match="not Qwen2.5's ranks"):
-        qtok.build_qwen25_tokenizer(small)
-    garbage = tmp_path / "garbage.tiktoken"
-    garbage.write_text("YQ== 0\nthis is not a ranks line\n")
-    with pytest.raises(ValueError, match="garbage.tiktoken:2"):
-        qtok.build_qwen25_tokenizer(garbage)
 
 
 @pytest.mark.parametrize("poison", ["[" * 100_000 + "]" * 100_000, "panic"])

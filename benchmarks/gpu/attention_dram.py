@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import shutil
 import subprocess
 import sys
@@ -37,6 +36,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from _bench_common import Table, write_jsonl  # noqa: E402
 
 METRICS = ("dram__bytes_read.sum", "dram__bytes_write.sum")
 UNITS = {"byte": 1, "kbyte": 1e3, "mbyte": 1e6, "gbyte": 1e9, "kibyte": 1024, "mibyte": 2**20, "gibyte": 2**30}
@@ -137,10 +139,8 @@ def main() -> None:
     ns, ds = [int(x) for x in args.n.split(",")], [int(x) for x in args.d.split(",")]
     print(f"SDPA bf16, batch {args.batch} x {args.heads} heads{', causal' if args.causal else ''}; "
           f"simulator spec {spec.name} ({spec.sram_per_sm // 1024} KiB SRAM per SM)")
-    head = (f"{'backend':<6} {'N':>6} {'d':>4} {'measured read':>14} {'write':>10} {'predicted read':>15} {'write':>10} "
-            f"{'meas/pred':>9} {'kernels':>7}")
-    print(head)
-    print("-" * len(head))
+    table = Table(("backend", "<6"), ("N", ">6"), ("d", ">4"), ("measured read", ">14"), ("write", ">10"),
+                  ("predicted read", ">15"), ("write", ">10"), ("meas/pred", ">9.2f"), ("kernels", ">7"))
     rows = []
     for d in ds:
         for n in ns:
@@ -153,12 +153,9 @@ def main() -> None:
                 if "error" in m:
                     print(f"{backend:<6} {n:>6} {d:>4} failed: {m['error']}", flush=True)
                     continue
-                meas = m["read"] + m["write"]
-                print(f"{backend:<6} {n:>6} {d:>4} {m['read'] / 1e6:>11.1f} MB {m['write'] / 1e6:>7.1f} MB "
-                      f"{pr / 1e6:>12.1f} MB {pw / 1e6:>7.1f} MB {meas / (pr + pw):>9.2f} {len(m['kernels']):>7}",
-                      flush=True)
-    if args.jsonl is not None:
-        args.jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+                mb = [f"{b / 1e6:.1f} MB" for b in (m["read"], m["write"], pr, pw)]
+                table.row(backend, n, d, *mb, (m["read"] + m["write"]) / (pr + pw), len(m["kernels"]))
+    write_jsonl(args.jsonl, rows)
     print("\nmeasured: ncu's DRAM bytes summed over the call's kernels, L2 flushed before each; predicted: "
           "aios sim attention's HBM bytes for the same shape (SRAM per SM, no L2).")
 

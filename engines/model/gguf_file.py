@@ -39,7 +39,7 @@ BLOCK_TYPES = ("Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K", "Q4_K", "
 _FIX = "re-download or re-convert the GGUF file"
 
 # llama.cpp's tensor names (after "blk.N.") -> the HF names after "model.layers.N."
-_LAYER_NAMES = {
+LAYER_NAMES = {
     "attn_norm.weight": "input_layernorm.weight",
     "attn_q.weight": "self_attn.q_proj.weight",
     "attn_k.weight": "self_attn.k_proj.weight",
@@ -55,17 +55,17 @@ _LAYER_NAMES = {
     "ffn_up.weight": "mlp.up_proj.weight",
     "ffn_down.weight": "mlp.down_proj.weight",
 }
-_MODEL_NAMES = {"token_embd.weight": EMBED_NAME, "output_norm.weight": FINAL_NORM_NAME, "output.weight": LM_HEAD_NAME}
+MODEL_NAMES = {"token_embd.weight": EMBED_NAME, "output_norm.weight": FINAL_NORM_NAME, "output.weight": LM_HEAD_NAME}
 
 
 def hf_name(name: str) -> str | None:
     """llama.cpp's name of a tensor -> the HF name, or None for a tensor aios does not read
     (rope_freqs, say)."""
-    if name in _MODEL_NAMES:
-        return _MODEL_NAMES[name]
+    if name in MODEL_NAMES:
+        return MODEL_NAMES[name]
     parts = name.split(".", 2)
-    if len(parts) == 3 and parts[0] == "blk" and parts[1].isdigit() and parts[2] in _LAYER_NAMES:
-        return f"model.layers.{int(parts[1])}.{_LAYER_NAMES[parts[2]]}"
+    if len(parts) == 3 and parts[0] == "blk" and parts[1].isdigit() and parts[2] in LAYER_NAMES:
+        return f"model.layers.{int(parts[1])}.{LAYER_NAMES[parts[2]]}"
     return None
 
 

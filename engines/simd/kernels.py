@@ -23,7 +23,8 @@ Public kernels (the contract the engine is written against)::
     rmsnorm_heads(x, w, eps)            in place, x (T, nh, hd), w (hd,)
 
 Only what the engine runs lives here, so its warm-up compiles nothing else; the ``dot``
-and ``matmul`` kernels of ``aios compare`` are in ``profilers.bench.simd_kernels``.
+and ``matmul`` kernels of ``aios compare`` are in ``profilers.bench.simd_kernels`` (its
+few-row matmul calls attn_mix's per-head body, :func:`weighted_row_sum`).
 
 ``out`` of ``attn_scores`` and ``p`` of ``attn_mix`` may have more than ``n`` columns
 (a preallocated ``(nh, S_max)`` buffer): only the first ``n`` are read/written, so the
@@ -33,17 +34,19 @@ Parallelism.  A ``parallel=True`` call costs ~2-3 us of thread-pool fork/join on
 the ~0.3-1 us Numba dispatch (tens of us when the pool has gone to sleep between
 calls), which is more than the whole work of e.g. a one-token rmsnorm.  So each kernel
 with a parallel body also has a serial body, and the public entry point (itself a
-serial ``njit`` function) picks one by the amount of work (``_PAR_MIN_*`` below,
-crossovers measured back-to-back on the 2-core dev box).  Both bodies are compiled
-together the first time the entry point is compiled, so :func:`warmup` on tiny inputs
-compiles (or loads from cache) everything.
+serial ``njit`` function) picks one by the amount of work (``PAR_MIN_MATVEC`` and the
+``_PAR_MIN_*`` below, crossovers measured back-to-back on the 2-core dev box).  Both
+bodies are compiled together the first time the entry point is compiled, so
+:func:`warmup` on tiny inputs compiles (or loads from cache) everything.
 
-Why each pair is written out by hand (``_x_par`` and ``_x_ser`` with the same loop, ``prange``
-in one and ``range`` in the other) instead of one Python body behind two ``njit``
-dispatchers: Numba keys its on-disk cache by the Python function (file, qualified name) and the
-argument types, not by the dispatcher's options, so two dispatchers over one body share one
-cache entry, and the serial dispatcher then loads the parallel build from it and forks
-threads after all.
+Where the two bodies are the same loop, it is written once, with ``prange`` (a plain ``range``
+when Numba compiles without ``parallel``), and :func:`_par_and_ser` makes ``_x_par`` and ``_x_ser``
+of ``_x_body``: each from its own copy of the Python function under its own name, because Numba
+keys its on-disk cache by the function (file, qualified name) and the argument types, not by the
+dispatcher's options -- two dispatchers over one function would share one cache entry, and the
+serial one would load the parallel build from it and fork threads after all.  rope,
+rmsnorm_heads, causal_softmax and silu_mul keep a serial loop of their own (nested loops, no
+column chunks) beside the parallel one's single flattened ``prange``.
 
 Thread pools.  Numba's pool (GNU OpenMP) and OpenBLAS's (numpy) both spin-wait after a
 call.  On 2 cores, a parallel kernel called right after a multi-threaded ``np.dot`` (or
@@ -66,7 +69,7 @@ instead of being optimized into garbage.
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
+from types import FunctionType, SimpleNamespace
 
 import numpy as np
 from numba import njit, prange
@@ -96,7 +99,7 @@ _ROWS = 8
 # Work thresholds below which the serial body is used (a parallel call costs ~2-3 us
 # of fork/join; crossovers measured back-to-back on the 2-core dev box, see the report
 # of benchmarks/bench_matvec.py's "per-call overhead" section).
-_PAR_MIN_MATVEC = 96 * 1024  # O*I multiply-adds; Qwen decode shapes are all >= 800K
+PAR_MIN_MATVEC = 96 * 1024  # O*I multiply-adds; Qwen decode shapes are all >= 800K (qkernels' too)
 _PAR_MIN_ROWS = 16 * 1024  # T*H elements for rmsnorm / rope / rmsnorm_heads
 _PAR_MIN_ATTN = 96 * 1024  # nh*n*hd multiply-adds for attn_scores / attn_mix
 _PAR_MIN_EXP = 4 * 1024  # exp() calls for softmax / silu (libm expf, not vectorized)
@@ -110,6 +113,20 @@ def jit(parallel: bool = False):
     disk, fast-math without nnan/ninf, GIL released."""
     return njit(cache=True, fastmath=_FASTMATH, parallel=parallel, nogil=True)
 
+
+def _par_and_ser(body):
+    """(``_x_par``, ``_x_ser``): the parallel and the serial kernel of ``_x_body``, a loop written
+    with ``prange``, each compiled from its own copy of the function under its own name (one
+    cache entry each; see the module docstring)."""
+    base = body.__name__.removesuffix("_body")
+
+    def named(suffix: str):
+        f = FunctionType(body.__code__, body.__globals__, base + suffix, body.__defaults__, body.__closure__)
+        f.__qualname__ = base + suffix
+        f.__doc__ = body.__doc__
+        return f
+
+    return jit(parallel=True)(named("_par")), jit()(named("_ser"))
 
 
 # --------------------------------------------------------------------------- matvec
@@ -127,14 +144,7 @@ def _mv_block(W, x, r, add, use_add, out):
     w5 = W[r + 5]
     w6 = W[r + 6]
     w7 = W[r + 7]
-    a0 = np.float32(0.0)
-    a1 = np.float32(0.0)
-    a2 = np.float32(0.0)
-    a3 = np.float32(0.0)
-    a4 = np.float32(0.0)
-    a5 = np.float32(0.0)
-    a6 = np.float32(0.0)
-    a7 = np.float32(0.0)
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = np.float32(0.0)
     for i in range(I):
         xi = x[i]
         a0 += w0[i] * xi
@@ -176,8 +186,7 @@ def _mv_row(W, x, o, add, use_add, out):
     out[o] = acc
 
 
-@jit(parallel=True)
-def _mv_par(W, x, add, use_add, out):
+def _mv_body(W, x, add, use_add, out):
     O = W.shape[0]
     nb = O // _ROWS
     for b in prange(nb):
@@ -186,14 +195,7 @@ def _mv_par(W, x, add, use_add, out):
         _mv_row(W, x, o, add, use_add, out)
 
 
-@jit()
-def _mv_ser(W, x, add, use_add, out):
-    O = W.shape[0]
-    nb = O // _ROWS
-    for b in range(nb):
-        _mv_block(W, x, b * _ROWS, add, use_add, out)
-    for o in range(nb * _ROWS, O):
-        _mv_row(W, x, o, add, use_add, out)
+_mv_par, _mv_ser = _par_and_ser(_mv_body)
 
 
 @jit()
@@ -201,7 +203,7 @@ def _mv(W, x, add, use_add, out):
     O, I = W.shape
     if x.shape[0] != I or out.shape[0] != O or (use_add and add.shape[0] != O):
         raise ValueError("matvec: shape mismatch (W (O, I), x (I,), out (O,))")
-    if O * I >= _PAR_MIN_MATVEC:
+    if O * I >= PAR_MIN_MATVEC:
         _mv_par(W, x, add, use_add, out)
     else:
         _mv_ser(W, x, add, use_add, out)
@@ -245,16 +247,12 @@ def _rmsnorm_row(xr, w, eps, outr):
         outr[j] = (xr[j] * inv) * w[j]
 
 
-@jit(parallel=True)
-def _rmsnorm_par(x, w, eps, out):
+def _rmsnorm_body(x, w, eps, out):
     for t in prange(x.shape[0]):
         _rmsnorm_row(x[t], w, eps, out[t])
 
 
-@jit()
-def _rmsnorm_ser(x, w, eps, out):
-    for t in range(x.shape[0]):
-        _rmsnorm_row(x[t], w, eps, out[t])
+_rmsnorm_par, _rmsnorm_ser = _par_and_ser(_rmsnorm_body)
 
 
 @jit()
@@ -367,20 +365,23 @@ def _scores_head(qh, kc, n, scale, oh):
         oh[t] = acc * scale
 
 
-@jit(parallel=True)
-def _attn_scores_par(q, k_cache, n, scale, out):
+def _attn_scores_body(q, k_cache, n, scale, out):
     nh = q.shape[0]
     g = nh // k_cache.shape[0]
     for h in prange(nh):
         _scores_head(q[h], k_cache[h // g], n, scale, out[h])
 
 
+_attn_scores_par, _attn_scores_ser = _par_and_ser(_attn_scores_body)
+
+
 @jit()
-def _attn_scores_ser(q, k_cache, n, scale, out):
-    nh = q.shape[0]
-    g = nh // k_cache.shape[0]
-    for h in range(nh):
-        _scores_head(q[h], k_cache[h // g], n, scale, out[h])
+def _gqa_ok(nh, hd, cache, n, scores):
+    """Whether nh heads of width hd can read the first n positions of cache (nkv, S, hd), nh a
+    multiple of nkv (GQA), with scores (nh, >=n) the attention weights."""
+    nkv, S, hdc = cache.shape
+    return (hdc == hd and nkv > 0 and nh % nkv == 0 and 0 <= n <= S
+            and scores.shape[0] == nh and scores.shape[1] >= n)
 
 
 @jit()
@@ -390,11 +391,8 @@ def attn_scores(q, k_cache, n, scale, out):
     q (nh, hd), k_cache (nkv, S, hd) with the first n positions valid, out (nh, >=n).
     """
     nh, hd = q.shape
-    nkv, S, hdk = k_cache.shape
-    if hdk != hd or nkv == 0 or nh % nkv != 0:
-        raise ValueError("attn_scores: q (nh, hd), k_cache (nkv, S, hd), nh % nkv == 0")
-    if n < 0 or n > S or out.shape[0] != nh or out.shape[1] < n:
-        raise ValueError("attn_scores: need 0 <= n <= S and out (nh, >=n)")
+    if not _gqa_ok(nh, hd, k_cache, n, out):
+        raise ValueError("attn_scores: q (nh, hd), k_cache (nkv, S, hd) with nh % nkv == 0, 0 <= n <= S, out (nh, >=n)")
     sc = np.float32(scale)
     if nh > 1 and nh * n * hd >= _PAR_MIN_ATTN:
         _attn_scores_par(q, k_cache, n, sc, out)
@@ -403,46 +401,47 @@ def attn_scores(q, k_cache, n, scale, out):
 
 
 @jit()
-def _mix_head(ph, vc, n, oh):
-    hd = oh.shape[0]
-    for d in range(hd):
-        oh[d] = np.float32(0.0)
+def weighted_row_sum(w, rows, n, j0, out):
+    """out = sum_{t<n} w[t] * rows[t, j0 : j0 + m], m = out.shape[0]: a vector-matrix product that
+    reads rows in place, vectorized along out (one head of attn_mix: the probabilities times the
+    value rows; the few-row matmul of ``profilers.bench.simd_kernels``: a row of A times B's rows).
+
+    Four rows per pass: one read-modify-write of out (in L1) per four rows.  (A cached kernel of
+    another module that calls this one keeps the build it was cached with: Numba's cache does not
+    see an edit here from there, so clear that module's cache after changing this function.)
+    """
+    m = out.shape[0]
+    for j in range(m):
+        out[j] = np.float32(0.0)
     t = 0
-    # 4 positions per pass: one read-modify-write of oh per 4 value rows
     while t + 4 <= n:
-        p0 = ph[t]
-        p1 = ph[t + 1]
-        p2 = ph[t + 2]
-        p3 = ph[t + 3]
-        v0 = vc[t]
-        v1 = vc[t + 1]
-        v2 = vc[t + 2]
-        v3 = vc[t + 3]
-        for d in range(hd):
-            oh[d] += (p0 * v0[d] + p1 * v1[d]) + (p2 * v2[d] + p3 * v3[d])
+        w0 = w[t]
+        w1 = w[t + 1]
+        w2 = w[t + 2]
+        w3 = w[t + 3]
+        r0 = rows[t, j0 : j0 + m]
+        r1 = rows[t + 1, j0 : j0 + m]
+        r2 = rows[t + 2, j0 : j0 + m]
+        r3 = rows[t + 3, j0 : j0 + m]
+        for j in range(m):
+            out[j] += (w0 * r0[j] + w1 * r1[j]) + (w2 * r2[j] + w3 * r3[j])
         t += 4
     while t < n:
-        pt = ph[t]
-        vt = vc[t]
-        for d in range(hd):
-            oh[d] += pt * vt[d]
+        wt = w[t]
+        rt = rows[t, j0 : j0 + m]
+        for j in range(m):
+            out[j] += wt * rt[j]
         t += 1
 
 
-@jit(parallel=True)
-def _attn_mix_par(p, v_cache, n, out):
+def _attn_mix_body(p, v_cache, n, out):
     nh = out.shape[0]
     g = nh // v_cache.shape[0]
     for h in prange(nh):
-        _mix_head(p[h], v_cache[h // g], n, out[h])
+        weighted_row_sum(p[h], v_cache[h // g], n, 0, out[h])
 
 
-@jit()
-def _attn_mix_ser(p, v_cache, n, out):
-    nh = out.shape[0]
-    g = nh // v_cache.shape[0]
-    for h in range(nh):
-        _mix_head(p[h], v_cache[h // g], n, out[h])
+_attn_mix_par, _attn_mix_ser = _par_and_ser(_attn_mix_body)
 
 
 @jit()
@@ -452,11 +451,8 @@ def attn_mix(p, v_cache, n, out):
     p (nh, >=n), v_cache (nkv, S, hd), out (nh, hd).
     """
     nh, hd = out.shape
-    nkv, S, hdv = v_cache.shape
-    if hdv != hd or nkv == 0 or nh % nkv != 0:
-        raise ValueError("attn_mix: out (nh, hd), v_cache (nkv, S, hd), nh % nkv == 0")
-    if n < 0 or n > S or p.shape[0] != nh or p.shape[1] < n:
-        raise ValueError("attn_mix: need 0 <= n <= S and p (nh, >=n)")
+    if not _gqa_ok(nh, hd, v_cache, n, p):
+        raise ValueError("attn_mix: out (nh, hd), v_cache (nkv, S, hd) with nh % nkv == 0, 0 <= n <= S, p (nh, >=n)")
     if nh > 1 and nh * n * hd >= _PAR_MIN_ATTN:
         _attn_mix_par(p, v_cache, n, out)
     else:
@@ -485,16 +481,12 @@ def _softmax_row(r, n):
         r[j] *= inv
 
 
-@jit(parallel=True)
-def _softmax_rows_par(x, n):
+def _softmax_rows_body(x, n):
     for i in prange(x.shape[0]):
         _softmax_row(x[i], n)
 
 
-@jit()
-def _softmax_rows_ser(x, n):
-    for i in range(x.shape[0]):
-        _softmax_row(x[i], n)
+_softmax_rows_par, _softmax_rows_ser = _par_and_ser(_softmax_rows_body)
 
 
 @jit()

@@ -58,7 +58,7 @@ from numba import prange
 from ..quant.formats import format_info
 from .intrinsics import (HAVE_AVX2, HAVE_F16, fma_pairs_q4, fma_pairs_q8, half_to_float8, madd_nibbles_u4,
                               madd_pairs_i8, round_to_half)
-from .kernels import _PAR_MIN_MATVEC, jit
+from .kernels import PAR_MIN_MATVEC, jit
 
 R = 64  # rows per tile
 # parallel matvec: the tiles split into this many runs (a run shares its scratch arrays), several
@@ -112,16 +112,20 @@ def _scales(h, t, out):
         half_to_float8(hf, base + i, of, i)
 
 
+@jit()
+def _tile_scales(d, m, code, t, ds, ms):
+    """Tile t's scales as float32 into ds (nb, R), and for Q4_1 its minimums into ms."""
+    _scales(d, t, ds)
+    if code == Q4_1:
+        _scales(m, t, ms)
+
+
 # ------------------------------------------------------------------ float32 input (reference)
 
 @jit()
-def _tile_q8(q, d, x, t, out, s2, tacc, ds):
-    """out[t*R : t*R + R] = tile t of a Q8_0 matrix @ x, with two float32 sums a row (the even
-    and the odd inputs of its pairs), added at the end of each block."""
-    nb = q.shape[1]
-    qf = q.reshape(-1)
-    _scales(d, t, ds)
-    tacc[:] = 0
+def _tile_q8(qf, nb, t, x, s2, ds, tacc):
+    """tacc (R,) += tile t of a Q8_0 matrix (qf: its bytes, flat) @ x, with two float32 sums a row
+    (the even and the odd inputs of its pairs), added at the end of each block."""
     for b in range(nb):
         s2[:] = 0
         base = (t * nb + b) * 32 * R
@@ -132,18 +136,11 @@ def _tile_q8(q, d, x, t, out, s2, tacc, ds):
                 fma_pairs_q8(qf, off + lane * 16, x0, x1, s2, lane * 16)
         for r in range(R):
             tacc[r] += ds[b, r] * (s2[2 * r] + s2[2 * r + 1])
-    out[t * R:(t + 1) * R] = tacc
 
 
 @jit()
-def _tile_q4(q, d, m, has_min, x, xs, t, out, s2, tacc, ds, ms):
-    """The same for Q4_0 (has_min False; m unused) and Q4_1."""
-    nb = q.shape[1]
-    qf = q.reshape(-1)
-    _scales(d, t, ds)
-    if has_min:
-        _scales(m, t, ms)
-    tacc[:] = 0
+def _tile_q4(qf, nb, t, has_min, x, xs, s2, ds, ms, tacc):
+    """The same for Q4_0 (has_min False; ms unused) and Q4_1."""
     for b in range(nb):
         s2[:] = 0
         base = (t * nb + b) * 16 * R
@@ -159,83 +156,6 @@ def _tile_q4(q, d, m, has_min, x, xs, t, out, s2, tacc, ds, ms):
             x8 = np.float32(8.0) * xs[b]
             for r in range(R):
                 tacc[r] += ds[b, r] * ((s2[2 * r] + s2[2 * r + 1]) - x8)
-    out[t * R:(t + 1) * R] = tacc
-
-
-@jit()
-def _tiles(q, d, m, code, x, xs, t0, t1, out):
-    """Tiles t0..t1-1, with one set of scratch arrays (allocated here, once per call and thread:
-    an allocation per tile inside a parallel loop serialized the threads on the allocator)."""
-    nb = q.shape[1]
-    s2 = np.empty(2 * R, np.float32)
-    tacc = np.empty(R, np.float32)
-    ds = np.empty((nb, R), np.float32)
-    ms = np.empty((nb, R), np.float32)
-    for t in range(t0, t1):
-        if code == Q8_0:
-            _tile_q8(q, d, x, t, out, s2, tacc, ds)
-        else:
-            _tile_q4(q, d, m, code == Q4_1, x, xs, t, out, s2, tacc, ds, ms)
-
-
-@jit(parallel=True)
-def _qmv_par(q, d, m, code, x, xs, out):
-    nt = q.shape[0]
-    chunks = min(nt, _CHUNKS)
-    per = -(-nt // chunks)
-    for c in prange(chunks):
-        _tiles(q, d, m, code, x, xs, c * per, min(nt, (c + 1) * per), out)
-
-
-@jit()
-def _qmv_ser(q, d, m, code, x, xs, out):
-    _tiles(q, d, m, code, x, xs, 0, q.shape[0], out)
-
-
-@jit()
-def _check(q, x, xpad, out, add, use_add, res):
-    nt, nb = q.shape[0], q.shape[1]
-    O = res.shape[0]
-    if x.shape[0] > nb * 32 or xpad.shape[0] < nb * 34 or out.shape[0] < nt * R or O > nt * R \
-            or (use_add and add.shape[0] != O):
-        raise ValueError("qmatvec: shape mismatch")
-
-
-@jit()
-def _finish(out, add, use_add, res):
-    O = res.shape[0]
-    if use_add:
-        for o in range(O):
-            res[o] = out[o] + add[o]
-    else:
-        res[:] = out[:O]
-
-
-@jit()
-def qmatvec(q, d, m, code, x, xpad, out, add, use_add, res):
-    """res = W @ x (+ add), W the tiled matrix (q, d, m) in format `code` with x.shape[0] columns;
-    float32 input (see the module docstring).
-
-    Scratch the caller gives: xpad float32 (``xpad_size(blocks)``); out float32 (tiles*R,) (the
-    padded rows land there). res (O,) gets the O true rows; ``add`` may be ``res`` (a residual)."""
-    _check(q, x, xpad, out, add, use_add, res)
-    nt, nb = q.shape[0], q.shape[1]
-    n = x.shape[0]
-    xp = xpad[: nb * 32]
-    xs = xpad[nb * 32: nb * 33]
-    xp[:n] = x
-    xp[n:] = 0
-    if code != Q8_0:
-        for b in range(nb):
-            s = np.float32(0.0)
-            for j in range(32):
-                s += xp[b * 32 + j]
-            xs[b] = s
-    if nt * R * nb * 32 >= _PAR_MIN_MATVEC:
-        _qmv_par(q, d, m, code, xp, xs, out)
-    else:
-        _qmv_ser(q, d, m, code, xp, xs, out)
-    _finish(out, add, use_add, res)
 
 
 # ------------------------------------------------------------------ int8 input (AVX2)
@@ -270,11 +190,7 @@ def quantize_input(x, xpad, xq):
 
 
 @jit()
-def _tile_q8_int(q, d, xq, dx, t, out, iacc, tacc, ds):
-    nb = q.shape[1]
-    qf = q.reshape(-1)
-    _scales(d, t, ds)
-    tacc[:] = 0
+def _tile_q8_int(qf, nb, t, xq, dx, iacc, ds, tacc):
     for b in range(nb):
         iacc[:] = 0
         base = (t * nb + b) * 32 * R
@@ -286,17 +202,10 @@ def _tile_q8_int(q, d, xq, dx, t, out, iacc, tacc, ds):
         s = dx[b]
         for r in range(R):
             tacc[r] += (ds[b, r] * s) * np.float32(iacc[r])
-    out[t * R:(t + 1) * R] = tacc
 
 
 @jit()
-def _tile_q4_int(q, d, m, has_min, xq, dx, xs, t, out, acc, tacc, ds, ms):
-    nb = q.shape[1]
-    qf = q.reshape(-1)
-    _scales(d, t, ds)
-    if has_min:
-        _scales(m, t, ms)
-    tacc[:] = 0
+def _tile_q4_int(qf, nb, t, has_min, xq, dx, xs, acc, ds, ms, tacc):
     for b in range(nb):
         acc[:] = 0
         base = (t * nb + b) * 16 * R
@@ -317,39 +226,104 @@ def _tile_q4_int(q, d, m, has_min, xq, dx, xs, t, out, acc, tacc, ds, ms):
         else:  # w = d (q - 8): d dx D
             for r in range(R):
                 tacc[r] += (ds[b, r] * s) * np.float32(np.int16(acc[r] - x8))
-    out[t * R:(t + 1) * R] = tacc
 
 
-# _tiles_int, _qmv_int_par and _qmv_int_ser are twins of the float32 ones above, not one function
-# with a flag: Numba compiles every branch, and the AVX2 steps must never compile where the
-# machine has no AVX2.
+# ------------------------------------------------------------------ the matvec, either input
+
 @jit()
-def _tiles_int(q, d, m, code, xq, dx, xs, t0, t1, out):
+def _tiles(q, d, m, code, x, xq, dx, xs, int8_input, t0, t1, out):
+    """out[t0*R : t1*R] = tiles t0..t1-1 @ the input: float32 x (xs: its block sums), or, with
+    int8_input, its Q8_0 blocks xq and their scales dx (xs: the block sums of xq). One set of
+    scratch arrays (allocated here, once per call and thread: an allocation per tile inside a
+    parallel loop serialized the threads on the allocator)."""
     nb = q.shape[1]
-    iacc = np.empty(R, np.int32)
-    acc = np.empty(R, np.int16)
+    qf = q.reshape(-1)
+    # a block's sums a row, in one buffer (a call takes one input's path): float32 input, the
+    # even- and the odd-input sums; int8 input, Q8_0's int32 sum or the 4-bit formats' wrapping int16
+    s2 = np.empty(2 * R, np.float32)
+    iacc = s2.view(np.int32)[:R]
+    acc = s2.view(np.int16)[:R]
     tacc = np.empty(R, np.float32)
     ds = np.empty((nb, R), np.float32)
     ms = np.empty((nb, R), np.float32)
     for t in range(t0, t1):
-        if code == Q8_0:
-            _tile_q8_int(q, d, xq, dx, t, out, iacc, tacc, ds)
+        _tile_scales(d, m, code, t, ds, ms)
+        tacc[:] = 0
+        # HAVE_AVX2 is a global, so a constant to Numba: without AVX2 the int8 steps are never
+        # compiled (Numba compiles every branch it cannot rule out)
+        if int8_input and HAVE_AVX2:
+            if code == Q8_0:
+                _tile_q8_int(qf, nb, t, xq, dx, iacc, ds, tacc)
+            else:
+                _tile_q4_int(qf, nb, t, code == Q4_1, xq, dx, xs, acc, ds, ms, tacc)
+        elif code == Q8_0:
+            _tile_q8(qf, nb, t, x, s2, ds, tacc)
         else:
-            _tile_q4_int(q, d, m, code == Q4_1, xq, dx, xs, t, out, acc, tacc, ds, ms)
+            _tile_q4(qf, nb, t, code == Q4_1, x, xs, s2, ds, ms, tacc)
+        out[t * R:(t + 1) * R] = tacc
 
 
 @jit(parallel=True)
-def _qmv_int_par(q, d, m, code, xq, dx, xs, out):
+def _qmv_par(q, d, m, code, x, xq, dx, xs, int8_input, out):
     nt = q.shape[0]
     chunks = min(nt, _CHUNKS)
     per = -(-nt // chunks)
     for c in prange(chunks):
-        _tiles_int(q, d, m, code, xq, dx, xs, c * per, min(nt, (c + 1) * per), out)
+        _tiles(q, d, m, code, x, xq, dx, xs, int8_input, c * per, min(nt, (c + 1) * per), out)
 
 
 @jit()
-def _qmv_int_ser(q, d, m, code, xq, dx, xs, out):
-    _tiles_int(q, d, m, code, xq, dx, xs, 0, q.shape[0], out)
+def _qmv_ser(q, d, m, code, x, xq, dx, xs, int8_input, out):
+    _tiles(q, d, m, code, x, xq, dx, xs, int8_input, 0, q.shape[0], out)
+
+
+@jit()
+def _check(q, x, xpad, out, add, use_add, res):
+    nt, nb = q.shape[0], q.shape[1]
+    O = res.shape[0]
+    if x.shape[0] > nb * 32 or xpad.shape[0] < nb * 34 or out.shape[0] < nt * R or O > nt * R \
+            or (use_add and add.shape[0] != O):
+        raise ValueError("qmatvec: shape mismatch")
+
+
+@jit()
+def _qmv(q, d, m, code, x, xq, dx, xs, int8_input, out, add, use_add, res):
+    """res = the O true rows of out = W @ the input (see ``_tiles``), + add."""
+    nt, nb = q.shape[0], q.shape[1]
+    if nt * R * nb * 32 >= PAR_MIN_MATVEC:
+        _qmv_par(q, d, m, code, x, xq, dx, xs, int8_input, out)
+    else:
+        _qmv_ser(q, d, m, code, x, xq, dx, xs, int8_input, out)
+    O = res.shape[0]
+    if use_add:
+        for o in range(O):
+            res[o] = out[o] + add[o]
+    else:
+        res[:] = out[:O]
+
+
+@jit()
+def qmatvec(q, d, m, code, x, xpad, out, add, use_add, res):
+    """res = W @ x (+ add), W the tiled matrix (q, d, m) in format `code` with x.shape[0] columns;
+    float32 input (see the module docstring).
+
+    Scratch the caller gives: xpad float32 (``xpad_size(blocks)``); out float32 (tiles*R,) (the
+    padded rows land there). res (O,) gets the O true rows; ``add`` may be ``res`` (a residual)."""
+    _check(q, x, xpad, out, add, use_add, res)
+    nb = q.shape[1]
+    n = x.shape[0]
+    xp = xpad[: nb * 32]
+    xs = xpad[nb * 32: nb * 33]
+    xp[:n] = x
+    xp[n:] = 0
+    if code != Q8_0:
+        for b in range(nb):
+            s = np.float32(0.0)
+            for j in range(32):
+                s += xp[b * 32 + j]
+            xs[b] = s
+    no_xq = xp[:0].view(np.int8)  # no int8 input (an empty view: nothing allocated)
+    _qmv(q, d, m, code, xp, no_xq, xs, xs, False, out, add, use_add, res)
 
 
 @jit()
@@ -357,27 +331,21 @@ def qmatvec_int(q, d, m, code, x, xpad, xq, out, add, use_add, res):
     """res = W @ x^ (+ add), x^ the int8-quantized input (see the module docstring); AVX2 only.
     Scratch as for ``qmatvec``, plus xq int8 (blocks*32,)."""
     _check(q, x, xpad, out, add, use_add, res)
-    nt, nb = q.shape[0], q.shape[1]
+    nb = q.shape[1]
     if xq.shape[0] < nb * 32:
         raise ValueError("qmatvec: shape mismatch")
     xqb = xq[: nb * 32]
     quantize_input(x, xpad, xqb)
     dx = xpad[nb * 32: nb * 33]
     xs = xpad[nb * 33: nb * 34]
-    if nt * R * nb * 32 >= _PAR_MIN_MATVEC:
-        _qmv_int_par(q, d, m, code, xqb, dx, xs, out)
-    else:
-        _qmv_int_ser(q, d, m, code, xqb, dx, xs, out)
-    _finish(out, add, use_add, res)
+    _qmv(q, d, m, code, xpad[: nb * 32], xqb, dx, xs, True, out, add, use_add, res)
 
 
 @jit()
 def _deq_tile(q, d, m, code, t, n, dst, c0, ds, ms):
     """dst[:n, c0 : c0 + R] = tile t's weights, transposed: input j down, the tile's rows across
     (contiguous in the row, so the loop over rows vectorizes)."""
-    _scales(d, t, ds)
-    if code == Q4_1:
-        _scales(m, t, ms)
+    _tile_scales(d, m, code, t, ds, ms)
     for b in range((n + 31) // 32):
         lim = min(32, n - b * 32)
         if code == Q8_0:
@@ -411,9 +379,7 @@ def dequant_row(q, d, m, code, row, n, dst):
     nb = q.shape[1]
     ds = np.empty((nb, R), np.float32)
     ms = np.empty((nb, R), np.float32)
-    _scales(d, t, ds)
-    if code == Q4_1:
-        _scales(m, t, ms)
+    _tile_scales(d, m, code, t, ds, ms)
     for b in range((n + 31) // 32):
         lim = min(32, n - b * 32)
         s = ds[b, r]

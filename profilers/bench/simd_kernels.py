@@ -8,6 +8,11 @@ so they live here and only `aios compare` compiles them.
                                         (allocates its packed copy of B per call)
 
 All array arguments must be float32 and C-contiguous (see `engines.simd.kernels`).
+
+The few-row matmul calls the engine's `engines.simd.kernels.weighted_row_sum`. Numba caches a
+kernel with its callees built in and checks only this file's date, so after an edit of that
+function delete this folder's ``__pycache__/simd_kernels.*.nb[ic]`` (or set a fresh
+``NUMBA_CACHE_DIR``), or matmul keeps running the old build.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import time
 import numpy as np
 from numba import prange
 
-from engines.simd.kernels import jit
+from engines.simd.kernels import jit, weighted_row_sum
 
 __all__ = ["dot", "matmul", "warmup", "specializations"]
 
@@ -106,8 +111,9 @@ def dot(a, b):
 # indexed [blk, row, kk]): an offset index ``k0 + kk`` keeps Numba's wraparound select
 # for negative indices inside the loop and LLVM then runs the scalar loop (measured
 # 3.4 vs 57 GFLOP/s).  For K <= _MM_KC A is used in place (a (1, M, K) view), else it
-# is packed too.  Edges (M or N not a multiple of 4) use 1x4, 4x1 and 1x1 kernels
-# with the same k loop, so any size is handled without padding.
+# is packed too.  Edges (M or N not a multiple of 4) use 1x4 and 4x1 strips (one kernel,
+# _mm_strip, with A and B in either role) and 1x1 kernels with the same k loop, so any
+# size is handled without padding.
 #
 # Parallelism: prange over tiles of _MM_MB rows x _MM_NC columns of out (each tile is
 # written by one thread; a tile's 4-row slab of A stays in L1 while its _MM_NC packed
@@ -123,22 +129,10 @@ def dot(a, b):
 
 @jit()
 def _mm_4x4(Ap, Bp, blk, i, j, kc, first, out):
-    c00 = np.float32(0.0)
-    c01 = np.float32(0.0)
-    c02 = np.float32(0.0)
-    c03 = np.float32(0.0)
-    c10 = np.float32(0.0)
-    c11 = np.float32(0.0)
-    c12 = np.float32(0.0)
-    c13 = np.float32(0.0)
-    c20 = np.float32(0.0)
-    c21 = np.float32(0.0)
-    c22 = np.float32(0.0)
-    c23 = np.float32(0.0)
-    c30 = np.float32(0.0)
-    c31 = np.float32(0.0)
-    c32 = np.float32(0.0)
-    c33 = np.float32(0.0)
+    c00 = c01 = c02 = c03 = np.float32(0.0)
+    c10 = c11 = c12 = c13 = np.float32(0.0)
+    c20 = c21 = c22 = c23 = np.float32(0.0)
+    c30 = c31 = c32 = c33 = np.float32(0.0)
     for k in range(kc):
         x0 = Ap[blk, i, k]
         x1 = Ap[blk, i + 1, k]
@@ -200,49 +194,26 @@ def _mm_4x4(Ap, Bp, blk, i, j, kc, first, out):
 
 
 @jit()
-def _mm_1x4(Ap, Bp, blk, i, j, kc, first, out):
-    c0 = np.float32(0.0)
-    c1 = np.float32(0.0)
-    c2 = np.float32(0.0)
-    c3 = np.float32(0.0)
+def _mm_strip(one, four, blk, r, s, kc, first, out4):
+    """out4[u] = one[blk, r] . four[blk, s + u] for u < 4 (plus out4[u] unless first): a 1x4
+    strip of out (one = Ap, four = Bp, out4 = out[i, j:j+4]) or a 4x1 strip (one = Bp, four = Ap,
+    out4 = out[i:i+4, j]: x * y and y * x round alike)."""
+    c0 = c1 = c2 = c3 = np.float32(0.0)
     for k in range(kc):
-        x = Ap[blk, i, k]
-        c0 += x * Bp[blk, j, k]
-        c1 += x * Bp[blk, j + 1, k]
-        c2 += x * Bp[blk, j + 2, k]
-        c3 += x * Bp[blk, j + 3, k]
+        x = one[blk, r, k]
+        c0 += x * four[blk, s, k]
+        c1 += x * four[blk, s + 1, k]
+        c2 += x * four[blk, s + 2, k]
+        c3 += x * four[blk, s + 3, k]
     if not first:
-        c0 += out[i, j]
-        c1 += out[i, j + 1]
-        c2 += out[i, j + 2]
-        c3 += out[i, j + 3]
-    out[i, j] = c0
-    out[i, j + 1] = c1
-    out[i, j + 2] = c2
-    out[i, j + 3] = c3
-
-
-@jit()
-def _mm_4x1(Ap, Bp, blk, i, j, kc, first, out):
-    c0 = np.float32(0.0)
-    c1 = np.float32(0.0)
-    c2 = np.float32(0.0)
-    c3 = np.float32(0.0)
-    for k in range(kc):
-        y = Bp[blk, j, k]
-        c0 += Ap[blk, i, k] * y
-        c1 += Ap[blk, i + 1, k] * y
-        c2 += Ap[blk, i + 2, k] * y
-        c3 += Ap[blk, i + 3, k] * y
-    if not first:
-        c0 += out[i, j]
-        c1 += out[i + 1, j]
-        c2 += out[i + 2, j]
-        c3 += out[i + 3, j]
-    out[i, j] = c0
-    out[i + 1, j] = c1
-    out[i + 2, j] = c2
-    out[i + 3, j] = c3
+        c0 += out4[0]
+        c1 += out4[1]
+        c2 += out4[2]
+        c3 += out4[3]
+    out4[0] = c0
+    out4[1] = c1
+    out4[2] = c2
+    out4[3] = c3
 
 
 @jit()
@@ -262,24 +233,22 @@ def _mm_tile(Ap, Bp, K, kc, i0, i1, j0, j1, out):
         kb = min(kc, K - blk * kc)
         first = blk == 0
         i = i0
-        while i + 4 <= i1:
-            j = j0
-            while j + 4 <= j1:
-                _mm_4x4(Ap, Bp, blk, i, j, kb, first, out)
-                j += 4
-            while j < j1:
-                _mm_4x1(Ap, Bp, blk, i, j, kb, first, out)
-                j += 1
-            i += 4
         while i < i1:
+            four_rows = i + 4 <= i1  # else the 1-row edge
             j = j0
             while j + 4 <= j1:
-                _mm_1x4(Ap, Bp, blk, i, j, kb, first, out)
+                if four_rows:
+                    _mm_4x4(Ap, Bp, blk, i, j, kb, first, out)
+                else:
+                    _mm_strip(Ap, Bp, blk, i, j, kb, first, out[i, j : j + 4])
                 j += 4
             while j < j1:
-                _mm_1x1(Ap, Bp, blk, i, j, kb, first, out)
+                if four_rows:
+                    _mm_strip(Bp, Ap, blk, j, i, kb, first, out[i : i + 4, j])
+                else:
+                    _mm_1x1(Ap, Bp, blk, i, j, kb, first, out)
                 j += 1
-            i += 1
+            i += 4 if four_rows else 1
 
 
 @jit()
@@ -318,38 +287,12 @@ def _mm_pack_a(A, Ap, kc, i0, i1):
 
 @jit()
 def _mm_rows(A, B, out, j0, j1):
-    """out[:, j0:j1] = A @ B[:, j0:j1] for few rows (M < _MM_ROWS_M), without packing.
-
-    Row by row, vectorized along j: out[i, j0:j1] += A[i, k] * B[k, j0:j1], four k's
-    per pass over the (L1-resident) output span.  Reads B in place, so a 1 x K x N
-    product costs one pass over B instead of a transpose of it.
-    """
-    M, K = A.shape
-    for i in range(M):
-        o = out[i, j0:j1]
-        a = A[i]
-        n = o.shape[0]
-        for j in range(n):
-            o[j] = np.float32(0.0)
-        k = 0
-        while k + 4 <= K:
-            x0 = a[k]
-            x1 = a[k + 1]
-            x2 = a[k + 2]
-            x3 = a[k + 3]
-            b0 = B[k, j0:j1]
-            b1 = B[k + 1, j0:j1]
-            b2 = B[k + 2, j0:j1]
-            b3 = B[k + 3, j0:j1]
-            for j in range(n):
-                o[j] += (x0 * b0[j] + x1 * b1[j]) + (x2 * b2[j] + x3 * b3[j])
-            k += 4
-        while k < K:
-            x = a[k]
-            b = B[k, j0:j1]
-            for j in range(n):
-                o[j] += x * b[j]
-            k += 1
+    """out[:, j0:j1] = A @ B[:, j0:j1] for few rows (M < _MM_ROWS_M), without packing: row by
+    row, the engine's attention mix (`engines.simd.kernels.weighted_row_sum`, vectorized along j,
+    four rows of B per pass over the L1-resident output span). Reads B in place, so a 1 x K x N
+    product costs one pass over B instead of a transpose of it."""
+    for i in range(A.shape[0]):
+        weighted_row_sum(A[i], B, A.shape[1], j0, out[i, j0:j1])
 
 
 @jit()

@@ -233,10 +233,7 @@ def run_tiled_2d(s: Shape, m: Sram, br: int, bc: int) -> int:
     for i in range(tr):  # pass 1: S tiles to HBM
         r = min(br, n - i * br)
         m.read(("Q", i), r * d * e)
-        for j in range(tc):
-            c = min(bc, nk - j * bc)
-            if _masked(s, i, br, r, j, bc):
-                continue
+        for j, c in _key_tiles(s, i, br, r, bc):
             m.read(("K", j), c * d * e)
             m.make(("S", i, j), r * c * e)
             m.compute(2 * r * c * d, f"S[{i},{j}] = Q[{i}] K[{j}]ᵀ")
@@ -246,14 +243,12 @@ def run_tiled_2d(s: Shape, m: Sram, br: int, bc: int) -> int:
     for i in range(tr):  # pass 2: row max and sum, then P = exp(S - m) / l, tile by tile
         r = min(br, n - i * br)
         m.make(("stats", i), 2 * r * STAT_BYTES)
-        live = [j for j in range(tc) if not _masked(s, i, br, r, j, bc)]
-        for j in live:
-            c = min(bc, nk - j * bc)
+        live = _key_tiles(s, i, br, r, bc)
+        for j, c in live:
             m.read(("S", i, j), r * c * e)
             m.compute(3 * r * c, f"m, l of row block {i}")
             m.free(("S", i, j))
-        for j in live:
-            c = min(bc, nk - j * bc)
+        for j, c in live:
             m.read(("S", i, j), r * c * e)
             m.free(("S", i, j))  # in place
             m.make(("P", i, j), r * c * e)
@@ -264,10 +259,7 @@ def run_tiled_2d(s: Shape, m: Sram, br: int, bc: int) -> int:
     for i in range(tr):  # pass 3: O = P V, tiled
         r = min(br, n - i * br)
         m.make(("O", i), r * d * e)
-        for j in range(tc):
-            c = min(bc, nk - j * bc)
-            if _masked(s, i, br, r, j, bc):
-                continue
+        for j, c in _key_tiles(s, i, br, r, bc):
             m.read(("P", i, j), r * c * e)
             m.read(("V", j), c * d * e)
             m.compute(2 * r * c * d, f"O[{i}] += P[{i},{j}] V[{j}]")
@@ -365,6 +357,12 @@ def _keys_for(s: Shape, row0: int, rows: int) -> int:
     if not s.causal:
         return s.nk
     return min(s.nk, s.nk - s.n + row0 + rows)
+
+
+def _key_tiles(s: Shape, i: int, br: int, rows: int, bc: int) -> list[tuple[int, int]]:
+    """(j, keys in tile j) of the key tiles row block i (of `rows` rows) attends to, in order:
+    all of them, or with a causal mask those not wholly above the diagonal."""
+    return [(j, min(bc, s.nk - j * bc)) for j in range(math.ceil(s.nk / bc)) if not _masked(s, i, br, rows, j, bc)]
 
 
 def _masked(s: Shape, i: int, br: int, rows: int, j: int, bc: int) -> bool:
