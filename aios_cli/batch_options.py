@@ -61,7 +61,7 @@ def batched_backend(backend: str | None, dtype: str | None) -> str:
         gpu = [b for b in batching if BACKENDS[b].device != "cpu"]
         fail(f"the batched engine runs on {' or '.join(cpu + gpu)}, not {backend!r} — pass --backend {cpu[0]}"
              + (f" (or {gpu[0]} with a GPU)" if gpu else ""))
-    check_backend(backend, dtype)
+    check_backend(backend, dtype, batched=True)
     return backend
 
 

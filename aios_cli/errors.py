@@ -205,8 +205,8 @@ def error_line(e: BaseException) -> str:
     name = type(e).__name__
     if isinstance(e, UserError):
         return str(e)
-    if isinstance(e, MemoryError):
-        return "out of host memory — try a smaller model or fewer --max-new-tokens"
+    if isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and "can't allocate memory" in str(e)):
+        return "out of host memory — try a smaller model or fewer --max-new-tokens"  # NumPy's, torch's CPU
     if name == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
         return "out of GPU memory — try a smaller model, --dtype bfloat16 or fewer --max-new-tokens"
     msg = str(e).strip().splitlines()[0] if str(e).strip() else ""

@@ -1,6 +1,6 @@
 """`aios sim attention --gpu cpu` against real kernels on this CPU: the Numba standard
 attention (S and P through DRAM) and flash attention (online softmax over cached tiles) of
-`engines/attention_kernels.py`, timed across N and d, beside what the simulator predicts for
+`profilers/sim/kernels.py`, timed across N and d, beside what the simulator predicts for
 them with this machine's spec. Prints; never asserts.
 
     python benchmarks/bench_attention_sim.py                 # d 8,32,64,128; N 256..4096

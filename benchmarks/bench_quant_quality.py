@@ -18,7 +18,7 @@ file stores its linear weights as Q4_1 and its tied embedding / lm_head as Q8_0.
 Weights compared (the engine's `quant=`):
   * fp32      `quant="none"`: every block of the file dequantized to float32 (the reference);
   * q8_0, q4_0, q4_1: the layers' linear weights quantized from those float32 values, the
-    embedding / lm_head Q8_0 (`engines.quant.plan`). The fp32 reference is itself the
+    embedding / lm_head Q8_0 (`engines.quant.formats.plan`). The fp32 reference is itself the
     dequantized Q4_1 file, so these are re-quantized weights: two roundings, not one;
   * stored    `quant=None`: the file's own Q4_1 / Q8_0 blocks, as they are;
   * .../i8    the same weights with int8 inputs (simd on x86-64 with AVX2 only): every quantized
@@ -160,7 +160,7 @@ class Row:
 
 def requantized_state(hf, quant: str) -> dict:
     """{parameter name: float32 tensor} for the transformers model with `quant`'s planned
-    formats applied as aios plans them (`engines.quant.plan`), by the gguf package's own
+    formats applied as aios plans them (`engines.quant.formats.plan`), by the gguf package's own
     quantize -> dequantize: the layers' linear weights in the row's format, the (tied)
     embedding in the head format."""
     import gguf

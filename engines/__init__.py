@@ -16,10 +16,10 @@ Adding an engine = one subpackage with an ``Engine`` subclass + one line in
 from __future__ import annotations
 
 from .backends import (
-    BACKENDS, Backend, backend, backend_status, check_backend, check_known, check_quant, default_backend,
+    BACKENDS, Backend, backend, backend_status, check_backend, check_quant, default_backend,
     engine_class, resolve_dtype,
 )
 from .devices import cuda_status, gpu_count
 
-__all__ = ["BACKENDS", "Backend", "backend", "backend_status", "check_backend", "check_known", "check_quant",
+__all__ = ["BACKENDS", "Backend", "backend", "backend_status", "check_backend", "check_quant",
            "cuda_status", "default_backend", "engine_class", "gpu_count", "resolve_dtype"]

@@ -28,6 +28,8 @@ class Backend:
     # weights live on the device, not in host RAM
     host_bytes: dict[str, float] | None
     quants: tuple[str, ...] = ()  # the `--quant` formats it takes (besides `none`, which all take)
+    # the GGUF block formats it multiplies in place (a file's other formats are widened to floats)
+    kept_formats: tuple[str, ...] = ()
     no_quant: str = ""  # the one line that says why it takes none
     requires: tuple[tuple[str, str], ...] = ()  # (module, label) it needs installed
     threads: tuple[str, ...] = ()  # the thread pools its work runs on (numba, blas, torch); (): one Python thread
@@ -47,19 +49,23 @@ class Backend:
     def host_bytes_per_param(self, dtype: str | None, quant: str | None = None) -> float | None:
         """Host RAM one parameter takes at `dtype`, its linear weights in `quant` (a `--quant`
         name, or the block format a GGUF file holds them in; None: float). None: the weights
-        live on the device. An estimate under a quantized format: the embedding and lm_head
-        are Q8_0 under a 4-bit --quant."""
+        live on the device. A block format the engine does not keep (a K-quant file on simd)
+        is widened to floats as it loads, so it costs the float bytes. An estimate under a
+        quantized format: the embedding and lm_head are Q8_0 under a 4-bit --quant."""
         if self.host_bytes is None:
             return None
-        if quant not in (None, "none") and self.quants:
-            from .quant.formats import bytes_per_weight
+        floats = self.host_bytes[resolve_dtype(self.name, dtype)]
+        if quant in (None, "none"):
+            return floats
+        from .quant.formats import QUANTS, bytes_per_weight
 
-            return bytes_per_weight(quant)
-        return self.host_bytes[dtype or self.dtypes[0]]
+        fmt = QUANTS.get(quant, quant.upper())
+        return bytes_per_weight(fmt) if fmt in self.kept_formats else floats
 
 
 _TORCH_DTYPES = ("float32", "bfloat16", "float16")
 _QUANTS = ("q8_0", "q4_0", "q4_1")
+_KEPT = ("Q8_0", "Q4_0", "Q4_1")  # the formats the simd and torch kernels multiply in place
 
 BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("scalar", "engines.scalar.engine", "ScalarEngine", "pure Python lists and math", "cpu", ("float64",),
@@ -67,7 +73,7 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
             no_quant="the scalar engine runs float64 only",
             too_big_fix="use --backend simd, or a smaller model such as --model tiny"),
     Backend("simd", "engines.simd.engine", "SimdEngine", "NumPy + Numba kernels", "cpu", ("float32",),
-            host_bytes={"float32": 4}, quants=_QUANTS, requires=(("numpy", "NumPy"), ("numba", "Numba")),
+            host_bytes={"float32": 4}, quants=_QUANTS, kept_formats=_KEPT, requires=(("numpy", "NumPy"), ("numba", "Numba")),
             threads=("numba", "blas"), jit=True, cpu_default=True,
             too_big_fix="use --backend torch --dtype bfloat16 (2 bytes a parameter), or a smaller --model"),
     Backend("cuda", "engines.torch.engine", "CudaEngine", "PyTorch on an NVIDIA GPU", "cuda",
@@ -75,7 +81,7 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
             no_quant="--quant is not available on the cuda engine yet (its int4/int8 kernels are not verified on a GPU)",
             threads=("torch",), batches=True),
     Backend("torch", "engines.torch.engine", "TorchCpuEngine", "the cuda engine's code on torch CPU", "cpu",
-            _TORCH_DTYPES, host_bytes={"float32": 4, "bfloat16": 2, "float16": 2}, quants=_QUANTS,
+            _TORCH_DTYPES, host_bytes={"float32": 4, "bfloat16": 2, "float16": 2}, quants=_QUANTS, kept_formats=_KEPT,
             requires=(("torch", "torch"),), threads=("torch",), batches=True,
             too_big_fix="use --dtype bfloat16 (2 bytes a parameter), or a smaller --model"),
 )}
@@ -86,10 +92,6 @@ def backend(name: str) -> Backend:
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}", f"choose from: {', '.join(BACKENDS)}")
     return BACKENDS[name]
-
-
-def check_known(name: str) -> None:
-    backend(name)
 
 
 def resolve_dtype(name: str, dtype: str | None) -> str:
@@ -136,15 +138,22 @@ def backend_status(name: str) -> tuple[bool, str]:
     return True, " + ".join(found) + " on the CPU"
 
 
-def check_backend(name: str, dtype: str | None = None) -> None:
+def cpu_alternatives(batched: bool = False) -> list[str]:
+    """The CPU engines to suggest instead of a GPU one: the default first (for the batched
+    engine, the CPU engines that batch)."""
+    cpu = [b for b in BACKENDS.values() if b.device == "cpu" and (b.batches if batched else b.cpu_default or b.batches)]
+    return [b.name for b in sorted(cpu, key=lambda b: not b.cpu_default)]
+
+
+def check_backend(name: str, dtype: str | None = None, batched: bool = False) -> None:
     """Raise BackendError now, before anything loads, if `name` cannot run here or does not
-    run `dtype`."""
+    run `dtype`. `batched`: the command runs the batched engine (its hint names those)."""
     b = backend(name)
     resolve_dtype(name, dtype)
     ok, why = backend_status(name)
     if not ok:
         if b.device == "cuda":
-            cpu = [c.name for c in BACKENDS.values() if c.device == "cpu" and (c.cpu_default or c.batches)]
+            cpu = cpu_alternatives(batched)
             raise BackendError(f"--backend {name} needs an NVIDIA GPU: {why}",
                                f"use --backend {cpu[0]}" + (f" (or {', '.join(cpu[1:])})" if cpu[1:] else ""))
         raise BackendError(f"--backend {name} cannot run here: {why}", "use --backend scalar")
@@ -153,9 +162,8 @@ def check_backend(name: str, dtype: str | None = None) -> None:
 def default_backend(batched: bool = False) -> tuple[str, str]:
     """(backend, why): the GPU engine where a GPU is usable, otherwise the CPU default (for the
     batched engine: the CPU engine that batches)."""
-    fits = [b for b in BACKENDS.values() if b.batches or not batched]
-    cpu = next(b.name for b in fits if b.device == "cpu" and (b.batches if batched else b.cpu_default))
-    gpu = next((b.name for b in fits if b.device == "cuda"), None)
+    cpu = cpu_alternatives(batched)[0]
+    gpu = next((b.name for b in BACKENDS.values() if b.device == "cuda" and (b.batches or not batched)), None)
     if gpu is None or gpu_count() == 0:
         return cpu, "no NVIDIA GPU found"
     ok, why = cuda_status()

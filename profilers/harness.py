@@ -110,7 +110,7 @@ class ProfiledRun:
             import torch
 
             torch.cuda.reset_peak_memory_stats(engine.device_index)
-        self.probe = make_probe(opts.profile, engine.device)
+        self.probe = make_probe(opts.profile, engine.device, engine.device_index, rank=engine.rank)
         self.memory = MemorySampler(gpu_index=gpu_index_of(engine))
         self.memory.sample(engine, force=True)
         self.steps: list[Step] = []

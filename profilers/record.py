@@ -43,6 +43,19 @@ def step_layer_bytes(st: Step, num_layers: int, costs: PassCosts) -> np.ndarray:
     return tab
 
 
+def token_walls(steps: list[Step]) -> list[float]:
+    """Seconds per token of generation steps, one figure per step that emits: its wall (with
+    the walls of the steps before it that emitted nothing, a speculative round's drafts) over
+    the tokens it emitted. For one-token decode steps, each step's wall."""
+    out, pending = [], 0.0
+    for s in steps:
+        pending += s.wall_s
+        if s.emitted:
+            out.append(pending / s.emitted)
+            pending = 0.0
+    return out
+
+
 def barrier_share(steps: list[Step]) -> float | None:
     """Barrier time over wall time of op-level steps, pooled (the one definition: `aios run`'s
     summary and `aios top` both use it)."""
@@ -111,7 +124,7 @@ class RunRecord:
         pre = self.prefill
         dec = self.decode_steps
         gen = self.generation_steps
-        walls = [s.wall_s / s.emitted for s in dec if s.emitted]  # per token
+        walls = token_walls(gen)
         gen_tokens = sum(s.emitted for s in gen)
         gen_total = sum(s.wall_s for s in gen)
         out: dict = {
@@ -167,7 +180,7 @@ class RunRecord:
                 out["achieved_bandwidth_bytes_per_s"] = out["decode_bytes_per_token"] * out["decode_tokens_per_s"]
                 if self.device_peak_bandwidth:
                     out["bandwidth_share_of_peak"] = out["achieved_bandwidth_bytes_per_s"] / self.device_peak_bandwidth
-        timed = [s for s in (dec or [pre]) if s.durs_ns is not None]
+        timed = [s for s in (gen or [pre]) if s.durs_ns is not None]
         if timed:
             out["barrier_time_share"] = barrier_share(timed)
             out["op_time_share"] = sum(s.op_seconds for s in timed) / sum(s.wall_s for s in timed)

@@ -74,6 +74,10 @@ def test_the_record_answers_for_every_engine():
     assert BACKENDS["simd"].host_bytes_per_param(None) == 4
     assert BACKENDS["torch"].host_bytes_per_param("bfloat16") == 2
     assert BACKENDS["torch"].host_bytes_per_param(None, "q8_0") == pytest.approx(34 / 32)
+    assert BACKENDS["simd"].host_bytes_per_param(None, "Q4_1") == pytest.approx(20 / 32)  # a file's blocks, kept
+    assert BACKENDS["simd"].host_bytes_per_param(None, "Q4_K") == 4  # no kernel: widened to float32 as it loads
+    assert BACKENDS["torch"].host_bytes_per_param("bfloat16", "Q6_K") == 2
+    assert BACKENDS["scalar"].host_bytes_per_param(None, "Q4_0") == 32  # Python floats, whatever the file
     assert BACKENDS["cuda"].host_bytes_per_param("bfloat16") is None
     assert [b for b in BACKENDS.values() if b.cpu_default] == [BACKENDS["simd"]]
     assert {b.name for b in BACKENDS.values() if b.batches} == {"torch", "cuda"}

@@ -1,5 +1,5 @@
 """Hostile GGUF files and `--quant` values, through the CLI: test_hostile.py's promise for the
-GGUF loader (engines/gguf_file.py, engines/gguf_tokenizer.py, engines/checkpoint.py open_model).
+GGUF loader (engines/model/gguf_file.py, engines/model/gguf_tokenizer.py, engines/model/sources.py open_model).
 
 Every refused case is held to what tests/test_hostile.py holds its corpus to: exit code 2, exactly
 one `aios: error:` line on stderr naming the problem, nothing on stdout, no traceback, and not one

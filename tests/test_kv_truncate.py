@@ -119,8 +119,10 @@ def test_block_truncate_copies_a_shared_block_on_write():
     full.allocate_prefix(d, toks[:8] + [1])
     full.grow(d, 9)
     assert full.num_free == 0
+    before = (list(c.blocks), list(c.hashes), [(b.ref_count, b.hash) for b in full.blocks], dict(full.cached))
     with pytest.raises(OutOfBlocks):
         full.truncate(c, 5)
+    assert (list(c.blocks), list(c.hashes), [(b.ref_count, b.hash) for b in full.blocks], dict(full.cached)) == before
 
 
 @pytest.fixture(scope="module")
@@ -181,6 +183,17 @@ def test_batched_rollback_continues_as_a_fresh_request(torch_engine, append):
         np.testing.assert_allclose(seen["r"][-1], fresh_logits(eng, r_tokens), rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(seen["s"][-1], fresh_logits(eng, s_tokens), rtol=1e-4, atol=1e-4)
     assert len(seen["r"]) == n_r + 2 and len(seen["s"]) == n_s + 2
+
+
+def test_batched_truncate_says_when_the_appended_token_ends_the_request(torch_engine):
+    be = BatchEngine(torch_engine, num_blocks=8, block_size=4)
+    r = be.add_request([1, 2, 3], 4, stop_ids=(999,), request_id="x")
+    be.step()
+    be.step()
+    assert len(r.output_ids) == 2
+    assert be.truncate("x", 4, append=5) is False and r.output_ids[-1] == 5
+    assert be.truncate("x", 5, append=999) is True  # its stop token
+    assert r.finish_reason == "stop" and not be.has_unfinished() and be.blocks.num_free == 8
 
 
 def test_batched_truncate_refuses_the_prompt_and_unknown_requests(torch_engine):

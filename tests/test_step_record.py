@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import statistics
 from dataclasses import replace
 
 import numpy as np
@@ -83,6 +84,12 @@ def test_multi_token_steps_count_tokens_not_steps(run):
     s, s1 = rec.summary(), one.summary()
     assert s["decode_tokens"] == s1["decode_tokens"] == 6
     assert s["decode_tokens_per_s"] == pytest.approx(s1["decode_tokens_per_s"])
+    # per token: each round's wall (its draft included) over the tokens it emitted
+    w = [st.wall_s for st in dec]
+    per_token = [sum(w[:4]) / 4, sum(w[4:]) / 2]
+    assert s["decode_ms_median"] == pytest.approx(statistics.median(per_token) * 1e3)
+    assert (s["decode_ms_min"], s["decode_ms_max"]) == pytest.approx((min(per_token) * 1e3, max(per_token) * 1e3))
+    assert s["barrier_time_share"] == pytest.approx(s1["barrier_time_share"])  # the same laps in the same time
     rows = list(csv.DictReader(io.StringIO("".join(export.events_csv_chunks([rec])))))
     assert tuple(rows[0]) == export.EVENT_COLUMNS
     by_phase = {}
@@ -118,3 +125,18 @@ def test_the_probe_labels_steps_and_takes_the_count_at_the_end():
 def test_a_step_copy_keeps_its_labels():
     st = replace(Step("verify", 0, 3, 0), emitted=2, engine="target", rank=1)
     assert (st.emitted, st.engine, st.rank) == (2, "target", 1)
+
+
+def test_a_batched_step_records_the_tokens_it_emitted(tiny):
+    from engines.batch.engine import BatchEngine
+
+    be = BatchEngine(engine_class("torch")(tiny), num_blocks=16, block_size=4)
+    for p in ([1, 2, 3], [4, 5], [6, 7, 8, 9]):
+        be.add_request(p, 3)
+    probe = Probe("op")
+    be.set_lap(probe.lap)
+    outs = []
+    while be.has_unfinished():
+        outs.append(be.step(probe))
+    assert [o.probe_step.emitted for o in outs] == [len(o.tokens) for o in outs]
+    assert sum(o.probe_step.emitted for o in outs) == 9 and {o.probe_step.phase for o in outs} == {"batch"}

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from profilers.serving import ServeView, ServingMonitor
 
+from ..batch_options import BLOCK_SIZE, MAX_NUM_BATCHED_TOKENS, MAX_NUM_SEQS
 from ..errors import error_line
 from .session_base import LiveSession
 
@@ -33,10 +34,10 @@ class ServeOptions:
     output_len: tuple[int, int] = (64, 128)
     prefix_len: int = 0
     seed: int = 0
-    max_num_seqs: int = 64
-    max_num_batched_tokens: int = 512
+    max_num_seqs: int = MAX_NUM_SEQS
+    max_num_batched_tokens: int = MAX_NUM_BATCHED_TOKENS
     kv_blocks: int | None = None
-    block_size: int = 16
+    block_size: int = BLOCK_SIZE
     prefix_caching: bool = True
     profile: str = "op"
 

@@ -25,7 +25,7 @@ def _role(gguf_name: str, ndim: int) -> str:
 
 def _target_type(role: str, fmt: str) -> str:
     """The GGUF type a tensor gets in a derived file of `fmt` (F32, Q8_0, Q4_0): aios's
-    `engines.quant.plan` rule, written out for llama.cpp."""
+    `engines.quant.formats.plan` rule, written out for llama.cpp."""
     from engines.quant.formats import HEAD_FORMAT
 
     if role == "vector" or fmt == "F32":

@@ -114,32 +114,38 @@ class BatchEngine:
         del self.requests[request_id]
         return True
 
-    def truncate(self, request_id: str, length: int, append: int | None = None) -> None:
+    def truncate(self, request_id: str, length: int, append: int | None = None) -> bool:
         """Roll a running request back to its first `length` tokens (prompt and output; never
         into the prompt): the output past them is dropped with its KV, the blocks past the
         cut go back to the pool. Then `append`, if given, is added as its next output token
         (a speculative step's bonus token), and the KV of all `length` tokens is kept; without
-        it the last kept token is computed again next step, to give the next token's logits."""
+        it the last kept token is computed again next step, to give the next token's logits.
+        Returns True when `append` finished the request (a stop token, or its last token): it
+        has left the engine then, and the caller reports it as a step's `finished` would. A
+        rollback that needs a free block to copy a shared one into and finds none raises
+        OutOfBlocks, the request untouched."""
         req = self.requests.get(request_id)
         if req is None or req.finished:
             raise UserError(f"request {request_id!r} is not running", "truncate a request that is")
         if not len(req.prompt_ids) <= length <= req.num_tokens:
             raise ValueError(f"request {request_id}: cannot truncate {req.num_tokens} tokens "
                              f"(prompt {len(req.prompt_ids)}) to {length}")
+        kv = min(req.num_computed, length if append is not None else length - 1)
+        if req.table.blocks:
+            copy = self.blocks.truncate(req.table, kv)  # first: it raises before changing anything
+            if copy is not None:
+                self.runner.copy_block(*copy)
+        req.num_computed = kv
         out = length - len(req.prompt_ids)
         del req.output_ids[out:]
         del req.token_s[out:]
-        kv = min(req.num_computed, length if append is not None else length - 1)
-        req.num_computed = kv
-        if req.table.blocks:
-            copy = self.blocks.truncate(req.table, kv)
-            if copy is not None:
-                self.runner.copy_block(*copy)
-        if append is not None:
-            req.add_token(append, time.perf_counter())
-            if req.finished:
-                self.scheduler.remove(req)
-                self.requests.pop(req.id, None)
+        if append is None:
+            return False
+        req.add_token(append, time.perf_counter())
+        if req.finished:
+            self.scheduler.remove(req)
+            self.requests.pop(req.id, None)
+        return req.finished
 
     def has_unfinished(self) -> bool:
         return self.scheduler.has_work()
@@ -172,7 +178,7 @@ class BatchEngine:
                     self.requests.pop(it.req.id, None)  # its id may be used again; memory stays flat
                     out.finished.append(it.req)
         if probe is not None:
-            out.probe_step = probe.end_step()
+            out.probe_step = probe.end_step(emitted=len(out.tokens))
         out.wall_s = time.perf_counter() - t0
         out.blocks_used, out.blocks_free = self.blocks.num_used, self.blocks.num_free
         out.running, out.waiting = len(self.scheduler.running), len(self.scheduler.waiting)

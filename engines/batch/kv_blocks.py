@@ -173,26 +173,26 @@ class BlockManager:
         keep = self.blocks_for(n_tokens)
         if not 0 <= keep <= len(table.blocks):
             raise ValueError(f"cannot truncate {len(table.blocks)} blocks to {n_tokens} tokens")
+        cut = self.blocks[table.blocks[keep - 1]] if keep and n_tokens % bs else None  # the cut falls in it
+        # a partial block is only ever this table's (sharing is by hash, of full blocks)
+        shared = cut is not None and cut.hash is not None and cut.ref_count > 1
+        if shared and not self.free and all(self.blocks[b].ref_count > 1 for b in table.blocks[keep:]):
+            raise OutOfBlocks("no free KV block to copy a shared block into")  # nothing changed yet
         for bid in reversed(table.blocks[keep:]):
             self._unref(bid)
         del table.blocks[keep:]
         del table.hashes[n_tokens // bs:]
-        if n_tokens % bs == 0 or not table.blocks:
+        if cut is None or cut.hash is None:
             return None
-        last = self.blocks[table.blocks[-1]]
-        if last.hash is None:  # a partial block: only this table holds it (sharing is by hash)
+        if not shared:  # ours alone: it stops standing for its old tokens
+            if self.cached.get(cut.hash) == cut.id:
+                del self.cached[cut.hash]
+            cut.hash, cut.tokens = None, ()
             return None
-        if last.ref_count == 1:  # ours alone: it stops standing for its old tokens
-            if self.cached.get(last.hash) == last.id:
-                del self.cached[last.hash]
-            last.hash, last.tokens = None, ()
-            return None
-        if not self.free:
-            raise OutOfBlocks("no free KV block to copy a shared block into")
         fresh = self._take()
-        last.ref_count -= 1  # still held by the others, so never free here
+        cut.ref_count -= 1  # still held by the others, so never free here
         table.blocks[-1] = fresh
-        return last.id, fresh
+        return cut.id, fresh
 
     def _unref(self, bid: int) -> None:
         b = self.blocks[bid]

@@ -131,7 +131,7 @@ def _fuse(parts: list[TensorRef]) -> TensorRef:
     return TensorRef(np.concatenate([to_float32(p) for p in parts]), "float32")
 
 
-# The role of each weight, which decides what `--quant` does to it (`engines.quant.plan`).
+# The role of each weight, which decides what `--quant` does to it (`engines.quant.formats.plan`).
 VECTOR_FIELDS = frozenset({"attn_norm", "qkv_bias", "q_norm", "k_norm", "mlp_norm"})
 
 

@@ -1,7 +1,7 @@
 """The simd engine: NumPy + Numba, float32.
 
 Decode (one token) is a chain of matrix-vector products: memory-bandwidth-bound, so it runs on
-our own Numba kernels (`simd_kernels.matvec` & co.) writing into preallocated buffers — no
+our own Numba kernels (`engines.simd.kernels`: `matvec` & co.) writing into preallocated buffers — no
 allocation per token. Prefill (many tokens) is matrix-matrix: it goes to BLAS through
 `np.matmul`, with the same Numba kernels for the norms, RoPE, softmax and SiLU.
 Weights are fused where the math allows (q|k|v in one matrix, gate|up in one: the layout of
@@ -80,7 +80,7 @@ class SimdEngine(Engine):
         """A stored tensor -> what the kernels take: C-contiguous float32 (a float32 checkpoint
         stays mapped, no copy), or a quantized matrix in the kernels' tiled layout. A tensor the
         file holds in a format the kernels read stays in it; other quantized ones are dequantized;
-        float matrices are quantized as `--quant` plans (`engines.quant.plan`)."""
+        float matrices are quantized as `--quant` plans (`engines.quant.formats.plan`)."""
         fmt = quant.target(t.dtype if t.quantized else None, role, self.quant, QK.CODES)
         if fmt is not None and t.dtype == fmt:
             return QK.Tiled(t.array, fmt, t.cols)  # the file's own bytes

@@ -38,7 +38,7 @@ Two decode matvecs read these tiles:
   with the block sums of x taken once per call, not once per row.
 
 Neither ever expands the weights in memory. A row whose length is not a multiple of 32 was padded
-with zero weights (`engines.quant.quantize`); the kernels read the input through a zero-padded
+with zero weights (`engines.quant.formats.quantize`); the kernels read the input through a zero-padded
 copy, so the padding meets zeros.
 
 Prefill dequantizes a few tiles at a time (``dequant_tiles``), transposed, into a float32 buffer
@@ -330,6 +330,8 @@ def qmatvec(q, d, m, code, x, xpad, out, add, use_add, res):
 def qmatvec_int(q, d, m, code, x, xpad, xq, out, add, use_add, res):
     """res = W @ x^ (+ add), x^ the int8-quantized input (see the module docstring); AVX2 only.
     Scratch as for ``qmatvec``, plus xq int8 (blocks*32,)."""
+    if not HAVE_AVX2:  # a constant to Numba: the int8 steps are not compiled without AVX2
+        raise ValueError("qmatvec_int needs AVX2: use qmatvec")
     _check(q, x, xpad, out, add, use_add, res)
     nb = q.shape[1]
     if xq.shape[0] < nb * 32:

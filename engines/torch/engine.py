@@ -82,9 +82,9 @@ class TorchEngine(Engine):
         self.reset(64)
 
     def _convert(self, t, role: str):
-        """A stored tensor -> a tensor on the device, or a quantized weight (`torch_quant`): a
+        """A stored tensor -> a tensor on the device, or a quantized weight (`engines.torch.qlinear`): a
         format the file holds and PyTorch has a kernel for stays in it (on the CPU), float
-        matrices are quantized as `--quant` plans (`engines.quant.plan`), the rest is widened."""
+        matrices are quantized as `--quant` plans (`engines.quant.formats.plan`), the rest is widened."""
         from ..quant import formats as Q
 
         kernels = ("Q8_0",) if role == "embed" else ("Q8_0", "Q4_0", "Q4_1")
@@ -211,7 +211,7 @@ class TorchEngine(Engine):
         logits = self.head(x if all_logits else x[-1:])  # (rows, V), on the device
         return logits if all_logits else logits[0]
 
-    # --- the parts of a layer around attention, shared with the batched pass (paged_torch) ----
+    # --- the parts of a layer around attention, shared with the batched pass (engines.batch.paged)
     def embed_rows(self, idx: torch.Tensor) -> torch.Tensor:
         return self.embed.rows_of(idx) if isinstance(self.embed, QLinear) else self.embed[idx]
 

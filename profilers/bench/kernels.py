@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from engines import backend_status
+from engines.devices import cuda_status
 
 from .check import Case, check, op_cost
 from .reference import scalar_dot, scalar_matmul_rows
@@ -191,7 +191,7 @@ def run_cuda(case: Case, cfg: CompareConfig, reason: str | None) -> Result:
 
 
 def cuda_unavailable_reason() -> str | None:
-    ok, why = backend_status("cuda")
+    ok, why = cuda_status()
     return None if ok else why
 
 
