@@ -64,11 +64,34 @@ class Sampler:
         return int(np.argmax(logits))
 
     def pick(self, logits, r: float) -> int:
-        p = self.params
-        x = np.asarray(logits, dtype=np.float64) / p.temperature
-        top = x.max()
-        if not np.isfinite(top):
+        x = np.asarray(logits, dtype=np.float64) / self.params.temperature
+        if not np.isfinite(x.max()):
             return int(np.argmax(x))  # a NaN or Inf logit: hand it on, so the caller sees it
+        probs, order = self._distribution(x)
+        cdf = np.cumsum(probs[order])
+        j = int(np.searchsorted(cdf, r * cdf[-1], side="right"))
+        last = int(np.flatnonzero(probs[order])[-1])
+        return int(order[min(j, last)])
+
+    def distribution(self, logits) -> np.ndarray:
+        """The probabilities (V,) float64 the sampler draws from: temperature, top-k and top-p
+        applied (what a speculative verifier compares against). Greedy: all mass on the
+        argmax."""
+        x = np.asarray(logits, dtype=np.float64)
+        if not self.params.is_greedy:
+            x = x / self.params.temperature
+        if self.params.is_greedy or not np.isfinite(x.max()):
+            out = np.zeros(x.shape[0])
+            out[int(np.argmax(x))] = 1.0
+            return out
+        probs = self._distribution(x)[0]
+        return probs / probs.sum()
+
+    def _distribution(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(probs, the order the draw walks the ids in), from finite float64 logits already
+        divided by the temperature."""
+        p = self.params
+        top = x.max()
         V = x.shape[0]
         keep = np.ones(V, bool)
         if 0 < p.top_k < V:
@@ -84,7 +107,4 @@ class Sampler:
             before = np.concatenate(([0.0], np.cumsum(ranked)[:-1]))  # mass of the more likely ids
             probs = np.zeros(V)
             probs[order] = np.where(before < p.top_p, ranked, 0.0)  # the smallest prefix reaching top_p
-        cdf = np.cumsum(probs[order])
-        j = int(np.searchsorted(cdf, r * cdf[-1], side="right"))
-        last = int(np.flatnonzero(probs[order])[-1])
-        return int(order[min(j, last)])
+        return probs, order  # the mass top-p kept: the draw scales by its sum
