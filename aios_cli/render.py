@@ -31,7 +31,7 @@ def summary_lines(r: RunRecord) -> list[tuple[str, str]]:
     dev_mem = f"weights {fmt_bytes(s['weight_bytes'])}, KV cache {fmt_bytes(s['kv_cache_bytes'])}"
     if s["device_peak_bytes"] is not None:
         dev_mem += f", torch peak {fmt_bytes(s['device_peak_bytes'])}"
-    return [
+    lines = [
         ("backend", f"{r.backend} · {r.dtype} · {r.device}"),
         ("model", f"{r.model} ({r.config.arch}, {r.config.num_params() / 1e6:.1f}M params, {r.config.num_layers} layers)"),
         ("weights", f"{r.weight_format}, {r.bits_per_weight:.2f} bits/weight"
@@ -54,6 +54,22 @@ def summary_lines(r: RunRecord) -> list[tuple[str, str]]:
         ("ops cover", f"{fmt_pct(s['op_time_share'])} of token time (rest: other)" if s["op_time_share"] is not None
          else "n/a (needs --profile op)"),
     ]
+    if s["speculate"]:
+        lines.insert(9, ("speculation", speculation_line(r)))
+    return lines
+
+
+def speculation_line(r: RunRecord) -> str:
+    """A speculative run: the drafter, how much the target kept, how long the accepted runs were,
+    and where the time of an emitted token went."""
+    s, spec = r.summary(), r.meta["speculation"]
+    if not spec["verify_steps"]:
+        return f"{s['speculate']} k={s['spec_k']}: nothing drafted (every token decoded alone)"
+    hist = " ".join(f"{n}:{c}" for n, c in enumerate(spec["accepted_length_histogram"]))
+    return (f"{s['speculate']} k={s['spec_k']}: {spec['accepted_tokens']} of {spec['drafted_tokens']} drafts kept "
+            f"({fmt_pct(s['acceptance_rate'])}), {s['tokens_per_verify_step']:.2f} tokens per verify step over "
+            f"{spec['verify_steps']}; accepted length:rounds {hist}; per emitted token "
+            f"{s['draft_s_per_token'] * 1e3:.2f} ms drafting, {s['verify_s_per_token'] * 1e3:.2f} ms verifying")
 
 
 def _layer_matrix(r: RunRecord, phase: str):

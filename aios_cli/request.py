@@ -120,6 +120,8 @@ class GenerateRequest:
     seed: int = 0
     threads: int | None = None
     quant: str | None = None
+    speculate: str | None = None
+    spec_k: int = 4
     outputs: dict[str, Path | None] = field(default_factory=dict)  # flag -> file
     op_outputs: tuple[str, ...] = ()  # flags whose file needs --profile op
 
@@ -145,6 +147,9 @@ class GenerateRequest:
             if self.outputs.get(flag) is not None and self.profile != "op":
                 fail(f"{flag} writes one row per op event, which --profile {self.profile} does not record — use --profile op")
         check_outputs(self.outputs)
+        from engines.spec.drafters import check_speculate
+
+        check_speculate(self.speculate, self.spec_k)
         from profilers.threads import check_threads
 
         check_threads(self.threads)
@@ -213,4 +218,5 @@ class GenerateRequest:
                                   top_k=self.top_k, top_p=self.top_p, seed=self.seed)
         return RunOptions(max_new_tokens=self.max_new_tokens, sampling=sampling, dtype=self.dtype,
                           profile=self.profile, warmup=self.warmup, ignore_eos=self.ignore_eos,
-                          threads=self.thread_plan, quant=self.quant)
+                          threads=self.thread_plan, quant=self.quant, speculate=self.speculate,
+                          spec_k=self.spec_k)

@@ -16,6 +16,7 @@ from .request import DEFAULT_PROMPT, MODEL_PANEL, BackendOpt, GenerateRequest, M
 from . import console
 
 _SAMPLING = "Sampling"
+_SPEC = "Speculative decoding"
 _OUTPUT = "Output"
 
 
@@ -35,6 +36,8 @@ def run(
     top_k: Annotated[int, typer.Option("--top-k", help="Keep the k most likely tokens (0: off).", rich_help_panel=_SAMPLING)] = 0,
     top_p: Annotated[float, typer.Option("--top-p", help="Keep the smallest set with this much probability (1: off).", rich_help_panel=_SAMPLING)] = 1.0,
     seed: Annotated[int, typer.Option("--seed", help="Sampler seed: same seed, same tokens.", rich_help_panel=_SAMPLING)] = 0,
+    speculate: Annotated[Optional[str], typer.Option("--speculate", help="Draft tokens and verify them in one pass of the model, the output unchanged: ngram (prompt lookup: what followed the last tokens' latest earlier match).", rich_help_panel=_SPEC, show_default=False)] = None,
+    spec_k: Annotated[int, typer.Option("--spec-k", help="Tokens drafted a round, at most (with --speculate).", rich_help_panel=_SPEC)] = 4,
     profile: Annotated[str, typer.Option("--profile", help="op: time every op; token: time tokens, count ops; none: time tokens only.", rich_help_panel=_OUTPUT)] = "op",
     format: Annotated[str, typer.Option("--format", "-f", help="table, csv (summary row per backend), json or md.", rich_help_panel=_OUTPUT)] = "table",
     csv_file: Annotated[Optional[Path], typer.Option("--csv", help="Write one tidy row per op event to FILE.", rich_help_panel=_OUTPUT)] = None,
@@ -47,7 +50,8 @@ def run(
     req = GenerateRequest(backend=backend, model=model, dtype=dtype, prompts=[prompt], prompt_ids=prompt_ids,
                           max_new_tokens=max_new_tokens, profile=profile, ignore_eos=ignore_eos, warmup=warmup,
                           greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                          threads=threads, quant=quant, outputs={"--csv": csv_file, "--trace": trace_file},
+                          threads=threads, quant=quant, speculate=speculate, spec_k=spec_k,
+                          outputs={"--csv": csv_file, "--trace": trace_file},
                           op_outputs=("--csv",))
     _run(req, format, csv_file, trace_file, quiet)
 
@@ -129,10 +133,10 @@ def _one_backend(ckpt, backend, ids, opts, err, quiet, stream):
         run = start_run(ckpt, backend, ids, opts, on_phase=on_phase, progress=on_load)
     finally:
         progress.stop()
-    for i, (_, token) in enumerate(run):
-        if i == 0:
-            text_out.write(f"[{backend}] ")
-        text_out.write(shown(decoder.push(token)) if decoder else f"{token} ")
+    text_out.write(f"[{backend}] ")
+    for _, tokens in run:
+        for token in tokens:
+            text_out.write(shown(decoder.push(token)) if decoder else f"{token} ")
         text_out.flush()
     if decoder:
         text_out.write(shown(decoder.flush()))

@@ -47,6 +47,8 @@ SUMMARY_COLUMNS = (
     "reduction_barriers_per_token", "barrier_time_share", "op_time_share", "decode_bytes_per_token",
     "achieved_bandwidth_bytes_per_s", "bandwidth_share_of_peak", "peak_rss_bytes", "weight_bytes",
     "kv_cache_bytes", "device_peak_bytes", *PROVENANCE_FIELDS,
+    # --speculate: appended, empty without it
+    "speculate", "spec_k", "acceptance_rate", "tokens_per_verify_step", "draft_s_per_token", "verify_s_per_token",
 )
 
 

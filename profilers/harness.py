@@ -39,6 +39,8 @@ class RunOptions:
     ignore_eos: bool = False
     threads: ThreadPlan | None = None  # the plan the command applied (None: pools as they were)
     quant: str | None = None  # --quant: the format linear weights are quantized to as they load
+    speculate: str | None = None  # --speculate: the drafter (engines.spec.drafters), None: one token a pass
+    spec_k: int = 4  # --spec-k: tokens drafted a round, at most
 
 
 def new_run_id(backend: str) -> str:
@@ -78,25 +80,28 @@ def gpu_index_of(engine) -> int | None:
     return nvml.index_for_torch_device(engine.device_index or 0)
 
 
-def measured(gen: Generation, probe, memory: MemorySampler | None = None) -> Iterator[tuple[Step, int]]:
-    """Each forward pass of `gen` between the probe's step boundaries: yields (step, token).
-    Memory is sampled between passes, outside the timed region."""
+def measured(gen, probe, memory: MemorySampler | None = None) -> Iterator[tuple[Step, list[int]]]:
+    """Each pass of `gen` (a Generation, one token a pass; or a SpeculativeGeneration, whose
+    draft passes emit none and verify passes several) between the probe's step boundaries:
+    yields (step, the tokens it emitted). Memory is sampled between passes, outside the timed
+    region."""
     engine = gen.engine
     engine.set_lap(probe.lap)
     try:
         while not gen.done:
-            probe.begin_step(*gen.next_pass(), engine.pos)
-            token = gen.step()
-            st = probe.end_step()
+            probe.begin_step(*gen.next_pass(), engine.pos, emitted=0)
+            out = gen.step()
+            tokens = out if isinstance(out, list) else [out]
+            st = probe.end_step(emitted=len(tokens))
             if memory is not None:
                 memory.sample(engine)
-            yield st, token
+            yield st, tokens
     finally:
         engine.set_lap(None)
 
 
 class ProfiledRun:
-    """One generation on a built engine, measured pass by pass. Iterate it for `(step, token)`;
+    """One generation on a built engine, measured pass by pass. Iterate it for `(step, tokens)`;
     `record()` is its RunRecord at any point (a run stopped early is marked partial)."""
 
     def __init__(self, ckpt: Checkpoint, backend: str, engine, prompt_ids: list[int], opts: RunOptions,
@@ -105,7 +110,15 @@ class ProfiledRun:
         self.load_s, self.jit_s = load_s, jit_s
         self.run_id = run_id or new_run_id(backend)
         stop = () if opts.ignore_eos else ckpt.config.eos_token_ids
-        self.generation = Generation(engine, prompt_ids, opts.max_new_tokens, engine.make_sampler(opts.sampling), stop)
+        sampler = engine.make_sampler(opts.sampling)
+        if opts.speculate:
+            from engines.spec.drafters import make_drafter
+            from engines.spec.generate import SpeculativeGeneration
+
+            self.generation = SpeculativeGeneration(engine, prompt_ids, opts.max_new_tokens, sampler,
+                                                    make_drafter(opts.speculate), opts.spec_k, stop)
+        else:
+            self.generation = Generation(engine, prompt_ids, opts.max_new_tokens, sampler, stop)
         if engine.device == "cuda":
             import torch
 
@@ -115,13 +128,13 @@ class ProfiledRun:
         self.memory.sample(engine, force=True)
         self.steps: list[Step] = []
 
-    def __iter__(self) -> Iterator[tuple[Step, int]]:
+    def __iter__(self) -> Iterator[tuple[Step, list[int]]]:
         memory = self.memory if self.opts.profile != "none" else None
         try:
             with contextlib.closing(measured(self.generation, self.probe, memory)) as passes:
-                for st, token in passes:
+                for st, tokens in passes:
                     self.steps.append(st)
-                    yield st, token
+                    yield st, tokens
         finally:  # also when the consumer stops pulling early
             self.memory.sample(self.engine, force=True)
 
@@ -135,11 +148,12 @@ class ProfiledRun:
         step)."""
         gen = self.generation
         steps = list(self.steps)
+        meta = {"stopped_at_eos": gen.stopped_at_eos, **({} if gen.done else {"partial": True})}
+        if self.opts.speculate:
+            meta["speculation"] = {"drafter": self.opts.speculate, "k": self.opts.spec_k, **gen.acceptance()}
         return make_record(self.ckpt, self.backend, self.engine, self.opts, gen.prompt_ids,
                            gen.generated_ids[:sum(s.emitted for s in steps)], steps, list(self.memory.samples),
-                           load_s=self.load_s, jit_s=self.jit_s,
-                           run_id=self.run_id, meta={"stopped_at_eos": gen.stopped_at_eos,
-                                                     **({} if gen.done else {"partial": True})})
+                           load_s=self.load_s, jit_s=self.jit_s, run_id=self.run_id, meta=meta)
 
 
 def start_run(ckpt: Checkpoint, backend: str, prompt_ids: list[int], opts: RunOptions,

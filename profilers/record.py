@@ -169,6 +169,7 @@ class RunRecord:
             "kv_cache_bytes": self.kv_cache_bytes,
             "device_peak_bytes": None,
             **{k: self.provenance.get(k) for k in PROVENANCE_FIELDS},
+            **self.speculation_summary(),
         }
         if dec and dec[0].barriers is not None:
             counts = [s.barriers for s in dec]
@@ -187,6 +188,21 @@ class RunRecord:
         peaks = [m.torch_peak_bytes for m in self.memory if m.torch_peak_bytes is not None]
         if peaks:
             out["device_peak_bytes"] = max(peaks)
+        return out
+
+    def speculation_summary(self) -> dict:
+        """A speculative run's drafter, k, acceptance rate and tokens per verify step, and the
+        draft and verify time per emitted token (all None without --speculate)."""
+        spec = self.meta.get("speculation") or {}
+        out = {"speculate": spec.get("drafter"), "spec_k": spec.get("k"),
+               "acceptance_rate": spec.get("acceptance_rate"),
+               "tokens_per_verify_step": spec.get("tokens_per_verify_step"),
+               "draft_s_per_token": None, "verify_s_per_token": None}
+        gen = self.generation_steps
+        emitted = sum(s.emitted for s in gen)
+        if spec and emitted:
+            out["draft_s_per_token"] = sum(s.wall_s for s in gen if s.phase == "draft") / emitted
+            out["verify_s_per_token"] = sum(s.wall_s for s in gen if s.phase != "draft") / emitted
         return out
 
     # --- per layer -------------------------------------------------------------------

@@ -275,3 +275,49 @@ def test_the_chi_square_catches_a_broken_rule(small_vocab, monkeypatch, mistake)
         monkeypatch.setattr(rule, {"accept": "accept_probability", "residual": "residual"}[name], fn)
     counts, p = verify_token_counts(small_vocab, 2000)
     assert chi_square_p(counts, p) < 1e-6, chi_square_p(counts, p)
+
+
+# --- aios run --speculate ------------------------------------------------------------------------
+
+def cli(*args):
+    from typer.testing import CliRunner
+
+    from aios_cli.main import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def test_aios_run_speculate_keeps_the_ids_and_reports_acceptance(tmp_path):
+    import csv
+    import json
+
+    ids = ",".join(map(str, PROMPT))
+    base = ["run", "-m", "tiny", "-b", "simd", "--prompt-ids", ids, "-n", "12", "--ignore-eos", "-f", "json", "-q"]
+    plain = json.loads(cli(*base).stdout)
+    res = cli(*base, "--speculate", "ngram", "--spec-k", "3", "--csv", str(tmp_path / "ops.csv"))
+    assert res.exit_code == 0, res.output
+    spec = json.loads(res.stdout)
+    assert spec["generated_token_ids"] == plain["generated_token_ids"]
+    assert spec["speculate"] == "ngram" and spec["spec_k"] == 3 and plain["speculate"] is None
+    acc = spec["meta"]["speculation"]
+    assert acc["verify_steps"] > 0 and 0 <= spec["acceptance_rate"] <= 1
+    assert spec["tokens_per_verify_step"] == pytest.approx((acc["accepted_tokens"] + acc["verify_steps"]) / acc["verify_steps"])
+    assert sum(acc["accepted_length_histogram"]) == acc["verify_steps"] and len(acc["accepted_length_histogram"]) == 4
+    steps = spec["tokens"]
+    assert {t["phase"] for t in steps} <= {"prefill", "draft", "verify", "decode"} and "verify" in {t["phase"] for t in steps}
+    assert sum(t["emitted"] for t in steps) == 12 and all(t["emitted"] == 0 for t in steps if t["phase"] == "draft")
+    assert spec["decode_tokens"] == plain["decode_tokens"] == 11
+    rows = list(csv.DictReader((tmp_path / "ops.csv").open()))
+    assert {r["phase"] for r in rows} >= {"prefill", "verify"}
+    # a verify step pushes the last token and the drafts: its rows carry what it emitted
+    assert {int(r["emitted"]) for r in rows if r["phase"] == "verify"} <= set(range(1, 5))
+
+
+@pytest.mark.parametrize("args,line", [
+    (["--speculate", "bogus"], "--speculate 'bogus' is not a drafter — use --speculate ngram"),
+    (["--speculate", "draft:qwen2.5-0.5b"], "--speculate 'draft:qwen2.5-0.5b' is not built yet — use --speculate ngram"),
+    (["--speculate", "ngram", "--spec-k", "0"], "--spec-k must be between 1 and 64, got 0 — pass --spec-k 4, say"),
+])
+def test_aios_run_speculate_bad_input_is_one_line(args, line):
+    res = cli("run", "-m", "tiny", *args)
+    assert res.exit_code == 2 and res.stderr.strip() == f"aios: error: {line}", res.output

@@ -242,8 +242,9 @@ class TopSession(LiveSession):
         if self._decoder:
             self._decoder.reset()
         with contextlib.closing(iter(run)) as passes:
-            for st, token in passes:
-                self._on_token(token)
+            for st, tokens in passes:
+                for token in tokens:
+                    self._on_token(token)
                 self._on_step(st, run.latest_memory)
                 if self._interrupt:
                     break
