@@ -18,38 +18,27 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import NonFiniteError, UserError
-from ..generate import check_request, sample_next
+from ..generate import Generation, sample_next
 from ..ops import SAMPLE
 from ..sampling import Sampler
 from .rule import verify_greedy, verify_sampled
 
 
-class SpeculativeGeneration:
+class SpeculativeGeneration(Generation):
     """Up to `max_new_tokens` tokens after `prompt_ids`, drafted `k` at a time by `drafter`
     (anything with `propose(context, k) -> list[int]` and `deterministic = True`; a drafter
     with its own distribution also has `distributions(context, drafted) -> (k, V)`)."""
 
     def __init__(self, engine, prompt_ids: list[int], max_new_tokens: int, sampler: Sampler, drafter, k: int,
                  stop_ids: tuple[int, ...] = ()):
-        check_request(engine.cfg, prompt_ids, max_new_tokens)
         if k < 1:
             raise UserError(f"--spec-k must be 1 or more, got {k}", "pass --spec-k 4, say")
-        self.engine, self.sampler, self.drafter, self.k = engine, sampler, drafter, k
-        self.prompt_ids = list(prompt_ids)
-        self.max_new_tokens = max_new_tokens
-        self.stop_ids = stop_ids
-        self.generated_ids: list[int] = []
-        self.stopped_at_eos = False
+        super().__init__(engine, prompt_ids, max_new_tokens, sampler, stop_ids)
+        self.drafter, self.k = drafter, k
         self.drafted: list[int] | None = None  # this round's proposal, between its draft and verify passes
-        self.last_emitted = 0  # tokens the last pass emitted
         # per round: how many drafts were proposed and how many of them the target kept
         self.proposed: list[int] = []
         self.accepted: list[int] = []
-        engine.reset(len(prompt_ids) + max_new_tokens)
-
-    @property
-    def done(self) -> bool:
-        return self.stopped_at_eos or len(self.generated_ids) >= self.max_new_tokens
 
     def next_pass(self) -> tuple[str, int, int]:
         """(phase, token index, tokens pushed) of the pass `step()` runs next."""
@@ -68,7 +57,6 @@ class SpeculativeGeneration:
             room = self.max_new_tokens - len(self.generated_ids) - 1  # a round emits up to k + 1
             context = self.prompt_ids + self.generated_ids
             self.drafted = self.drafter.propose(context, min(self.k, room)) if room > 0 else []
-            self.last_emitted = 0
             return []
         drafted, self.drafted = self.drafted, None
         if not drafted:
@@ -98,7 +86,6 @@ class SpeculativeGeneration:
             self.generated_ids.append(t)
             if t in self.stop_ids:
                 self.stopped_at_eos = True
-        self.last_emitted = len(kept)
         return kept
 
     def _argmax(self, rows) -> list[int]:
