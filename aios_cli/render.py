@@ -54,15 +54,15 @@ def summary_lines(r: RunRecord) -> list[tuple[str, str]]:
         ("ops cover", f"{fmt_pct(s['op_time_share'])} of token time (rest: other)" if s["op_time_share"] is not None
          else "n/a (needs --profile op)"),
     ]
-    if s["speculate"]:
-        lines.insert(9, ("speculation", speculation_line(r)))
+    if s["speculate"]:  # after the decode figures it explains
+        at = next(i for i, (k, _) in enumerate(lines) if k == "decode token time") + 1
+        lines.insert(at, ("speculation", speculation_line(s, r.meta["speculation"])))
     return lines
 
 
-def speculation_line(r: RunRecord) -> str:
-    """A speculative run: the drafter, how much the target kept, how long the accepted runs were,
-    and where the time of an emitted token went."""
-    s, spec = r.summary(), r.meta["speculation"]
+def speculation_line(s: dict, spec: dict) -> str:
+    """A speculative run (its summary `s` and its `meta["speculation"]`): the drafter, how much
+    the target kept, how long the accepted runs were, and where an emitted token's time went."""
     if not spec["verify_steps"]:
         return f"{s['speculate']} k={s['spec_k']}: nothing drafted (every token decoded alone)"
     hist = " ".join(f"{n}:{c}" for n, c in enumerate(spec["accepted_length_histogram"]))
