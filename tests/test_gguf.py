@@ -108,8 +108,13 @@ def test_int8_dot_is_the_float_pass_over_q8_0_inputs(files, arch, quant, monkeyp
     def mv(W, x, out, add=None):
         return plain(W, q8_roundtrip(x) if isinstance(W, QK.Tiled) else x, out, add)
 
-    oracle._mv = mv
-    ids = PROMPT[:4]  # a prefill of up to 8 tokens is matvecs too
+    plain_mm = oracle._mm
+
+    def mm(h, W):  # a short prefill: every row through Q8_0 first, as the int8 qmatmul does
+        return plain_mm(np.stack([q8_roundtrip(r) for r in h]) if isinstance(W, QK.Tiled) else h, W)
+
+    oracle._mv, oracle._mm = mv, mm
+    ids = PROMPT[:4]
     for e in (fast, oracle):
         e.reset(len(ids) + NEW)
     a, b = np.array(fast.prefill(ids), np.float64), np.array(oracle.prefill(ids), np.float64)

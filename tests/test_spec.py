@@ -321,3 +321,28 @@ def test_aios_run_speculate_keeps_the_ids_and_reports_acceptance(tmp_path):
 def test_aios_run_speculate_bad_input_is_one_line(args, line):
     res = cli("run", "-m", "tiny", *args)
     assert res.exit_code == 2 and res.stderr.strip() == f"aios: error: {line}", res.output
+
+
+@pytest.mark.parametrize("quant", ["q4_0", "q4_1", "q8_0"])
+@pytest.mark.parametrize("dot", ["int8", "float32"])
+def test_a_short_pass_over_quantized_weights_is_decode_bit_for_bit(tiny, quant, dot, monkeypatch):
+    """simd's verify pass (a short prefill, every position's logits) against the oracle of
+    decoding the same tokens one at a time: over quantized weights the two are equal, not just
+    close, so a greedy verify can never flip a near-tie that decode would not. (The matmul reads
+    each tile once for all the tokens and sums each row in the matvec's order; attention runs
+    row by row on decode's kernels; the kernels compile without reassociation.)"""
+    from engines.simd import qkernels as QK
+
+    if dot == "int8" and not QK.HAVE_AVX2:
+        pytest.skip("the int8 kernels need x86-64 with AVX2")
+    monkeypatch.setenv("AIOS_QUANT_DOT", dot)
+    engine = engine_class("simd")(tiny, quant=quant)
+    assert engine.quant_dot == dot
+    engine.reset(64)
+    engine.prefill(PROMPT)
+    past = engine.pos
+    tokens = [5, 77, 901, 12, 300, 44, 8]
+    rows = np.array(engine.prefill(tokens, all_logits=True))
+    engine.truncate(past)
+    one_by_one = np.stack([np.array(engine.decode(t)) for t in tokens])
+    assert np.array_equal(rows, one_by_one), np.abs(rows - one_by_one).max()

@@ -3,7 +3,9 @@
 Decode (one token) is a chain of matrix-vector products: memory-bandwidth-bound, so it runs on
 our own Numba kernels (`engines.simd.kernels`: `matvec` & co.) writing into preallocated buffers — no
 allocation per token. Prefill (many tokens) is matrix-matrix: it goes to BLAS through
-`np.matmul`, with the same Numba kernels for the norms, RoPE, softmax and SiLU.
+`np.matmul`, with the same Numba kernels for the norms, RoPE, softmax and SiLU. A short pass
+over quantized weights (a speculative verify of k drafts) reads each weight once for all its
+tokens and gives each token decode's logits exactly (`PREFILL_MATVEC_TOKENS`).
 Weights are fused where the math allows (q|k|v in one matrix, gate|up in one: the layout of
 `engines.model.weights`). Shapes use the legend in `engines.model.config`.
 """
@@ -124,10 +126,13 @@ class SimdEngine(Engine):
         else:
             K.matvec_bias(W, x, add, out)
 
-    # prefill over quantized weights: up to this many tokens, one matvec each (no float copy of the
-    # weights at all); past it, the weights dequantized into a float32 scratch of at most
-    # PREFILL_SCRATCH_BYTES, one BLAS call per scratchful
-    PREFILL_MATVEC_TOKENS = 8
+    # prefill over quantized weights: up to this many tokens (a speculative verify, a short prompt),
+    # one `qmatmul` a matrix, the weights read once for every token, each row the decode matvec's
+    # result bit for bit; past it, the weights dequantized into a float32 scratch of at most
+    # PREFILL_SCRATCH_BYTES, one BLAS call per scratchful. Measured on the 2-core dev VM, SmolLM2
+    # (Q4_1): 16 tokens 45 ms against 274 ms; 32 tokens 88 against 280; 64 tokens 573 against 322
+    # (BLAS's threads and Numba's then contend in the attention matmuls).
+    PREFILL_MATVEC_TOKENS = 32
     PREFILL_SCRATCH_BYTES = 64 * 2**20
 
     def _mm(self, h, W):
@@ -137,8 +142,7 @@ class SimdEngine(Engine):
         T = h.shape[0]
         out = np.empty((T, W.rows), f32)
         if T <= self.PREFILL_MATVEC_TOKENS:
-            for i in range(T):
-                self._mv(W, np.ascontiguousarray(h[i]), out[i])
+            QK.qmatmul(W.q, W.d, W.m, W.code, np.ascontiguousarray(h), self.quant_dot == "int8", out)
             return out
         tiles = W.q.shape[0]
         step = max(1, min(tiles, self.PREFILL_SCRATCH_BYTES // (W.cols * QK.R * 4)))  # tiles a scratchful
@@ -239,6 +243,27 @@ class SimdEngine(Engine):
         lap(-1, LM_HEAD)
         return self.logits
 
+    def _attend_rows(self, li, q, kc, vc, P, scale):
+        """Attention for a short pass (T tokens after P cached ones), one token at a time on the
+        decode's kernels: token t sees P + t + 1 keys, and its scores, softmax and mix are the
+        numbers `decode` computes for it, bit for bit (with `qmatmul`'s rows, a speculative
+        verify then sees exactly the logits a token-by-token decode would). Returns (T, q_dim)."""
+        lap, nh = self.lap, self.cfg.num_heads
+        T, S = q.shape[0], P + q.shape[0]
+        buf = np.empty(T * nh * S, f32)
+        rows = [buf[t * nh * S: t * nh * S + nh * (P + t + 1)].reshape(nh, P + t + 1) for t in range(T)]
+        for t in range(T):
+            K.attn_scores(q[t], kc, P + t + 1, scale, rows[t])
+        lap(li, ATTN_SCORES)
+        for t in range(T):
+            K.softmax_rows(rows[t], P + t + 1)
+        lap(li, ATTN_SOFTMAX)
+        attn = np.empty((T, nh, q.shape[2]), f32)
+        for t in range(T):
+            K.attn_mix(rows[t], vc, P + t + 1, attn[t])
+        lap(li, ATTN_MIX)
+        return attn.reshape(T, -1)
+
     # --- prefill: the whole prompt at once, BLAS matmuls ---------------------------------
     # The matmuls go to BLAS (its own thread pool); the small ops between them run on the
     # kernels' serial bodies (KS), and Numba's pool is held at one thread meanwhile, so the
@@ -246,7 +271,8 @@ class SimdEngine(Engine):
     # qwen2.5-0.5b: 1.32 s with both pools live, 0.62 s like this.
     def prefill(self, ids, all_logits=False, on_device=False):  # the host is this engine's device
         threads = numba.get_num_threads()
-        numba.set_num_threads(1)
+        if len(ids) > self.PREFILL_MATVEC_TOKENS or not self.xpad.size:
+            numba.set_num_threads(1)  # BLAS does the matmuls; a short pass over quantized weights is Numba's
         try:
             # an overflow (Inf weights, say) is not warned about here: the sampled logit is
             # checked, and the run stops with one line naming the layer
@@ -259,13 +285,15 @@ class SimdEngine(Engine):
         self.check_room(len(ids))
         cfg, lap = self.cfg, self.lap
         nh, nkv, hd, g = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.gqa_group
-        qd, kvd, I, eps, scale = cfg.q_dim, cfg.kv_dim, cfg.intermediate_size, cfg.rms_norm_eps, attn_scale(hd)
+        qd, kvd, I, scale = cfg.q_dim, cfg.kv_dim, cfg.intermediate_size, attn_scale(hd)
+        eps = f32(cfg.rms_norm_eps)  # the serial bodies take it as given: float32, as the entry points pass it
         P, T = self.pos, len(ids)
         S = P + T
         cos, sin = self.cos[P:S], self.sin[P:S]
         h = np.empty((T, cfg.hidden_size), f32)
         act = np.empty((T, I), f32)
 
+        short = T <= self.PREFILL_MATVEC_TOKENS  # attention row by row, on decode's kernels
         x = np.empty((T, cfg.hidden_size), f32)
         self._embed_rows(ids, x)
         lap(-1, EMBED)
@@ -283,16 +311,19 @@ class SimdEngine(Engine):
             kc[:, P:S] = k.transpose(1, 0, 2)
             vc[:, P:S] = qkv[:, qd + kvd:].reshape(T, nkv, hd).transpose(1, 0, 2)
             lap(li, ROPE)
-            # GQA: the g query heads sharing a KV head are stacked as rows: (nkv, g*T, hd)
-            qg = q.transpose(1, 0, 2).reshape(nkv, g * T, hd)
-            scores = np.matmul(qg, kc[:, :S].transpose(0, 2, 1))  # (nkv, g*T, S)
-            scores *= scale
-            lap(li, ATTN_SCORES)
-            KS.causal_softmax(scores.reshape(nh, T, S), P)
-            lap(li, ATTN_SOFTMAX)
-            mixed = np.matmul(scores, vc[:, :S])  # (nkv, g*T, hd)
-            attn = mixed.reshape(nh, T, hd).transpose(1, 0, 2).reshape(T, qd)
-            lap(li, ATTN_MIX)
+            if short:
+                attn = self._attend_rows(li, q, kc, vc, P, scale)
+            else:
+                # GQA: the g query heads sharing a KV head are stacked as rows: (nkv, g*T, hd)
+                qg = q.transpose(1, 0, 2).reshape(nkv, g * T, hd)
+                scores = np.matmul(qg, kc[:, :S].transpose(0, 2, 1))  # (nkv, g*T, S)
+                scores *= scale
+                lap(li, ATTN_SCORES)
+                KS.causal_softmax(scores.reshape(nh, T, S), P)
+                lap(li, ATTN_SOFTMAX)
+                mixed = np.matmul(scores, vc[:, :S])  # (nkv, g*T, hd)
+                attn = mixed.reshape(nh, T, hd).transpose(1, 0, 2).reshape(T, qd)
+                lap(li, ATTN_MIX)
             x += self._mm(attn, lw.o_proj)
             lap(li, O_PROJ)
             KS.rmsnorm(x, lw.mlp_norm, eps, h)

@@ -131,6 +131,68 @@ def madd_nibbles_u4(typingctx, q, qoff, xl, xh, acc, aoff):
     return sig, codegen
 
 
+def _madd_many(n: int, nibbles: bool):
+    """The step above for `n` inputs at once: the weights are loaded (and, for 4-bit, split
+    into nibbles) once, then multiplied into each input's accumulator. Integer sums, so each
+    input's accumulator ends exactly as `n` one-input steps would leave it.
+
+    Arguments: q, qoff (as above); xs, xoff: the inputs' packed pairs, xs[xoff + j] for input j
+    (int32: an int16 pair for Q8_0, an int8 pair for 4-bit; for 4-bit, xs holds the low-half
+    pairs and xh the high-half ones); acc, aoff, stride: input j's accumulator starts at
+    acc[aoff + j * stride]."""
+
+    def typer(typingctx, q, qoff, xs, xh, xoff, acc, aoff, stride):
+        sig = types.void(q, qoff, xs, xh, xoff, acc, aoff, stride)
+
+        def codegen(context, builder, signature, args):
+            qa, qo, xa, ha, xo, aa, ao, st = args
+            i64 = ir.IntType(64)
+
+            def scalar(arrty, arr, k):
+                ptr = _at(context, builder, arrty, arr, builder.add(builder.sext(xo, i64) if xo.type.width < 64 else xo,
+                                                                     ir.Constant(i64, k)), _i32)
+                return builder.load(ptr, align=4)
+
+            def acc_ptr(j, vecty):
+                o = builder.add(builder.sext(ao, i64) if ao.type.width < 64 else ao,
+                                builder.mul(builder.sext(st, i64) if st.type.width < 64 else st, ir.Constant(i64, j)))
+                return _at(context, builder, signature.args[5], aa, o, vecty)
+
+            if nibbles:
+                v32i8, v16i16 = ir.VectorType(_i8, 32), ir.VectorType(_i16, 16)
+                v = builder.load(_at(context, builder, signature.args[0], qa, qo, v32i8), align=1)
+                lo = builder.and_(v, ir.Constant(v32i8, [15] * 32))
+                hi = builder.lshr(v, ir.Constant(v32i8, [4] * 32))
+                fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16i16, [v32i8, v32i8]),
+                                                    "llvm.x86.avx2.pmadd.ub.sw")
+                for j in range(n):
+                    xl = _splat(builder, builder.trunc(scalar(signature.args[2], xa, j), _i16), 16, v32i8)
+                    xh = _splat(builder, builder.trunc(scalar(signature.args[3], ha, j), _i16), 16, v32i8)
+                    s = builder.add(builder.call(fn, [lo, xl]), builder.call(fn, [hi, xh]))
+                    ap = acc_ptr(j, v16i16)
+                    builder.store(builder.add(builder.load(ap, align=2), s), ap, align=2)
+            else:
+                v16i8, v16i16, v8i32 = ir.VectorType(_i8, 16), ir.VectorType(_i16, 16), ir.VectorType(_i32, 8)
+                w = builder.sext(builder.load(_at(context, builder, signature.args[0], qa, qo, v16i8), align=1), v16i16)
+                fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8i32, [v16i16, v16i16]),
+                                                    "llvm.x86.avx2.pmadd.wd")
+                for j in range(n):
+                    x = _splat(builder, scalar(signature.args[2], xa, j), 8, v16i16)
+                    ap = acc_ptr(j, v8i32)
+                    builder.store(builder.add(builder.load(ap, align=4), builder.call(fn, [w, x])), ap, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    typer.__name__ = f"madd_{'nibbles_u4' if nibbles else 'pairs_i8'}_x{n}"
+    return intrinsic(typer)
+
+
+# several inputs over the same weights (a speculative verify, a short prefill): 4, 2 or 1 at a time
+madd_pairs_i8_x4, madd_pairs_i8_x2, madd_pairs_i8_x1 = (_madd_many(n, False) for n in (4, 2, 1))
+madd_nibbles_u4_x4, madd_nibbles_u4_x2, madd_nibbles_u4_x1 = (_madd_many(n, True) for n in (4, 2, 1))
+
+
 def _pattern(builder, a, b, lanes: int):
     """[a, b, a, b, ...] (float32), `lanes` long."""
     vec = ir.VectorType(ir.FloatType(), lanes)

@@ -108,10 +108,12 @@ _PAR_MIN_EXP = 4 * 1024  # exp() calls for softmax / silu (libm expf, not vector
 _SILU_CHUNK = 1024
 
 
-def jit(parallel: bool = False):
+def jit(parallel: bool = False, fastmath: bool = True):
     """The decorator of every kernel (here and in ``profilers.bench.simd_kernels``): cached on
-    disk, fast-math without nnan/ninf, GIL released."""
-    return njit(cache=True, fastmath=_FASTMATH, parallel=parallel, nogil=True)
+    disk, fast-math without nnan/ninf (``fastmath=False``: nor reassociation or fused multiply-adds,
+    for kernels whose results must not depend on where they were inlined), GIL released."""
+    return njit(cache=True, fastmath=_FASTMATH if fastmath else _FASTMATH - {"reassoc", "contract"}, parallel=parallel,
+                nogil=True)
 
 
 def _par_and_ser(body):

@@ -41,9 +41,11 @@ Neither ever expands the weights in memory. A row whose length is not a multiple
 with zero weights (`engines.quant.formats.quantize`); the kernels read the input through a zero-padded
 copy, so the padding meets zeros.
 
-Prefill dequantizes a few tiles at a time (``dequant_tiles``), transposed, into a float32 buffer
-that stays in cache and hands it to BLAS; an embedding lookup dequantizes one row
-(``dequant_row``). fp16 scales become float32 with integer operations on their bits, a tile at a
+A short pass of several tokens (a speculative verify, a short prompt) runs ``qmatmul``: each
+tile is read once for all the tokens, the integer steps take four inputs a weight load, and
+each token's row is the one-input matvec's result bit for bit. A long prefill dequantizes a
+few tiles at a time (``dequant_tiles``), transposed, into a float32 buffer that stays in cache
+and hands it to BLAS; an embedding lookup dequantizes one row (``dequant_row``). fp16 scales become float32 with integer operations on their bits, a tile at a
 time (Numba has no float16 on the CPU).
 
 Conventions are those of ``engines.simd.kernels``: C-contiguous arrays, ``out`` given by the
@@ -57,8 +59,18 @@ from numba import prange
 
 from ..quant.formats import format_info
 from .intrinsics import (HAVE_AVX2, HAVE_F16, fma_pairs_q4, fma_pairs_q8, half_to_float8, madd_nibbles_u4,
-                              madd_pairs_i8, round_to_half)
-from .kernels import PAR_MIN_MATVEC, jit
+                         madd_nibbles_u4_x1, madd_nibbles_u4_x2, madd_nibbles_u4_x4, madd_pairs_i8, madd_pairs_i8_x1,
+                         madd_pairs_i8_x2, madd_pairs_i8_x4, round_to_half)
+from .kernels import PAR_MIN_MATVEC
+from .kernels import jit as _jit
+
+
+def jit(parallel: bool = False):
+    """Every kernel here compiles without fast-math: a float expression then rounds the same
+    wherever Numba inlines it, so the several-input matmul (``qmatmul``) equals the one-input
+    matvec bit for bit, and a speculative verify sees exactly the logits decode would. The hot
+    loops are integer or explicit IR, so nothing measurable is lost."""
+    return _jit(parallel=parallel, fastmath=False)
 
 R = 64  # rows per tile
 # parallel matvec: the tiles split into this many runs (a run shares its scratch arrays), several
@@ -343,6 +355,167 @@ def qmatvec_int(q, d, m, code, x, xpad, xq, out, add, use_add, res):
     _qmv(q, d, m, code, xpad[: nb * 32], xqb, dx, xs, True, out, add, use_add, res)
 
 
+# ------------------------------------------------------------------ several inputs, weights read once
+
+@jit()
+def _group_q8_int(qf, nb, t, PA, T, i0, n, DX, acc, ds, TACC):
+    """TACC[:n] = tile t of a Q8_0 matrix @ inputs i0..i0+n-1 (n = 4, 2 or 1), the weights loaded
+    once for the n; PA (blocks*16, T) int32: each input's int16 pairs, inputs side by side.
+    Each input's sums run in ``_tile_q8_int``'s order."""
+    TACC[:n] = 0
+    for b in range(nb):
+        acc[: n * R] = 0
+        base = (t * nb + b) * 32 * R
+        for p in range(16):
+            off = base + p * 2 * R
+            xo = (b * 16 + p) * T + i0
+            for lane in range(R // 8):
+                if n == 4:
+                    madd_pairs_i8_x4(qf, off + lane * 16, PA, PA, xo, acc, lane * 8, R)
+                elif n == 2:
+                    madd_pairs_i8_x2(qf, off + lane * 16, PA, PA, xo, acc, lane * 8, R)
+                else:
+                    madd_pairs_i8_x1(qf, off + lane * 16, PA, PA, xo, acc, lane * 8, R)
+        for j in range(n):
+            s = DX[i0 + j, b]
+            for r in range(R):
+                TACC[j, r] += (ds[b, r] * s) * np.float32(acc[j * R + r])
+
+
+@jit()
+def _group_q4_int(qf, nb, t, has_min, PL, PH, T, i0, n, DX, XS, acc, ds, ms, TACC):
+    """The same for Q4_0 and Q4_1 (``_tile_q4_int``'s sums); PL, PH (blocks*8, T) int32: each
+    input's int8 pairs from a block's low and high halves."""
+    TACC[:n] = 0
+    for b in range(nb):
+        acc[: n * R] = 0
+        base = (t * nb + b) * 16 * R
+        for p in range(8):
+            off = base + p * 2 * R
+            xo = (b * 8 + p) * T + i0
+            for lane in range(R // 16):
+                if n == 4:
+                    madd_nibbles_u4_x4(qf, off + lane * 32, PL, PH, xo, acc, lane * 16, R)
+                elif n == 2:
+                    madd_nibbles_u4_x2(qf, off + lane * 32, PL, PH, xo, acc, lane * 16, R)
+                else:
+                    madd_nibbles_u4_x1(qf, off + lane * 32, PL, PH, xo, acc, lane * 16, R)
+        for j in range(n):
+            s = DX[i0 + j, b]
+            sq = np.int32(XS[i0 + j, b])
+            x8 = np.int16(8 * sq)
+            if has_min:
+                for r in range(R):
+                    D = np.float32(np.int16(acc[j * R + r] - x8))
+                    TACC[j, r] += (ds[b, r] * s) * (D + np.float32(8 * sq)) + (ms[b, r] * s) * np.float32(sq)
+            else:
+                for r in range(R):
+                    TACC[j, r] += (ds[b, r] * s) * np.float32(np.int16(acc[j * R + r] - x8))
+
+
+@jit()
+def _tiles_rows(q, d, m, code, X, XQ, DX, XS, PA, PH, int8_input, t0, t1, OUT):
+    """OUT[i, t0*R : t1*R] = tiles t0..t1-1 @ input i, for every row i of X (or, int8, of its
+    Q8_0 blocks: scales DX, block sums XS, packed pairs PA and PH): each tile's scales are
+    widened once and its bytes stay in cache while every input passes over them, the integer
+    path four inputs a load. Row i's sums run in the order ``_tiles`` runs them for that input
+    alone, so each row equals a one-input matvec bit for bit."""
+    nb = q.shape[1]
+    T = OUT.shape[0]
+    qf = q.reshape(-1)
+    s2 = np.empty(2 * R, np.float32)
+    acc4 = np.empty(4 * R, np.int32)
+    acc16 = acc4.view(np.int16)
+    TACC = np.empty((4, R), np.float32)
+    ds = np.empty((nb, R), np.float32)
+    ms = np.empty((nb, R), np.float32)
+    for t in range(t0, t1):
+        _tile_scales(d, m, code, t, ds, ms)
+        if int8_input and HAVE_AVX2:
+            i0 = 0
+            while i0 < T:
+                n = 4 if T - i0 >= 4 else (2 if T - i0 >= 2 else 1)
+                if code == Q8_0:
+                    _group_q8_int(qf, nb, t, PA, T, i0, n, DX, acc4, ds, TACC)
+                else:
+                    _group_q4_int(qf, nb, t, code == Q4_1, PA, PH, T, i0, n, DX, XS, acc16, ds, ms, TACC)
+                for j in range(n):
+                    OUT[i0 + j, t * R:(t + 1) * R] = TACC[j]
+                i0 += n
+        else:
+            tacc = TACC[0]
+            for i in range(T):
+                tacc[:] = 0
+                if code == Q8_0:
+                    _tile_q8(qf, nb, t, X[i], s2, ds, tacc)
+                else:
+                    _tile_q4(qf, nb, t, code == Q4_1, X[i], XS[i], s2, ds, ms, tacc)
+                OUT[i, t * R:(t + 1) * R] = tacc
+
+
+@jit(parallel=True)
+def _qmm_par(q, d, m, code, X, XQ, DX, XS, PA, PH, int8_input, OUT):
+    nt = q.shape[0]
+    chunks = min(nt, _CHUNKS)
+    per = -(-nt // chunks)
+    for c in prange(chunks):
+        _tiles_rows(q, d, m, code, X, XQ, DX, XS, PA, PH, int8_input, c * per, min(nt, (c + 1) * per), OUT)
+
+
+@jit()
+def qmatmul(q, d, m, code, X, int8_input, res):
+    """res (T, O) = X (T, cols) @ W.T for the tiled matrix W: the weights read from memory once
+    for all T inputs (a speculative verify, a short prefill), each row the one-input matvec's
+    result bit for bit (``qmatvec``, or ``qmatvec_int`` with int8_input, AVX2 only).
+    Allocates its scratch: it is called once a matrix a pass, not once a token."""
+    nt, nb = q.shape[0], q.shape[1]
+    T, n = X.shape[0], X.shape[1]
+    O = res.shape[1]
+    if n > nb * 32 or O > nt * R or res.shape[0] != T:
+        raise ValueError("qmatmul: shape mismatch")
+    if int8_input and not HAVE_AVX2:
+        raise ValueError("qmatmul: int8 input needs AVX2")
+    XP = np.empty((T, nb * 34), np.float32)  # per row: the padded input, then two numbers a block
+    XQ = np.empty((T, nb * 32), np.int8)
+    for i in range(T):
+        if int8_input:
+            quantize_input(X[i], XP[i], XQ[i])
+        else:
+            XP[i, :n] = X[i]
+            XP[i, n:nb * 32] = 0
+            if code != Q8_0:
+                for b in range(nb):
+                    s = np.float32(0.0)
+                    for j in range(32):
+                        s += XP[i, b * 32 + j]
+                    XP[i, nb * 32 + b] = s
+    OUT = np.empty((T, nt * R), np.float32)
+    if int8_input:
+        # each input's Q8_0 blocks packed as the integer steps take them, inputs side by side
+        PA = np.empty(nb * 16 * T, np.int32)
+        PH = np.empty(nb * 8 * T, np.int32)
+        for i in range(T):
+            xq = XQ[i]
+            for b in range(nb):
+                for p in range(16):
+                    k = b * 32 + 2 * p
+                    if code == Q8_0:
+                        PA[(b * 16 + p) * T + i] = (np.int32(xq[k]) & 0xFFFF) | (np.int32(xq[k + 1]) << 16)
+                for p in range(8):
+                    k = b * 32 + 2 * p
+                    if code != Q8_0:
+                        PA[(b * 8 + p) * T + i] = (np.int32(xq[k]) & 0xFF) | ((np.int32(xq[k + 1]) & 0xFF) << 8)
+                        PH[(b * 8 + p) * T + i] = (np.int32(xq[k + 16]) & 0xFF) | ((np.int32(xq[k + 17]) & 0xFF) << 8)
+        DX = np.ascontiguousarray(XP[:, nb * 32: nb * 33])
+        XS = np.ascontiguousarray(XP[:, nb * 33: nb * 34])
+        _qmm_par(q, d, m, code, XP[:, : nb * 32], XQ, DX, XS, PA, PH, True, OUT)
+    else:
+        none = np.empty(0, np.int32)
+        _qmm_par(q, d, m, code, XP[:, : nb * 32], XQ, XP[:, nb * 32: nb * 33], XP[:, nb * 32: nb * 33], none, none,
+                 False, OUT)
+    res[:, :] = OUT[:, :O]
+
+
 @jit()
 def _deq_tile(q, d, m, code, t, n, dst, c0, ds, ms):
     """dst[:n, c0 : c0 + R] = tile t's weights, transposed: input j down, the tile's rows across
@@ -410,6 +583,8 @@ def warmup() -> None:
             qmatvec(q, d, d, code, x, xpad, out, res, use_add, res)
             if HAVE_AVX2:
                 qmatvec_int(q, d, d, code, x, xpad, xq, out, res, use_add, res)
+        for int8_input in ((False, True) if HAVE_AVX2 else (False,)):
+            qmatmul(q, d, d, code, np.zeros((2, 40), np.float32), int8_input, np.zeros((2, 3), np.float32))
         dequant_tiles(q, d, d, code, 0, 40, np.zeros((40, R), np.float32))
         dequant_row(q, d, d, code, 1, 40, np.zeros((1, 40), np.float32))
 
