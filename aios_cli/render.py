@@ -69,7 +69,11 @@ def speculation_line(s: dict, spec: dict) -> str:
     return (f"{s['speculate']} k={s['spec_k']}: {spec['accepted_tokens']} of {spec['drafted_tokens']} drafts kept "
             f"({fmt_pct(s['acceptance_rate'])}), {s['tokens_per_verify_step']:.2f} tokens per verify step over "
             f"{spec['verify_steps']}; accepted length:rounds {hist}; per emitted token "
-            f"{s['draft_s_per_token'] * 1e3:.2f} ms drafting, {s['verify_s_per_token'] * 1e3:.2f} ms verifying")
+            f"{s['draft_s_per_token'] * 1e3:.2f} ms drafting, {s['verify_s_per_token'] * 1e3:.2f} ms verifying"
+            + (f"; {s['spec_speedup']:.2f}x the decode tok/s of the same run without it "
+               f"({fmt_num(s['baseline_decode_tokens_per_s'])} tok/s, one run each"
+               + ("" if spec.get("baseline_same_ids") else "; the ids differ") + ")"
+               if s.get("spec_speedup") else ""))
 
 
 def _layer_matrix(r: RunRecord, phase: str):

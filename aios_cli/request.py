@@ -122,6 +122,10 @@ class GenerateRequest:
     quant: str | None = None
     speculate: str | None = None
     spec_k: int = 4
+    draft_max: int | None = None
+    draft_min: int = 0
+    draft_p_min: float = 0.0
+    spec_baseline: bool = True
     outputs: dict[str, Path | None] = field(default_factory=dict)  # flag -> file
     op_outputs: tuple[str, ...] = ()  # flags whose file needs --profile op
 
@@ -149,7 +153,8 @@ class GenerateRequest:
         check_outputs(self.outputs)
         from engines.spec.drafters import check_speculate
 
-        check_speculate(self.speculate, self.spec_k)
+        check_speculate(self.speculate, self.spec_k, draft_min=self.draft_min, draft_max=self.draft_max,
+                        p_min=self.draft_p_min, sampled=not (self.greedy or self.temperature == 0))
         from profilers.threads import check_threads
 
         check_threads(self.threads)
@@ -164,6 +169,7 @@ class GenerateRequest:
         for b in backends:
             check_backend(b, self.dtype)
             check_quant(b, self.quant)
+            check_speculate(self.speculate, self.spec_k, backend=b)
         self._ids = parse_ids(self.prompt_ids) if self.prompt_ids is not None else None
         from profilers.threads import setup
 
@@ -206,6 +212,9 @@ class GenerateRequest:
             prompts = [(p, encode(ckpt.tokenizer, p)) for p in self.prompts]
         for _, ids in prompts:
             check_request(ckpt.config, ids, self.max_new_tokens)
+        from engines.spec.drafters import check_for_model
+
+        check_for_model(self.speculate, ckpt.config)
         for b in backends:  # refuse now, not after the first backend has run
             engine_class(b).preflight(ckpt.config, ckpt.name, self.dtype, self.quant or ckpt.quant)
         return ckpt, prompts
@@ -219,4 +228,5 @@ class GenerateRequest:
         return RunOptions(max_new_tokens=self.max_new_tokens, sampling=sampling, dtype=self.dtype,
                           profile=self.profile, warmup=self.warmup, ignore_eos=self.ignore_eos,
                           threads=self.thread_plan, quant=self.quant, speculate=self.speculate,
-                          spec_k=self.spec_k)
+                          spec_k=self.spec_k, draft_max=self.draft_max, draft_min=self.draft_min,
+                          draft_p_min=self.draft_p_min, spec_baseline=self.spec_baseline)

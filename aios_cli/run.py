@@ -36,8 +36,12 @@ def run(
     top_k: Annotated[int, typer.Option("--top-k", help="Keep the k most likely tokens (0: off).", rich_help_panel=_SAMPLING)] = 0,
     top_p: Annotated[float, typer.Option("--top-p", help="Keep the smallest set with this much probability (1: off).", rich_help_panel=_SAMPLING)] = 1.0,
     seed: Annotated[int, typer.Option("--seed", help="Sampler seed: same seed, same tokens.", rich_help_panel=_SAMPLING)] = 0,
-    speculate: Annotated[Optional[str], typer.Option("--speculate", help="Draft tokens and verify them in one pass of the model, the output unchanged: ngram (prompt lookup: what followed the last tokens' latest earlier match).", rich_help_panel=_SPEC, show_default=False)] = None,
-    spec_k: Annotated[int, typer.Option("--spec-k", help="Tokens drafted a round, at most (with --speculate).", rich_help_panel=_SPEC)] = 4,
+    speculate: Annotated[Optional[str], typer.Option("--speculate", help="Draft tokens and verify them in one pass of the model, the output unchanged: ngram (prompt lookup), draft:MODEL (a model with the same tokenizer), self:q4_0 or self:q8_0 (the model's own weights, re-quantized), exit:L (its first L layers).", rich_help_panel=_SPEC, show_default=False)] = None,
+    spec_k: Annotated[int, typer.Option("--spec-k", help="Tokens drafted a round, at most (with --draft-max: the first round's).", rich_help_panel=_SPEC)] = 4,
+    draft_max: Annotated[Optional[int], typer.Option("--draft-max", help="Adaptive k up to this: +2 after a round that kept every draft, -1 after a rejection.", rich_help_panel=_SPEC, show_default=False)] = None,
+    draft_min: Annotated[int, typer.Option("--draft-min", help="A shorter draft is not verified: the round decodes one token (greedy, or prompt lookup).", rich_help_panel=_SPEC)] = 0,
+    draft_p_min: Annotated[float, typer.Option("--draft-p-min", help="A model drafter stops where its most likely token has less than this probability.", rich_help_panel=_SPEC)] = 0.0,
+    baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="After a speculative run, the same run without it, for the speed-up (once, not interleaved: aios bench spec interleaves).", rich_help_panel=_SPEC)] = True,
     profile: Annotated[str, typer.Option("--profile", help="op: time every op; token: time tokens, count ops; none: time tokens only.", rich_help_panel=_OUTPUT)] = "op",
     format: Annotated[str, typer.Option("--format", "-f", help="table, csv (summary row per backend), json or md.", rich_help_panel=_OUTPUT)] = "table",
     csv_file: Annotated[Optional[Path], typer.Option("--csv", help="Write one tidy row per op event to FILE.", rich_help_panel=_OUTPUT)] = None,
@@ -50,7 +54,8 @@ def run(
     req = GenerateRequest(backend=backend, model=model, dtype=dtype, prompts=[prompt], prompt_ids=prompt_ids,
                           max_new_tokens=max_new_tokens, profile=profile, ignore_eos=ignore_eos, warmup=warmup,
                           greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                          threads=threads, quant=quant, speculate=speculate, spec_k=spec_k,
+                          threads=threads, quant=quant, speculate=speculate, spec_k=spec_k, draft_max=draft_max,
+                          draft_min=draft_min, draft_p_min=draft_p_min, spec_baseline=baseline,
                           outputs={"--csv": csv_file, "--trace": trace_file},
                           op_outputs=("--csv",))
     _run(req, format, csv_file, trace_file, quiet)
@@ -103,12 +108,13 @@ def _one_backend(ckpt, backend, ids, opts, err, quiet, stream):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from engines.model.tokenizer import StreamDecoder
-    from profilers.harness import profile_run, start_run
+    from profilers.harness import start_run
 
     if quiet:
-        rec = profile_run(ckpt, backend, ids, opts)
-        gc.collect()
-        return rec
+        run = start_run(ckpt, backend, ids, opts)
+        for _ in run:
+            pass
+        return _with_baseline(run, ckpt, backend, ids, opts, None)
     decoder = StreamDecoder(ckpt.tokenizer) if ckpt.tokenizer is not None else None
     text_out = sys.stdout if stream else sys.stderr
     # a vocabulary may hold escape sequences: on a terminal, generated text is shown, not obeyed
@@ -142,6 +148,22 @@ def _one_backend(ckpt, backend, ids, opts, err, quiet, stream):
         text_out.write(shown(decoder.flush()))
     text_out.write("\n")
     text_out.flush()
+    return _with_baseline(run, ckpt, backend, ids, opts, err)
+
+
+def _with_baseline(run, ckpt, backend, ids, opts, err):
+    """The run's record; after a speculative run, with the same run without speculation
+    measured on the same engine (--baseline, the default)."""
+    import gc
+
+    from profilers.harness import add_baseline
+
     rec = run.record()
+    if opts.speculate and opts.spec_baseline:
+        if err is not None:
+            with err.status(f"{backend}: the same run without speculation, for the speed-up", spinner="dots"):
+                add_baseline(rec, ckpt, backend, ids, opts, run.engine)
+        else:
+            add_baseline(rec, ckpt, backend, ids, opts, run.engine)
     gc.collect()
     return rec

@@ -180,6 +180,27 @@ class Engine:
             raise ValueError(f"cannot truncate a cache of {self.pos} positions to {length}")
         self.pos = length
 
+    def early_exit(self, layers: int) -> "Engine":
+        """A second engine that runs this one's first `layers` layers, then its final norm and
+        head (LayerSkip-style self-speculation, no training): the same weight objects, no copy;
+        its own KV cache and scratch. `layers` is 1 .. num_layers - 1."""
+        import copy
+        from dataclasses import replace
+
+        if not 1 <= layers < self.cfg.num_layers:
+            raise UserError(f"exit:{layers} needs 1 to {self.cfg.num_layers - 1} of the model's {self.cfg.num_layers} layers",
+                            f"pass --speculate exit:{max(1, self.cfg.num_layers // 4)}, say")
+        view = copy.copy(self)
+        view.layers = self.layers[:layers]
+        view.cfg = replace(self.cfg, num_layers=layers)
+        view.lap = noop_lap
+        view.own_scratch()
+        view.reset(max(self.capacity, 1))
+        return view
+
+    def own_scratch(self) -> None:
+        """Give a copy made by `early_exit` its own per-token buffers (none here)."""
+
     def check_room(self, n: int) -> None:
         if self.pos + n > self.capacity:
             raise UserError(

@@ -49,6 +49,7 @@ SUMMARY_COLUMNS = (
     "kv_cache_bytes", "device_peak_bytes", *PROVENANCE_FIELDS,
     # --speculate: appended, empty without it
     "speculate", "spec_k", "acceptance_rate", "tokens_per_verify_step", "draft_s_per_token", "verify_s_per_token",
+    "baseline_decode_tokens_per_s", "spec_speedup",
 )
 
 

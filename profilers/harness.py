@@ -40,7 +40,11 @@ class RunOptions:
     threads: ThreadPlan | None = None  # the plan the command applied (None: pools as they were)
     quant: str | None = None  # --quant: the format linear weights are quantized to as they load
     speculate: str | None = None  # --speculate: the drafter (engines.spec.drafters), None: one token a pass
-    spec_k: int = 4  # --spec-k: tokens drafted a round, at most
+    spec_k: int = 4  # --spec-k: tokens drafted a round, at most (the first round's, with draft_max)
+    draft_max: int | None = None  # --draft-max: adaptive k up to this (None: k fixed)
+    draft_min: int = 0  # --draft-min: a shorter draft is not verified
+    draft_p_min: float = 0.0  # --draft-p-min: a model drafter stops below this confidence
+    spec_baseline: bool = True  # --baseline: after a speculative run, the same run without it, for the speed-up
 
 
 def new_run_id(backend: str) -> str:
@@ -54,6 +58,14 @@ def build_engine(ckpt: Checkpoint, backend: str, dtype: str | None, progress: Ca
     kw = {"quant": quant} if quant is not None else {}
     engine = engine_class(backend)(ckpt, dtype=dtype, progress=progress, **kw)
     return engine, time.perf_counter() - t0
+
+
+def build_drafter(engine, opts: RunOptions, progress: Callable | None = None):
+    """The drafter --speculate names, for `engine` (a model drafter is a second engine, built here)."""
+    from engines.spec.drafters import make_drafter
+
+    return make_drafter(opts.speculate, engine, opts.sampling, seed=opts.sampling.seed, p_min=opts.draft_p_min,
+                        dtype=opts.dtype, progress=progress)
 
 
 def warm_up(engine, prompt_ids: list[int], opts: RunOptions) -> float:
@@ -86,10 +98,13 @@ def measured(gen, probe, memory: MemorySampler | None = None) -> Iterator[tuple[
     yields (step, the tokens it emitted). Memory is sampled between passes, outside the timed
     region."""
     engine = gen.engine
-    engine.set_lap(probe.lap)
+    engines = getattr(gen, "engines", [engine])  # a model drafter's engine laps into the same probe
+    for e in engines:
+        e.set_lap(probe.lap)
+    label = getattr(gen, "pass_engine", None)
     try:
         while not gen.done:
-            probe.begin_step(*gen.next_pass(), engine.pos, emitted=0)
+            probe.begin_step(*gen.next_pass(), engine.pos, emitted=0, engine=label() if label else None)
             out = gen.step()
             tokens = out if isinstance(out, list) else [out]
             st = probe.end_step(emitted=len(tokens))
@@ -97,7 +112,8 @@ def measured(gen, probe, memory: MemorySampler | None = None) -> Iterator[tuple[
                 memory.sample(engine)
             yield st, tokens
     finally:
-        engine.set_lap(None)
+        for e in engines:
+            e.set_lap(None)
 
 
 class ProfiledRun:
@@ -105,18 +121,18 @@ class ProfiledRun:
     `record()` is its RunRecord at any point (a run stopped early is marked partial)."""
 
     def __init__(self, ckpt: Checkpoint, backend: str, engine, prompt_ids: list[int], opts: RunOptions,
-                 load_s: float = 0.0, jit_s: float | None = 0.0, run_id: str | None = None):
+                 load_s: float = 0.0, jit_s: float | None = 0.0, run_id: str | None = None, drafter=None):
         self.ckpt, self.backend, self.engine, self.opts = ckpt, backend, engine, opts
         self.load_s, self.jit_s = load_s, jit_s
         self.run_id = run_id or new_run_id(backend)
         stop = () if opts.ignore_eos else ckpt.config.eos_token_ids
         sampler = engine.make_sampler(opts.sampling)
         if opts.speculate:
-            from engines.spec.drafters import make_drafter
             from engines.spec.generate import SpeculativeGeneration
 
             self.generation = SpeculativeGeneration(engine, prompt_ids, opts.max_new_tokens, sampler,
-                                                    make_drafter(opts.speculate), opts.spec_k, stop)
+                                                    drafter or build_drafter(engine, opts), opts.spec_k, stop,
+                                                    draft_max=opts.draft_max, draft_min=opts.draft_min)
         else:
             self.generation = Generation(engine, prompt_ids, opts.max_new_tokens, sampler, stop)
         if engine.device == "cuda":
@@ -150,7 +166,9 @@ class ProfiledRun:
         steps = list(self.steps)
         meta = {"stopped_at_eos": gen.stopped_at_eos, **({} if gen.done else {"partial": True})}
         if self.opts.speculate:
-            meta["speculation"] = {"drafter": self.opts.speculate, "k": self.opts.spec_k, **gen.acceptance()}
+            meta["speculation"] = {"drafter": self.opts.speculate, "k": self.opts.spec_k,
+                                   "draft_max": self.opts.draft_max, "draft_min": self.opts.draft_min,
+                                   "draft_p_min": self.opts.draft_p_min, **gen.acceptance()}
         return make_record(self.ckpt, self.backend, self.engine, self.opts, gen.prompt_ids,
                            gen.generated_ids[:sum(s.emitted for s in steps)], steps, list(self.memory.samples),
                            load_s=self.load_s, jit_s=self.jit_s, run_id=self.run_id, meta=meta)
@@ -166,13 +184,36 @@ def start_run(ckpt: Checkpoint, backend: str, prompt_ids: list[int], opts: RunOp
     if engine is None:
         phase(f"loading weights into the {backend} engine")
         engine, load_s = build_engine(ckpt, backend, opts.dtype, progress, opts.quant)
+    drafter = None
+    if opts.speculate:
+        if opts.speculate != "ngram":
+            phase(f"loading the drafter ({opts.speculate})")
+        t0 = time.perf_counter()
+        drafter = build_drafter(engine, opts, progress)
+        load_s += time.perf_counter() - t0
     jit_s = None  # not measured: --no-warmup
     if opts.warmup:
         phase("warming up (JIT compile, caches)")
         jit_s = warm_up(engine, prompt_ids, opts)
+        if hasattr(drafter, "warmup"):
+            jit_s += drafter.warmup(prompt_ids[:8])
     phase("generating")
     return ProfiledRun(ckpt, backend, engine, prompt_ids, opts, load_s=ckpt.open_seconds + load_s, jit_s=jit_s,
-                       run_id=run_id)
+                       run_id=run_id, drafter=drafter)
+
+
+def add_baseline(rec: RunRecord, ckpt: Checkpoint, backend: str, prompt_ids: list[int], opts: RunOptions,
+                 engine) -> None:
+    """After a speculative run: the same generation without speculation, on the same engine
+    and profile level, once (not interleaved: `aios bench spec` interleaves), so the record can
+    say what speculation bought. Adds its decode tok/s and whether the ids matched to the
+    record's speculation meta."""
+    from dataclasses import replace
+
+    base = profile_run(ckpt, backend, prompt_ids, replace(opts, speculate=None, warmup=False), engine=engine)
+    spec = rec.meta["speculation"]
+    spec["baseline_decode_tokens_per_s"] = base.summary()["decode_tokens_per_s"]
+    spec["baseline_same_ids"] = list(base.generated_ids) == list(rec.generated_ids)
 
 
 def profile_run(ckpt: Checkpoint, backend: str, prompt_ids: list[int], opts: RunOptions, **kw) -> RunRecord:

@@ -197,12 +197,17 @@ class RunRecord:
         out = {"speculate": spec.get("drafter"), "spec_k": spec.get("k"),
                "acceptance_rate": spec.get("acceptance_rate"),
                "tokens_per_verify_step": spec.get("tokens_per_verify_step"),
-               "draft_s_per_token": None, "verify_s_per_token": None}
+               "draft_s_per_token": None, "verify_s_per_token": None,
+               "baseline_decode_tokens_per_s": spec.get("baseline_decode_tokens_per_s"), "spec_speedup": None}
         gen = self.generation_steps
         emitted = sum(s.emitted for s in gen)
         if spec and emitted:
             out["draft_s_per_token"] = sum(s.wall_s for s in gen if s.phase == "draft") / emitted
             out["verify_s_per_token"] = sum(s.wall_s for s in gen if s.phase != "draft") / emitted
+            base = out["baseline_decode_tokens_per_s"]
+            wall = sum(s.wall_s for s in gen)
+            if base and wall:
+                out["spec_speedup"] = emitted / wall / base
         return out
 
     # --- per layer -------------------------------------------------------------------

@@ -197,6 +197,80 @@ def test_greedy_ids_equal_one_token_decoding(model, k):
         assert sum(n for _, n in phases) == N_NEW
 
 
+def model_drafters(engine):
+    """The three kinds of model drafter, for `engine`: the target's own weights in Q8_0, its first
+    half of layers (early exit), and the same checkpoint loaded again (the target drafting for
+    itself: every draft is the target's own greedy pick)."""
+    from engines.spec.drafters import make_drafter
+    from engines.spec.model_drafter import ModelDrafter
+
+    half = max(1, engine.cfg.num_layers // 2)
+    itself = ModelDrafter(type(engine)(engine.ckpt), "draft:itself", SamplingParams(), engine.cfg.vocab_size)
+    return {"self:q8_0": make_drafter("self:q8_0", engine), f"exit:{half}": make_drafter(f"exit:{half}", engine),
+            "draft:itself": itself}
+
+
+@pytest.mark.parametrize("k", [1, 2, 4, 8])
+def test_model_drafters_keep_the_greedy_ids(model, k):
+    engine, prompt, reference = model
+    for name, drafter in model_drafters(engine).items():
+        g, phases = speculate(engine, prompt, drafter, k)
+        assert g.generated_ids == reference, (name, k)
+        assert sum(n for _, n in phases) == N_NEW and all(n == 0 for ph, n in phases if ph == "draft")
+        if name == "draft:itself" and engine.name == "simd":
+            # simd's verify is decode bit for bit, so the drafter's picks are the target's
+            assert g.acceptance()["acceptance_rate"] == 1.0, g.acceptance()
+
+
+def test_adaptive_k_grows_on_full_acceptance_and_shrinks_on_rejection(model):
+    engine, prompt, reference = model
+    V = engine.cfg.vocab_size
+    g = SpeculativeGeneration(engine, prompt, N_NEW, engine.make_sampler(SamplingParams()),
+                              Oracle(reference, prompt, V), 1, draft_max=5)
+    while not g.done:
+        g.step()
+    assert g.generated_ids == reference and g.ks[:3] == [1, 3, 5]  # +2 a round, capped at 5
+    g = SpeculativeGeneration(engine, prompt, N_NEW, engine.make_sampler(SamplingParams()),
+                              AlwaysWrong(reference, prompt, V), 4, draft_max=8)
+    while not g.done:
+        g.step()
+    assert g.generated_ids == reference and g.ks[:5] == [4, 3, 2, 1, 1]  # -1 a round, down to 1
+    assert g.acceptance()["adaptive_k"] and len(g.acceptance()["accepted_length_histogram"]) == 9
+
+
+def test_draft_min_drops_short_drafts(model):
+    engine, prompt, reference = model
+    g = SpeculativeGeneration(engine, prompt, N_NEW, engine.make_sampler(SamplingParams()), PromptLookup(), 8,
+                              draft_min=3)
+    while not g.done:
+        g.step()
+    assert g.generated_ids == reference
+    assert all(p >= 3 for p in g.proposed)
+
+
+def test_a_draft_model_must_share_the_tokenizer(tiny):
+    from engines.errors import UserError
+    from engines.spec.drafters import check_same_vocabulary
+
+    with pytest.raises(UserError, match="12 token ids and the target 151936"):
+        check_same_vocabulary(tiny, replace(small_vocab_checkpoint(), tokenizer=None))
+    # padded embedding rows (152064 rows for the same 151,6xx-id tokenizer, as Qwen2.5-7B has): compatible
+    padded = replace(tiny, config=replace(tiny.config, vocab_size=tiny.config.vocab_size + 128))
+    check_same_vocabulary(tiny, padded)
+    check_same_vocabulary(padded, tiny)
+
+
+def test_a_drafter_with_padded_rows_never_drafts_past_the_targets_vocabulary(tiny):
+    from engines.spec.model_drafter import ModelDrafter
+
+    drafter = ModelDrafter(engine_class("simd")(tiny), "d", SamplingParams(greedy=False, temperature=1.0),
+                           target_vocab=100, seed=3)
+    drafter.start(64)
+    drafted = drafter.propose(PROMPT, 6)
+    assert len(drafted) == 6 and max(drafted) < 100
+    assert drafter.q.shape == (6, 100) and np.allclose(drafter.q.sum(axis=1), 1.0)
+
+
 def test_the_small_vocabulary_model_wanders(model):
     """The oracle above is only as strong as the reference is varied."""
     engine, prompt, reference = model
@@ -234,12 +308,12 @@ def small_vocab():
     return engine_class("simd")(small_vocab_checkpoint())
 
 
-def verify_token_counts(engine, trials, t1=3, prompt=(1, 5, 2)):
+def verify_token_counts(engine, trials, t1=3, prompt=(1, 5, 2), drafter=None):
     """How often each token is the first one a verify pass emits, after `prompt` and a fixed
-    first generated token t1, the draft drawn uniformly."""
+    first generated token t1, the draft drawn uniformly (or by `drafter`)."""
     params = SamplingParams(greedy=False, temperature=0.7, seed=0)
     counts = np.zeros(engine.cfg.vocab_size, int)
-    g = SpeculativeGeneration(engine, list(prompt), 3, engine.make_sampler(params), Uniform(12, 1), 1)
+    g = SpeculativeGeneration(engine, list(prompt), 3, engine.make_sampler(params), drafter or Uniform(12, 1), 1)
     g.step()  # the prefill, once: each trial rolls the cache back to the prompt
     for _ in range(trials):
         engine.truncate(len(prompt))
@@ -265,6 +339,29 @@ def test_the_verify_pass_samples_the_targets_distribution(small_vocab):
     counts, p = verify_token_counts(small_vocab, 2000)
     assert p.max() > 2 / 12  # a peaked target: p/q > 1 somewhere, so the rule's parts matter
     assert chi_square_p(counts, p) > 1e-3
+
+
+def test_a_model_drafter_keeps_the_targets_distribution(small_vocab):
+    """The same chi-square with the target's first layer drafting: q is the drafter's own
+    sampled distribution (not uniform, not a point mass)."""
+    from engines.spec.drafters import make_drafter
+
+    drafter = make_drafter("exit:3", small_vocab, SamplingParams(greedy=False, temperature=0.7, seed=0), seed=5)
+    counts, p = verify_token_counts(small_vocab, 2000, drafter=drafter)
+    q = drafter.q[0]
+    assert q.max() < 0.9 and np.abs(p - q).max() > 0.1  # a real distribution, unlike the target's
+    assert chi_square_p(counts, p) > 1e-3
+
+
+@pytest.mark.parametrize("mistake", ["q ignored", "no residual"])
+def test_the_chi_square_catches_a_broken_rule_under_a_model_drafter(small_vocab, monkeypatch, mistake):
+    from engines.spec.drafters import make_drafter
+
+    for name, fn in BROKEN[mistake].items():
+        monkeypatch.setattr(rule, {"accept": "accept_probability", "residual": "residual"}[name], fn)
+    drafter = make_drafter("exit:3", small_vocab, SamplingParams(greedy=False, temperature=0.7, seed=0), seed=5)
+    counts, p = verify_token_counts(small_vocab, 2000, drafter=drafter)
+    assert chi_square_p(counts, p) < 1e-6, chi_square_p(counts, p)
 
 
 @pytest.mark.parametrize("mistake", BROKEN)
@@ -314,8 +411,20 @@ def test_aios_run_speculate_keeps_the_ids_and_reports_acceptance(tmp_path):
 
 
 @pytest.mark.parametrize("args,line", [
-    (["--speculate", "bogus"], "--speculate 'bogus' is not a drafter — use --speculate ngram"),
-    (["--speculate", "draft:qwen2.5-0.5b"], "--speculate 'draft:qwen2.5-0.5b' is not built yet — use --speculate ngram"),
+    (["--speculate", "bogus"],
+     "--speculate 'bogus' is not a drafter — use --speculate ngram, draft:MODEL, self:q4_0, exit:L"),
+    (["--speculate", "self:q2_k"], "--speculate 'self:q2_k': self-speculation takes q4_0 or q8_0 — "
+                                   "pass --speculate self:q4_0 or self:q8_0"),
+    (["--speculate", "exit:x"], "--speculate 'exit:x': exit takes a layer count (1 or more) — pass --speculate exit:8, say"),
+    (["--speculate", "exit:4"], "exit:4 needs 1 to 3 of the model's 4 layers — pass --speculate exit:1, say"),
+    (["--speculate", "draft:"], "--speculate draft: names no model — pass --speculate draft:MODEL (a preset, a path or smollm2)"),
+    (["--speculate", "self:q4_0", "-b", "scalar"],
+     "--speculate self:q4_0: the scalar engine cannot hold quantized weights — use --backend simd or torch"),
+    (["--speculate", "ngram", "--draft-p-min", "0.5"], "--draft-p-min needs a model drafter: prompt lookup has no "
+     "probabilities — drop --draft-p-min, or use --speculate draft:MODEL, self:q4_0 or exit:L"),
+    (["--speculate", "draft:tiny", "--temperature", "0.8", "--draft-min", "2"],
+     "--draft-min with a sampled model drafter would bias the output (whether a draft is dropped would depend on "
+     "what was drawn) — drop --draft-min, or sample with --greedy"),
     (["--speculate", "ngram", "--spec-k", "0"], "--spec-k must be between 1 and 64, got 0 — pass --spec-k 4, say"),
 ])
 def test_aios_run_speculate_bad_input_is_one_line(args, line):
@@ -323,19 +432,21 @@ def test_aios_run_speculate_bad_input_is_one_line(args, line):
     assert res.exit_code == 2 and res.stderr.strip() == f"aios: error: {line}", res.output
 
 
-@pytest.mark.parametrize("quant", ["q4_0", "q4_1", "q8_0"])
-@pytest.mark.parametrize("dot", ["int8", "float32"])
-def test_a_short_pass_over_quantized_weights_is_decode_bit_for_bit(tiny, quant, dot, monkeypatch):
+@pytest.mark.parametrize("quant,dot", [("none", ""), ("q4_0", "int8"), ("q4_1", "int8"), ("q8_0", "int8"),
+                                       ("q4_0", "float32"), ("q4_1", "float32"), ("q8_0", "float32")])
+def test_a_short_pass_is_decode_bit_for_bit(tiny, quant, dot, monkeypatch):
     """simd's verify pass (a short prefill, every position's logits) against the oracle of
-    decoding the same tokens one at a time: over quantized weights the two are equal, not just
-    close, so a greedy verify can never flip a near-tie that decode would not. (The matmul reads
-    each tile once for all the tokens and sums each row in the matvec's order; attention runs
-    row by row on decode's kernels; the kernels compile without reassociation.)"""
+    decoding the same tokens one at a time: equal, not just close, over float32 and quantized
+    weights, so a greedy verify can never flip a near-tie that decode would not. (The matmuls
+    read each block of weights once for all the tokens and sum each row in the matvec's order;
+    attention runs row by row on decode's kernels; the quantized kernels compile without
+    reassociation.)"""
     from engines.simd import qkernels as QK
 
     if dot == "int8" and not QK.HAVE_AVX2:
         pytest.skip("the int8 kernels need x86-64 with AVX2")
-    monkeypatch.setenv("AIOS_QUANT_DOT", dot)
+    if dot:
+        monkeypatch.setenv("AIOS_QUANT_DOT", dot)
     engine = engine_class("simd")(tiny, quant=quant)
     assert engine.quant_dot == dot
     engine.reset(64)

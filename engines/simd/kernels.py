@@ -211,6 +211,34 @@ def _mv(W, x, add, use_add, out):
         _mv_ser(W, x, add, use_add, out)
 
 
+def _mm_rows_body(W, X, out):
+    O = W.shape[0]
+    nb = O // _ROWS
+    for b in prange(nb):
+        for t in range(X.shape[0]):  # the block's rows stay in cache while every input passes
+            _mv_block(W, X[t], b * _ROWS, out[t], False, out[t])
+    for t in range(X.shape[0]):
+        for o in range(nb * _ROWS, O):
+            _mv_row(W, X[t], o, out[t], False, out[t])
+
+
+_mm_rows_par, _mm_rows_ser = _par_and_ser(_mm_rows_body)
+
+
+@jit()
+def matmul_rows(W, X, out):
+    """out[t] = W @ X[t] for a few inputs (a speculative verify, a short prompt): matvec's blocks,
+    each block of W read from memory once for all T inputs. W (O, I), X (T, I), out (T, O)."""
+    O, I = W.shape
+    T = X.shape[0]
+    if X.shape[1] != I or out.shape[0] != T or out.shape[1] != O:
+        raise ValueError("matmul_rows: shape mismatch (W (O, I), X (T, I), out (T, O))")
+    if O * I >= PAR_MIN_MATVEC:
+        _mm_rows_par(W, X, out)
+    else:
+        _mm_rows_ser(W, X, out)
+
+
 @jit()
 def matvec(W, x, out):
     """out[o] = sum_i W[o, i] * x[i]; W (O, I), x (I,), out (O,)."""
@@ -605,6 +633,7 @@ _PUBLIC = {
     "matvec": matvec,
     "matvec_bias": matvec_bias,
     "matvec_residual": matvec_residual,
+    "matmul_rows": matmul_rows,
     "rmsnorm": rmsnorm,
     "rope": rope,
     "attn_scores": attn_scores,
@@ -635,6 +664,7 @@ def warmup() -> float:
     matvec(W, x, o)
     matvec_bias(W, x, v, o)
     matvec_residual(W, x, o, o)
+    matmul_rows(W, np.zeros((2, 2), f), np.zeros((2, 3), f))
     h = np.zeros((1, 4), f)
     rmsnorm(h, np.ones(4, f), 1e-6, np.zeros((1, 4), f))
     xh = np.zeros((1, 2, 4), f)  # (T, nh, hd)

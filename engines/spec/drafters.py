@@ -1,29 +1,146 @@
-"""The drafters `--speculate` names, built from their spelling. One place for the names, so the
-CLI's checks and its help read the same table."""
+"""The drafters `--speculate` names, parsed and built from their spelling. One place for the
+names, so the CLI's checks, its help and the benchmark read the same table.
+
+    ngram        prompt lookup (`engines.spec.ngram`): no second model
+    draft:MODEL  another checkpoint with the target's tokenizer, on the target's backend
+    self:q4_0    the target's own weights re-quantized to Q4_0 (or self:q8_0)
+    exit:L       the target's first L layers, then its final norm and head (no copy)
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..errors import UserError
 
-# --speculate value -> what it is; the ones not built yet are refused with one line
-DRAFTERS = {"ngram": "prompt lookup: the tokens that followed the last n tokens' latest earlier match"}
-PLANNED = ("draft:MODEL", "self:q4_0", "self:q8_0", "exit:L")
+DRAFTERS = {
+    "ngram": "prompt lookup: the tokens that followed the last n tokens' latest earlier match",
+    "draft:MODEL": "another model with the same tokenizer (a preset, a directory, a .gguf, smollm2)",
+    "self:q4_0": "the target's own weights in Q4_0 (self:q8_0: in Q8_0)",
+    "exit:L": "the target's first L layers, then its final norm and head",
+}
+SELF_FORMATS = ("q4_0", "q8_0")
 
 
-def check_speculate(spec: str | None, k: int) -> None:
-    """Raise UserError now, before anything loads, for a --speculate or --spec-k aios cannot run."""
+@dataclass(frozen=True)
+class DraftSpec:
+    kind: str  # ngram | draft | self | exit
+    arg: str = ""  # the model, the format, or the layer count
+
+    @property
+    def label(self) -> str:
+        return self.kind if not self.arg else f"{self.kind}:{self.arg}"
+
+
+def parse(spec: str) -> DraftSpec:
+    """A --speculate value, checked for spelling only (nothing is loaded)."""
+    kind, sep, arg = spec.partition(":")
+    fix = "use --speculate " + ", ".join(DRAFTERS)
+    if kind == "ngram" and not sep:
+        return DraftSpec("ngram")
+    if kind == "draft" and arg.strip():
+        return DraftSpec("draft", arg.strip())
+    if kind == "self" and arg in SELF_FORMATS:
+        return DraftSpec("self", arg)
+    if kind == "self":
+        raise UserError(f"--speculate {spec!r}: self-speculation takes {' or '.join(SELF_FORMATS)}",
+                        "pass --speculate self:q4_0 or self:q8_0")
+    if kind == "exit":
+        if arg.isdigit() and int(arg) >= 1:
+            return DraftSpec("exit", str(int(arg)))
+        raise UserError(f"--speculate {spec!r}: exit takes a layer count (1 or more)", "pass --speculate exit:8, say")
+    if kind == "draft":
+        raise UserError("--speculate draft: names no model", "pass --speculate draft:MODEL (a preset, a path or smollm2)")
+    raise UserError(f"--speculate {spec!r} is not a drafter", fix)
+
+
+def check_speculate(spec: str | None, k: int, backend: str | None = None, draft_min: int = 0,
+                    draft_max: int | None = None, p_min: float = 0.0, sampled: bool = False) -> None:
+    """Raise UserError now, before anything loads, for a --speculate, --spec-k, --draft-min,
+    --draft-max or --draft-p-min aios cannot run."""
     if spec is None:
         return
-    if spec not in DRAFTERS:
-        planned = any(spec.startswith(p.split(":")[0] + ":") for p in PLANNED)
-        raise UserError(f"--speculate {spec!r} " + ("is not built yet" if planned else "is not a drafter"),
-                        f"use --speculate {' or '.join(DRAFTERS)}")
+    d = parse(spec)
     if not 1 <= k <= 64:
         raise UserError(f"--spec-k must be between 1 and 64, got {k}", "pass --spec-k 4, say")
+    if draft_max is not None and not 1 <= draft_max <= 64:
+        raise UserError(f"--draft-max must be between 1 and 64, got {draft_max}", "pass --draft-max 16, say")
+    if not 0 <= draft_min <= (draft_max or 64):
+        raise UserError(f"--draft-min {draft_min} must be between 0 and --draft-max", "pass --draft-min 0, say")
+    if not 0.0 <= p_min < 1.0:
+        raise UserError(f"--draft-p-min must be in [0, 1), got {p_min}", "pass --draft-p-min 0.5, say")
+    if p_min and d.kind == "ngram":
+        raise UserError("--draft-p-min needs a model drafter: prompt lookup has no probabilities",
+                        "drop --draft-p-min, or use --speculate draft:MODEL, self:q4_0 or exit:L")
+    if draft_min and sampled and d.kind != "ngram":
+        raise UserError("--draft-min with a sampled model drafter would bias the output (whether a draft is "
+                        "dropped would depend on what was drawn)", "drop --draft-min, or sample with --greedy")
+    if backend is not None and d.kind == "self":
+        from ..backends import backend as record
+
+        if not record(backend).quants:
+            raise UserError(f"--speculate {spec}: the {backend} engine cannot hold quantized weights",
+                            "use --backend simd or torch")
+    if backend == "scalar" and d.kind in ("self", "exit"):
+        raise UserError(f"--speculate {spec} is not built for the scalar engine", "use --backend simd or torch")
 
 
-def make_drafter(spec: str):
-    check_speculate(spec, 1)
-    from .ngram import PromptLookup
+def check_for_model(spec: str | None, cfg) -> None:
+    """Refuse, once the model's config is known and before it loads, a drafter it cannot have."""
+    if spec is None:
+        return
+    d = parse(spec)
+    if d.kind == "exit" and not 1 <= int(d.arg) < cfg.num_layers:
+        raise UserError(f"exit:{d.arg} needs 1 to {cfg.num_layers - 1} of the model's {cfg.num_layers} layers",
+                        f"pass --speculate exit:{max(1, cfg.num_layers // 4)}, say")
 
-    return PromptLookup()
+
+def make_drafter(spec: str, target=None, params=None, seed: int = 0, p_min: float = 0.0, dtype: str | None = None,
+                 progress=None):
+    """The drafter `spec` names, for the target engine `target` (sampled drafts follow `params`,
+    with their own random stream from `seed`)."""
+    d = parse(spec)
+    if d.kind == "ngram":
+        from .ngram import PromptLookup
+
+        return PromptLookup()
+    from ..sampling import SamplingParams
+    from .model_drafter import ModelDrafter
+
+    params = params or SamplingParams()
+    V = target.cfg.vocab_size
+    if d.kind == "exit":
+        engine = target.early_exit(int(d.arg))
+    elif d.kind == "self":
+        engine = type(target)(target.ckpt, dtype=dtype, progress=progress, quant=d.arg)
+    else:
+        from ..model.sources import open_model
+
+        ckpt = open_model(d.arg)
+        check_same_vocabulary(target.ckpt, ckpt)
+        engine = type(target)(ckpt, dtype=dtype, progress=progress)
+    return ModelDrafter(engine, d.label, params, V, seed=seed, min_p=p_min)
+
+
+def check_same_vocabulary(target, draft) -> None:
+    """Refuse a draft model whose token ids mean other things than the target's. The tokenizers'
+    vocabularies must be equal; the models' vocab sizes may differ by padded embedding rows
+    (rows past the tokenizer's last id, which no text maps to)."""
+    ta, tb = target.tokenizer, draft.tokenizer
+    if ta is None or tb is None:
+        if target.config.vocab_size != draft.config.vocab_size:
+            raise UserError(f"the draft model {draft.name} has {draft.config.vocab_size} token ids and the target "
+                            f"{target.config.vocab_size}, and no tokenizer says they agree",
+                            "pick a draft model with the target's tokenizer")
+        return
+    va, vb = ta.get_vocab(with_added_tokens=True), tb.get_vocab(with_added_tokens=True)
+    if va != vb:
+        differ = len(set(va.items()) ^ set(vb.items()))
+        raise UserError(f"the draft model {draft.name}'s tokenizer is not the target {target.name}'s "
+                        f"({len(vb)} against {len(va)} tokens, {differ} entries differ)",
+                        "pick a draft model with the target's tokenizer (the same family)")
+    ids = max(va.values(), default=-1) + 1
+    for c in (target, draft):
+        if c.config.vocab_size < ids:
+            raise UserError(f"{c.name}'s embedding has {c.config.vocab_size} rows for a tokenizer of {ids} ids",
+                            "check the checkpoint: its embedding is cut short")

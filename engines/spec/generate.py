@@ -30,15 +30,28 @@ class SpeculativeGeneration(Generation):
     with its own distribution also has `distributions(context, drafted) -> (k, V)`)."""
 
     def __init__(self, engine, prompt_ids: list[int], max_new_tokens: int, sampler: Sampler, drafter, k: int,
-                 stop_ids: tuple[int, ...] = ()):
+                 stop_ids: tuple[int, ...] = (), draft_max: int | None = None, draft_min: int = 0):
         if k < 1:
             raise UserError(f"--spec-k must be 1 or more, got {k}", "pass --spec-k 4, say")
+        if draft_min and not sampler.params.is_greedy and not getattr(drafter, "deterministic", False):
+            raise UserError("--draft-min with a sampled model drafter would bias the output (whether a draft is "
+                            "dropped would depend on what was drawn)", "drop --draft-min, or sample with --greedy")
         super().__init__(engine, prompt_ids, max_new_tokens, sampler, stop_ids)
-        self.drafter, self.k = drafter, k
+        self.drafter = drafter
+        # k: fixed, or with draft_max adaptive (see `adapt`); k_max is the histogram's width
+        self.k = min(k, draft_max) if draft_max else k
+        self.k_max = draft_max or k
+        self.adaptive = draft_max is not None
+        self.draft_min = draft_min
         self.drafted: list[int] | None = None  # this round's proposal, between its draft and verify passes
-        # per round: how many drafts were proposed and how many of them the target kept
+        # per round: how many drafts were proposed, how many of them the target kept, and k
         self.proposed: list[int] = []
         self.accepted: list[int] = []
+        self.ks: list[int] = []
+        self.dropped = 0  # drafts shorter than draft_min, not verified
+        self.engines = [engine] + ([drafter.engine] if hasattr(drafter, "engine") else [])
+        if hasattr(drafter, "start"):
+            drafter.start(engine.capacity)
 
     def next_pass(self) -> tuple[str, int, int]:
         """(phase, token index, tokens pushed) of the pass `step()` runs next."""
@@ -47,6 +60,21 @@ class SpeculativeGeneration(Generation):
         if self.drafted is None:
             return "draft", len(self.generated_ids), 0
         return ("verify" if self.drafted else "decode"), len(self.generated_ids), 1 + len(self.drafted)
+
+    def pass_engine(self) -> str:
+        """Which engine the next pass runs on: "draft" or "target" where the drafter is a model of
+        its own, "" (the run's one engine) for prompt lookup."""
+        if len(self.engines) == 1:
+            return ""
+        return "draft" if self.generated_ids and self.drafted is None else "target"
+
+    def adapt(self, accepted: int, proposed: int) -> None:
+        """Adaptive k (with draft_max), the schedule HF transformers calls "heuristic": a round that
+        kept every draft grows k by 2 (up to draft_max), any rejection shrinks it by 1 (down to 1).
+        Rounds that drafted less than k (prompt lookup found a short match) leave it."""
+        if not self.adaptive or proposed < self.k and accepted == proposed:
+            return
+        self.k = min(self.k_max, self.k + 2) if accepted == proposed else max(1, self.k - 1)
 
     def step(self) -> list[int]:
         """Run the next pass; the tokens it emitted (none for a draft pass)."""
@@ -57,6 +85,9 @@ class SpeculativeGeneration(Generation):
             room = self.max_new_tokens - len(self.generated_ids) - 1  # a round emits up to k + 1
             context = self.prompt_ids + self.generated_ids
             self.drafted = self.drafter.propose(context, min(self.k, room)) if room > 0 else []
+            if 0 < len(self.drafted) < self.draft_min:
+                self.dropped += 1
+                self.drafted = []
             return []
         drafted, self.drafted = self.drafted, None
         if not drafted:
@@ -74,6 +105,8 @@ class SpeculativeGeneration(Generation):
         engine.lap(-1, SAMPLE)
         self.proposed.append(len(drafted))
         self.accepted.append(len(out) - 1)
+        self.ks.append(self.k)
+        self.adapt(len(out) - 1, len(drafted))
         engine.truncate(past + len(out))  # the last emitted token and the accepted drafts stay
         return self._emit(out)
 
@@ -120,8 +153,14 @@ class SpeculativeGeneration(Generation):
         """Drafts proposed and accepted, tokens per verify pass, and how many rounds accepted
         0..k drafts (rounds with nothing drafted are plain decodes, not counted)."""
         rounds, proposed, accepted = len(self.proposed), sum(self.proposed), sum(self.accepted)
-        hist = np.bincount(self.accepted, minlength=self.k + 1).tolist() if rounds else [0] * (self.k + 1)
+        hist = np.bincount(self.accepted, minlength=self.k_max + 1).tolist() if rounds else [0] * (self.k_max + 1)
+        # acceptance by draft position: of the rounds that drafted a token at position i, how many kept it
+        at = [(sum(1 for p, a in zip(self.proposed, self.accepted) if p > i and a > i),
+               sum(1 for p in self.proposed if p > i)) for i in range(self.k_max)]
         return {"verify_steps": rounds, "drafted_tokens": proposed, "accepted_tokens": accepted,
                 "acceptance_rate": accepted / proposed if proposed else None,
                 "tokens_per_verify_step": (accepted + rounds) / rounds if rounds else None,
-                "accepted_length_histogram": hist}
+                "accepted_length_histogram": hist,
+                "acceptance_by_position": [kept / n if n else None for kept, n in at],
+                "k_mean": float(np.mean(self.ks)) if self.ks else None, "adaptive_k": self.adaptive,
+                "dropped_drafts": self.dropped}
