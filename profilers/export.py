@@ -136,29 +136,42 @@ def _json_default(o):
 
 def chrome_trace(records: list[RunRecord]) -> str:
     """Trace-event JSON (opens in Perfetto / chrome://tracing): one process per backend, a
-    `tokens` track with one slice per forward pass and an `ops` track with every op."""
+    `tokens` track with one slice per forward pass and an `ops` track with every op; a run with
+    several engines (a speculative run's target and draft model) has the two tracks per engine,
+    named after it. A draft model's ops carry no FLOPs or bytes: the record's costs are the
+    target's shapes."""
     events: list[dict] = []
     for pid, r in enumerate(records, start=1):
         events.append({"ph": "M", "pid": pid, "name": "process_name", "args": {"name": f"{r.backend} · {r.model}"}})
-        events.append({"ph": "M", "pid": pid, "tid": 1, "name": "thread_name", "args": {"name": "tokens"}})
-        events.append({"ph": "M", "pid": pid, "tid": 2, "name": "thread_name", "args": {"name": "ops"}})
+        lanes: dict[str, int] = {}
+        for s in r.steps:
+            if s.engine not in lanes:
+                tid = 1 + 2 * len(lanes)
+                lanes[s.engine] = tid
+                suffix = f" · {s.engine}" if s.engine else ""
+                events.append({"ph": "M", "pid": pid, "tid": tid, "name": "thread_name", "args": {"name": "tokens" + suffix}})
+                events.append({"ph": "M", "pid": pid, "tid": tid + 1, "name": "thread_name", "args": {"name": "ops" + suffix}})
+                events.append({"ph": "M", "pid": pid, "tid": tid, "name": "thread_sort_index", "args": {"sort_index": tid}})
+                events.append({"ph": "M", "pid": pid, "tid": tid + 1, "name": "thread_sort_index", "args": {"sort_index": tid + 1}})
         for s in r.steps:
             ts0 = s.start_s * 1e6
-            events.append({"ph": "X", "pid": pid, "tid": 1, "name": f"{s.phase} #{s.token_index}", "cat": s.phase,
+            tid = lanes[s.engine]
+            events.append({"ph": "X", "pid": pid, "tid": tid, "name": f"{s.phase} #{s.token_index}", "cat": s.phase,
                            "ts": ts0, "dur": s.wall_s * 1e6,
                            "args": {"n_tokens": s.n_tokens, "past": s.past, "reduction_barriers": s.barriers,
                                     "emitted": s.emitted, "engine": s.engine, "rank": s.rank}})
             if s.durs_ns is None:
                 continue
+            own = s.engine != "draft"  # the record's costs are its model's shapes
             c = r.step_costs(s)
-            nbytes = c.event_bytes(s.layers, s.ops).tolist()
+            nbytes = c.event_bytes(s.layers, s.ops).tolist() if own else [None] * len(s.ops)
             for layer, op, start, dur, b in zip(s.layers.tolist(), s.ops.tolist(), s.starts_ns.tolist(),
                                                 s.durs_ns.tolist(), nbytes):
                 o = OPS[op]
-                events.append({"ph": "X", "pid": pid, "tid": 2, "name": o.name, "cat": o.kind,
+                events.append({"ph": "X", "pid": pid, "tid": tid + 1, "name": o.name, "cat": o.kind,
                                "ts": ts0 + start / 1e3, "dur": dur / 1e3,
                                "args": {"layer": layer, "phase": s.phase, "token_index": s.token_index,
-                                        "flops": int(c.flops[op]), "bytes": int(b)}})
+                                        "flops": int(c.flops[op]) if own else None, "bytes": int(b) if own else None}})
     return json.dumps({"traceEvents": events, "displayTimeUnit": "ms",
                        "otherData": {"tool": "aios", "runs": [r.run_id for r in records]}})
 

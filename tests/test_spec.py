@@ -457,3 +457,57 @@ def test_a_short_pass_is_decode_bit_for_bit(tiny, quant, dot, monkeypatch):
     engine.truncate(past)
     one_by_one = np.stack([np.array(engine.decode(t)) for t in tokens])
     assert np.array_equal(rows, one_by_one), np.abs(rows - one_by_one).max()
+
+
+def test_a_speculative_trace_has_a_lane_per_engine(tmp_path):
+    import json
+
+    trace = tmp_path / "t.json"
+    res = cli("run", "-m", "tiny", "-b", "simd", "--prompt-ids", ",".join(map(str, PROMPT)), "-n", "10", "--ignore-eos",
+              "--speculate", "exit:2", "--no-baseline", "-q", "--trace", str(trace))
+    assert res.exit_code == 0, res.output
+    events = json.loads(trace.read_text())["traceEvents"]
+    names = {e["tid"]: e["args"]["name"] for e in events if e.get("name") == "thread_name"}
+    assert set(names.values()) == {"tokens · target", "ops · target", "tokens · draft", "ops · draft"}
+    lane = {v: k for k, v in names.items()}
+    slices = [e for e in events if e["ph"] == "X"]
+    assert {e["cat"] for e in slices if e["tid"] == lane["tokens · draft"]} == {"draft"}
+    assert "draft" not in {e["cat"] for e in slices if e["tid"] == lane["tokens · target"]}
+    draft_ops = [e for e in slices if e["tid"] == lane["ops · draft"]]
+    assert draft_ops and all(e["args"]["flops"] is None for e in draft_ops)  # the record's costs are the target's
+    # the draft model has the target's first 2 layers: its ops name layers 0, 1 and the head (-1) only
+    assert {e["args"]["layer"] for e in draft_ops} == {-1, 0, 1}
+
+
+def test_aios_bench_spec_reports_ratios_with_the_baseline_interleaved():
+    import json
+
+    res = cli("bench", "spec", "-m", "tiny", "-d", "ngram,exit:2", "-k", "1,3", "-n", "8", "-r", "2", "-f", "json",
+              "-q", "-t", "1")
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)
+    assert [(r["workload"], r["drafter"], r["k"]) for r in rows] == [
+        (w, d, k) for w in ("edit", "open") for d in ("ngram", "exit:2") for k in (1, 3)]
+    for r in rows:
+        assert r["engine"] == "aios" and r["same_ids"] is True and r["repetitions"] == 2
+        assert r["ratio_min"] <= r["ratio_median"] <= r["ratio_max"]
+        assert r["baseline_tok_s_min"] <= r["baseline_tok_s_median"] <= r["baseline_tok_s_max"]
+    assert "llama.cpp peer: skipped" in res.stderr
+
+
+@pytest.mark.parametrize("args,line", [
+    (["-d", "bogus"], "--speculate 'bogus' is not a drafter"),
+    (["-w", "poem"], "unknown workload 'poem' — choose from: edit, open"),
+    (["-n", "1"], "--n-gen must be between 2 and 4,096, got 1"),
+])
+def test_aios_bench_spec_bad_input_is_one_line(args, line):
+    res = cli("bench", "spec", "-m", "tiny", *args)
+    assert res.exit_code == 2 and res.stderr.startswith(f"aios: error: {line}") and "\n" not in res.stderr.strip()
+
+
+def test_aios_bench_spec_says_why_the_peer_did_not_run():
+    res = cli("bench", "spec", "-m", "tiny", "-k", "2", "-n", "4", "-r", "1", "-w", "open", "-q", "-f", "json",
+              "--llama-python", "/nonexistent/python")
+    assert res.exit_code == 0
+    # a preset is no GGUF file: llama.cpp cannot read it, and the line says so
+    assert "llama.cpp peer: skipped — the target is not a GGUF file" in res.stderr
