@@ -77,11 +77,24 @@ class BatchOptions:
     kv_cache_bytes: int | None = None
     block_size: int = BLOCK_SIZE
     prefix_caching: bool = True
+    speculate: str | None = None  # --speculate (prompt lookup only, in the batched engine)
+    spec_k: int = 4
 
     def check(self) -> str:
         """Refuse what cannot run before anything loads; returns the backend."""
         if self.kv_blocks is not None and self.kv_cache_bytes is not None:
             fail("--kv-blocks and --kv-cache-bytes both size the pool — give one")
+        if self.speculate is not None:
+            from engines.errors import UserError
+            from engines.spec.drafters import check_speculate
+
+            try:
+                check_speculate(self.speculate, self.spec_k)
+            except UserError as e:
+                fail(str(e))
+            if self.speculate != "ngram":
+                fail(f"--speculate {self.speculate} is not built for the batched engine: prompt lookup is — "
+                     "use --speculate ngram here (model drafters run in aios run)")
         self.backend = batched_backend(self.backend, self.dtype)
         return self.backend
 
@@ -105,7 +118,7 @@ class BatchOptions:
             blocks, nbytes = default_blocks, default_bytes
         return BatchEngine(engine, num_blocks=blocks, kv_cache_bytes=nbytes, block_size=self.block_size,
                            max_num_seqs=self.max_num_seqs, max_num_batched_tokens=self.max_num_batched_tokens,
-                           prefix_caching=self.prefix_caching)
+                           prefix_caching=self.prefix_caching, speculate=self.speculate, spec_k=self.spec_k)
 
 
 # --- the workload -------------------------------------------------------------------------

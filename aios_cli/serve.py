@@ -44,6 +44,8 @@ def serve(
     block_size: BlockSizeOpt = BLOCK_SIZE,
     prefix_caching: PrefixCachingOpt = True,
     threads: TorchThreadsOpt = None,
+    speculate: Annotated[Optional[str], typer.Option("--speculate", help="Speculative decoding inside the batch: ngram (prompt lookup, per request, its drafts verified in the same step; the output unchanged).", rich_help_panel=ENGINE_PANEL, show_default=False)] = None,
+    spec_k: Annotated[int, typer.Option("--spec-k", help="Tokens a request drafts a step, at most (with --speculate).", rich_help_panel=ENGINE_PANEL)] = 4,
     profile: Annotated[str, typer.Option("--profile", help="op: time every op of every step (per-op seconds in --csv, layers in aios top --url); none: steps only.", rich_help_panel=_OUT)] = "op",
     csv_file: Annotated[Optional[Path], typer.Option("--csv", help="On exit: one row per engine step (aios bench throughput --steps-csv's columns).", rich_help_panel=_OUT)] = None,
     requests_csv: Annotated[Optional[Path], typer.Option("--requests-csv", help="On exit: one row per finished request.", rich_help_panel=_OUT)] = None,
@@ -70,7 +72,7 @@ def serve(
     except ImportError as e:
         fail(f"aios serve needs {e.name}, which is not installed — pip install -e . (it is a dependency)")
     opts = BatchOptions(backend, dtype, max_num_seqs, max_num_batched_tokens, kv_blocks, kv_cache_bytes, block_size,
-                        prefix_caching)
+                        prefix_caching, speculate, spec_k)
     backend = opts.check()
     from profilers.threads import setup
 
@@ -99,7 +101,7 @@ def serve(
     from .server.metrics import ServeMetrics
 
     probe = make_probe("op", engine.tdev.type, engine.tdev) if profile == "op" else None
-    metrics = ServeMetrics(name, be.blocks.num_blocks)
+    metrics = ServeMetrics(name, be.blocks.num_blocks, spec_k=spec_k if speculate else 0)
     info = {"model": name, "backend": backend, "dtype": engine.dtype, "device": device_label(engine),
             "threads": pool_threads(backend)["threads"], "profile": profile,
             "workload": f"aios serve on {host}:{port}"}

@@ -34,7 +34,8 @@ PROMPT = "The quick brown fox"
 class LiveServer:
     """aios serve's app on a loopback port, uvicorn in a thread (the engine in its own)."""
 
-    def __init__(self, ckpt, api_key=None, max_num_seqs=8, max_queue=64, kv_blocks=512, block_size=16):
+    def __init__(self, ckpt, api_key=None, max_num_seqs=8, max_queue=64, kv_blocks=512, block_size=16,
+                 speculate=None, spec_k=4):
         import uvicorn
 
         from aios_cli.server.api import build_app
@@ -47,8 +48,8 @@ class LiveServer:
         self.ckpt = ckpt
         eng = engine_class("torch")(ckpt)
         self.be = BatchEngine(eng, num_blocks=kv_blocks, block_size=block_size, max_num_seqs=max_num_seqs,
-                              max_num_batched_tokens=max(64, max_num_seqs))
-        self.metrics = ServeMetrics(ckpt.name, kv_blocks)
+                              max_num_batched_tokens=max(64, max_num_seqs), speculate=speculate, spec_k=spec_k)
+        self.metrics = ServeMetrics(ckpt.name, kv_blocks, spec_k=spec_k if speculate else 0)
         self.loop = EngineLoop(self.be, {"model": ckpt.name, "backend": "torch"}, max_queue=max_queue,
                                probe=make_probe("op", "cpu", None), metrics=self.metrics)
         self.app = build_app(self.loop, ckpt, ckpt.name, api_key, self.metrics)
@@ -299,6 +300,44 @@ def test_metrics_count_what_was_served(tiny):
         assert value("aios_kv_cache_blocks_total") == 128
         state = httpx.get(f"{s.url}/aios/state").json()
         assert state["output_tokens"] == 18 and state["num_blocks"] == 128
+    finally:
+        s.close()
+
+
+def test_speculative_serving_keeps_the_ids_and_counts_acceptance(tiny):
+    """aios serve --speculate ngram: each completion's ids are aios run's (greedy), streamed or
+    not, and /metrics carries vLLM's spec-decode counters, consistent with what was served."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    s = LiveServer(tiny, kv_blocks=128, speculate="ngram", spec_k=3)
+    try:
+        c = client(s)
+        outs = [c.completions.create(model="tiny", prompt=f"{PROMPT} {i}", max_tokens=12, temperature=0,
+                                     extra_body={"ignore_eos": True, "return_token_ids": True}) for i in range(6)]
+        for i, o in enumerate(outs):
+            ids = o.choices[0].model_extra["token_ids"]
+            assert o.usage.completion_tokens == len(ids) == 12
+            assert ids == aios_run_ids(f"{PROMPT} {i}", 12)
+        streamed = "".join(ch.choices[0].text for ch in c.completions.create(
+            model="tiny", prompt=f"{PROMPT} 0", max_tokens=12, temperature=0, stream=True,
+            extra_body={"ignore_eos": True}))
+        assert streamed == outs[0].choices[0].text
+        fam = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{s.url}/metrics").text)}
+
+        def total(name, **labels):
+            return sum(smp.value for smp in fam[name].samples
+                       if smp.name == name + "_total" and all(smp.labels.get(k) == v for k, v in labels.items()))
+
+        drafts, drafted = total("aios_spec_decode_num_drafts"), total("aios_spec_decode_num_draft_tokens")
+        accepted = total("aios_spec_decode_num_accepted_tokens")
+        assert drafts > 0 and 0 < accepted <= drafted <= 3 * drafts
+        assert total("aios_spec_decode_num_accepted_tokens_per_pos") == accepted
+        assert total("aios_spec_decode_num_accepted_tokens_per_pos", position="0") >= \
+            total("aios_spec_decode_num_accepted_tokens_per_pos", position="2")
+        assert accepted == s.be.spec_accepted_tokens
+        tpot = next(smp.value for smp in fam["aios_time_per_output_token_seconds"].samples
+                    if smp.name.endswith("_count"))
+        assert tpot == 7 * (12 - 1)  # one gap per token after the first, several tokens a step or not
     finally:
         s.close()
 

@@ -511,3 +511,72 @@ def test_aios_bench_spec_says_why_the_peer_did_not_run():
     assert res.exit_code == 0
     # a preset is no GGUF file: llama.cpp cannot read it, and the line says so
     assert "llama.cpp peer: skipped — the target is not a GGUF file" in res.stderr
+
+
+# --- speculative steps inside continuous batching (the paged cache) ------------------------------
+
+@pytest.fixture(scope="module", params=["tiny", "v12"])
+def batch_case(request, tiny):
+    """The torch engine, and requests (repetitive prompts, so prompt lookup drafts) with their
+    ids decoded alone, greedy: the oracle."""
+    ckpt = tiny if request.param == "tiny" else small_vocab_checkpoint()
+    eng = engine_class("torch")(ckpt)
+    rng = np.random.default_rng(1)
+    V = eng.cfg.vocab_size
+    prompts = []
+    for i in range(8):
+        motif = [int(t) for t in rng.integers(0, V, int(rng.integers(2, 6)))]
+        prompts.append((motif * 8)[: int(rng.integers(6, 30))])
+    news = [int(rng.integers(3, 24)) for _ in prompts]
+    ref = []
+    for p, n in zip(prompts, news):
+        g = Generation(eng, p, n, eng.make_sampler(SamplingParams()))
+        while not g.done:
+            g.step()
+        ref.append(g.generated_ids)
+    return eng, prompts, news, ref
+
+
+@pytest.mark.parametrize("kw", [{"num_blocks": 128}, {"num_blocks": 128, "max_num_batched_tokens": 12, "max_num_seqs": 4},
+                                {"num_blocks": 14, "block_size": 4}],
+                         ids=["roomy", "tight-budget", "preempting"])
+@pytest.mark.parametrize("k", [1, 4])
+def test_batched_speculation_keeps_each_requests_greedy_ids(batch_case, kw, k):
+    from engines.batch.engine import BatchEngine
+
+    eng, prompts, news, ref = batch_case
+    be = BatchEngine(eng, speculate="ngram", spec_k=k, **kw)
+    reqs = [be.add_request(p, n) for p, n in zip(prompts, news)]
+    most = 0  # the most tokens one request got in one step
+    while be.has_unfinished():
+        out = be.step()
+        ids = [r.id for r, _ in out.tokens]
+        most = max([most, *(ids.count(i) for i in ids)])
+        be.blocks.check([r.table for r in be.requests.values()])  # rollbacks leave the pool consistent
+        assert all(not r.draft_ids for r in be.requests.values())  # drafts never outlive their step
+    assert [r.output_ids for r in reqs] == ref
+    assert be.spec_drafts > 0 and 0 < be.spec_accepted_tokens <= be.spec_draft_tokens
+    assert sum(be.spec_accepted_per_pos) == be.spec_accepted_tokens and len(be.spec_accepted_per_pos) == k
+    assert most >= 2  # accepted drafts: a request got several tokens in one step
+
+
+def test_batched_speculation_samples_the_same_tokens_for_the_same_seed(batch_case):
+    from engines.batch.engine import BatchEngine
+
+    eng, prompts, news, _ = batch_case
+    params = SamplingParams(greedy=False, temperature=0.9, top_k=20, seed=4)
+    runs = []
+    for _ in range(2):
+        be = BatchEngine(eng, num_blocks=128, speculate="ngram", spec_k=3)
+        reqs = [be.add_request(p, n, params) for p, n in zip(prompts, news)]
+        be.run_all()
+        runs.append([r.output_ids for r in reqs])
+    assert runs[0] == runs[1] and [len(o) for o in runs[0]] == news
+
+
+def test_the_batched_engine_refuses_a_model_drafter(tiny):
+    from engines.batch.engine import BatchEngine
+    from engines.errors import UserError
+
+    with pytest.raises(UserError, match="not built for the batched engine"):
+        BatchEngine(engine_class("torch")(tiny), num_blocks=8, speculate="self:q4_0")

@@ -19,7 +19,7 @@ E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 4
 
 
 class ServeMetrics:
-    def __init__(self, model: str, num_blocks: int):
+    def __init__(self, model: str, num_blocks: int, spec_k: int = 0):
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = r = CollectorRegistry()
@@ -46,6 +46,17 @@ class ServeMetrics:
                              buckets=E2E_BUCKETS, registry=r)
         self.steps = Counter("aios_engine_steps", "Engine steps run.", lab, registry=r)
         self.step_seconds = Counter("aios_engine_step_seconds", "Wall time of the engine's steps.", lab, registry=r)
+        self.spec_k = spec_k
+        if spec_k:  # --speculate: vLLM's spec-decode counters, under the same names
+            self.spec_drafts = Counter("aios_spec_decode_num_drafts", "Verify passes of requests that had drafts.",
+                                       lab, registry=r)
+            self.spec_draft_tokens = Counter("aios_spec_decode_num_draft_tokens", "Tokens drafted.", lab, registry=r)
+            self.spec_accepted = Counter("aios_spec_decode_num_accepted_tokens", "Drafted tokens the model accepted.",
+                                         lab, registry=r)
+            self.spec_per_pos = Counter("aios_spec_decode_num_accepted_tokens_per_pos",
+                                        "Accepted drafted tokens by their position in the draft (0: the first).",
+                                        lab + ["position"], registry=r)
+            self._spec = (0, 0, 0, [0] * spec_k)
         self.model = model
         self.blocks_total.labels(model).set(num_blocks)
         self._hits = self._lookups = self._preempted = 0
@@ -72,12 +83,26 @@ class ServeMetrics:
         if sc.preemptions > self._preempted:
             self.preemptions.labels(m).inc(sc.preemptions - self._preempted)
             self._preempted = sc.preemptions
+        if self.spec_k:
+            drafts, drafted, accepted, per_pos = self._spec
+            self.spec_drafts.labels(m).inc(be.spec_drafts - drafts)
+            self.spec_draft_tokens.labels(m).inc(be.spec_draft_tokens - drafted)
+            self.spec_accepted.labels(m).inc(be.spec_accepted_tokens - accepted)
+            for i, (now, before) in enumerate(zip(be.spec_accepted_per_pos, per_pos)):
+                if now > before:
+                    self.spec_per_pos.labels(m, str(i)).inc(now - before)
+            self._spec = (be.spec_drafts, be.spec_draft_tokens, be.spec_accepted_tokens, list(be.spec_accepted_per_pos))
+        seen: dict[str, int] = {}  # a request's tokens this step (a speculative step gives several)
+        for req, _ in out.tokens:
+            seen[req.id] = seen.get(req.id, 0) + 1
         for req, _ in out.tokens:
             ts = req.token_s
-            if len(ts) == 1:
+            seen[req.id] -= 1
+            i = len(ts) - 1 - seen[req.id]  # this token's index in the request's output
+            if i == 0:
                 self.ttft.labels(m).observe(ts[0] - req.arrival_s)
-            elif len(ts) > 1:
-                self.tpot.labels(m).observe(ts[-1] - ts[-2])
+            elif 0 < i < len(ts):
+                self.tpot.labels(m).observe(ts[i] - ts[i - 1])
 
     def finished(self, s, reason: str) -> None:
         self.requests.labels(self.model, reason).inc()

@@ -21,8 +21,9 @@ from engines import BACKENDS, cuda_status, engine_class
 from engines.errors import UserError
 from engines.generate import check_request
 from engines.model.tokenizer import StreamDecoder
-from profilers.harness import RunOptions, build_engine, device_label, start_run, warm_up
-from profilers.memory import MemorySample
+from profilers.harness import (ProfiledRun, RunOptions, build_drafter, build_engine, device_label, start_run,
+                               warm_up)
+from profilers.memory import MemorySample, reset_peak_rss
 from profilers.probe import Step
 from profilers.record import RunRecord
 from profilers.threads import pool_threads
@@ -31,10 +32,20 @@ from ..errors import error_line
 from .engines import usable_backends
 from .retention import Retention
 from .session_base import LiveSession
-from .view import Folder, GenStat, TopView
+from .view import Folder, GenStat, SpecStat, TopView
 
 AVG_WINDOW = 16  # decode tokens in the moving average
 HISTORY = 600  # points kept for the over-time plots
+
+
+def _can_speculate(opts: RunOptions, backend: str) -> bool:
+    from engines.spec.drafters import check_speculate
+
+    try:
+        check_speculate(opts.speculate, opts.spec_k, backend=backend)
+    except UserError:
+        return False
+    return True
 
 
 class TopSession(LiveSession):
@@ -55,6 +66,10 @@ class TopSession(LiveSession):
         self.engine = None
         self.backend = backend
         self.backends = backends or usable_backends(ckpt)
+        if opts.speculate:  # `b` cycles through the engines that can run this drafter
+            self.backends = tuple(b for b in self.backends if _can_speculate(opts, b))
+        self._drafter = None  # built with each engine, and kept for its generations
+        self._draft_layers: int | None = None  # a model drafter's engine's layer count (None: prompt lookup)
         self._kept = Retention()
         self._run = None  # the ProfiledRun in progress (for a partial export)
         cfg = ckpt.config
@@ -62,6 +77,10 @@ class TopSession(LiveSession):
         # folded into tables only when the UI asks (a few times a second, not every token)
         self._recent: collections.deque = collections.deque(maxlen=AVG_WINDOW)
         self._prefill_step: tuple | None = None
+        self._drafts: collections.deque = collections.deque(maxlen=AVG_WINDOW)  # (draft step, its layer count)
+        self._draft_wall = 0.0  # draft steps since the last step that emitted
+        self._spec: SpecStat | None = None  # this generation's speculative rounds
+        self._spec_last: SpecStat | None = None  # the last generation's that had any
         self._folder = Folder(cfg)
         self.v = TopView(model=ckpt.name, backend=backend, num_params=cfg.num_params(), profile=opts.profile,
                          backends=self.backends, prompt=self.prompts[0][0],
@@ -71,6 +90,7 @@ class TopSession(LiveSession):
         self._mem = collections.deque(maxlen=HISTORY)
         self._gens = collections.deque(maxlen=HISTORY)
         self._decoder = StreamDecoder(ckpt.tokenizer) if ckpt.tokenizer is not None else None
+        self.v.speculate = opts.speculate
         ok, why = cuda_status()
         self.v.no_gpu_reason = None if ok else why
 
@@ -128,7 +148,10 @@ class TopSession(LiveSession):
             out.generations = list(self._gens)
             recent = list(self._recent)
             pre = self._prefill_step
-        self._folder.fold(out, recent, pre)
+            drafts = list(self._drafts)
+            spec = self._spec if self._spec is None or self._spec.rounds or self._spec_last is None else self._spec_last
+            out.spec = spec.copy() if spec is not None else None
+        self._folder.fold(out, recent, pre, drafts)
         return out
 
     def records(self) -> list[RunRecord]:
@@ -206,12 +229,14 @@ class TopSession(LiveSession):
                 self._set_state("warming", msg)
             phase(msg)
             warm_up(engine, ids, self.opts)
+            drafter = self._build_drafter(engine, dtype, progress, phase) if self.opts.speculate else None
         except Exception:
             with self._lock:  # the engine we had, if any, goes on measuring
                 self.v.load_progress = None
             raise
         with self._lock:
             self.engine, self.backend = engine, backend
+            self._drafter = drafter
             self.v.backend, self.v.dtype = backend, engine.dtype
             self.v.weights = f"{engine.weight_format} {engine.bits_per_weight:.2f} b/w"
             self.v.device = device_label(engine)
@@ -223,13 +248,38 @@ class TopSession(LiveSession):
             self._recent.clear()  # the averages and the tokens/s history start again
             self._rates.clear()
             self._shares.clear()
+            self._drafts.clear()
             self._prefill_step = None
         del old
         gc.collect()
 
+    def _build_drafter(self, engine, dtype: str | None, progress, phase):
+        """The --speculate drafter for `engine`, built and warmed up once with it (not each
+        generation: a draft model loads once); its layers join the per-layer rows."""
+        msg = f"loading the drafter ({self.opts.speculate})"
+        with self._lock:
+            self._set_state("loading", msg)
+        phase(msg)
+        drafter = build_drafter(engine, replace(self.opts, dtype=dtype), progress)
+        if hasattr(drafter, "warmup"):
+            drafter.warmup(self.prompts[0][1][:8])
+        draft_engine = getattr(drafter, "engine", None)
+        with self._lock:
+            self._draft_layers = draft_engine.cfg.num_layers if draft_engine is not None else None
+            rows = max(self.ckpt.config.num_layers, self._draft_layers or 0)
+            self._folder.rows = rows
+            self.v.layer_rows = tuple(["in"] + [str(i) for i in range(rows)] + ["out"])
+        return drafter
+
     def _generate(self, text: str, ids: list[int]) -> None:
         engine, backend = self.engine, self.backend
-        run = start_run(self.ckpt, backend, ids, replace(self.opts, warmup=False), engine=engine)
+        opts = replace(self.opts, warmup=False)
+        if self._drafter is not None:  # start_run without building the drafter again
+            reset_peak_rss()
+            run = ProfiledRun(self.ckpt, backend, engine, ids, opts, load_s=self.ckpt.open_seconds, jit_s=None,
+                              drafter=self._drafter)
+        else:
+            run = start_run(self.ckpt, backend, ids, opts, engine=engine)
         with self._lock:
             self.v.generation += 1
             self.v.prompt = text
@@ -239,6 +289,12 @@ class TopSession(LiveSession):
             self.v.kv_cache_bytes = None
             self._set_state("paused" if self._paused else "generating")
             self._run = run
+            self._draft_wall = 0.0
+            if self.opts.speculate:
+                gen = run.generation
+                if self._spec is not None and self._spec.rounds:
+                    self._spec_last = self._spec
+                self._spec = SpecStat(self.v.generation, gen.k_max, gen.adaptive, k=gen.k, hist=[0] * (gen.k_max + 1))
         if self._decoder:
             self._decoder.reset()
         with contextlib.closing(iter(run)) as passes:
@@ -246,6 +302,8 @@ class TopSession(LiveSession):
                 for token in tokens:
                     self._on_token(token)
                 self._on_step(st, run.latest_memory)
+                if self._spec is not None:
+                    self._on_round(st, run.generation)
                 if self._interrupt:
                     break
                 while self._paused and not self._interrupt:  # not pulling: the engine waits between passes
@@ -287,13 +345,37 @@ class TopSession(LiveSession):
                 v.current_ttft_s = st.wall_s
                 if st.durs_ns is not None:
                     self._prefill_step = item
+            elif st.phase == "draft":  # a speculative round's drafts: no token yet, not the target's pass
+                self._draft_wall += st.wall_s
+                if st.engine == "draft" and st.durs_ns is not None:
+                    self._drafts.append((st, self._draft_layers))
             else:
                 v.barriers_per_token = barriers
-                self._rates.append(1.0 / st.wall_s if st.wall_s else 0.0)
+                wall = st.wall_s + self._draft_wall  # a round's tokens/s counts its drafting
+                self._draft_wall = 0.0
+                self._rates.append(st.emitted / wall if wall else 0.0)
                 if st.durs_ns is not None:
                     self._recent.append(item)
                     if st.wall_s:
                         self._shares.append(st.barrier_share)
+
+    def _on_round(self, st: Step, gen) -> None:
+        """A speculative step's part in the generation's rounds (the worker owns `gen`; only
+        its latest round is read, so this costs the same at every length)."""
+        with self._lock:
+            s = self._spec
+            if st.phase == "draft":
+                s.draft_s += st.wall_s
+                s.dropped = gen.dropped
+            elif st.phase != "prefill":
+                s.target_s += st.wall_s
+                s.emitted += st.emitted
+                if st.phase == "verify":
+                    s.rounds += 1
+                    s.drafted += gen.proposed[-1]
+                    s.accepted += gen.accepted[-1]
+                    s.hist[gen.accepted[-1]] += 1
+            s.k = gen.k
 
     # --- one-shot (aios top --once) -----------------------------------------------------------
     def run_once(self, on_phase=None) -> None:

@@ -19,6 +19,7 @@ import itertools
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from ..errors import NonFiniteError, UserError
@@ -49,8 +50,13 @@ class StepOutput:
 class BatchEngine:
     def __init__(self, engine, num_blocks: int | None = None, kv_cache_bytes: int | None = None,
                  block_size: int = 16, max_num_seqs: int = 64, max_num_batched_tokens: int = 512,
-                 prefix_caching: bool = True):
+                 prefix_caching: bool = True, speculate: str | None = None, spec_k: int = 4):
         cfg = engine.cfg
+        if speculate not in (None, "ngram"):
+            raise UserError(f"--speculate {speculate} is not built for the batched engine: prompt lookup is",
+                            "use --speculate ngram here (model drafters run in aios run)")
+        if speculate and not 1 <= spec_k <= 64:
+            raise UserError(f"--spec-k must be between 1 and 64, got {spec_k}", "pass --spec-k 4, say")
         if block_size < 1:
             raise UserError(f"--block-size must be positive, got {block_size}", "pass 16, the default")
         per_block = 2 * cfg.num_layers * block_size * cfg.kv_dim * engine.act_itemsize
@@ -73,6 +79,15 @@ class BatchEngine:
         self._ids = itertools.count()
         self.steps = 0
         self.lap = noop_lap
+        self.speculate, self.spec_k = speculate, spec_k
+        if speculate:
+            from ..spec.ngram import PromptLookup
+
+            self.drafter = PromptLookup()
+        # speculative decoding's counters, as vLLM's spec-decode metrics: verify passes (requests
+        # that had drafts), drafted and accepted tokens, and accepted tokens by draft position
+        self.spec_drafts = self.spec_draft_tokens = self.spec_accepted_tokens = 0
+        self.spec_accepted_per_pos = [0] * (spec_k if speculate else 0)
 
     def set_lap(self, lap) -> None:
         """A lap function for every op of every step (the batch-1 engines' `set_lap`)."""
@@ -155,6 +170,8 @@ class BatchEngine:
         """Schedule and run one step. `probe` (a `profilers.probe.Probe`, its lap set with
         `set_lap`) gets the step's forward pass and sampling as one step, the scheduling apart."""
         t0 = time.perf_counter()
+        if self.speculate:
+            self._draft()
         sched = self.scheduler.schedule()
         t1 = time.perf_counter()
         out = StepOutput(self.steps, sched, schedule_s=t1 - t0)
@@ -164,15 +181,35 @@ class BatchEngine:
         if sched.items:
             logits = self.runner.forward(sched.items)
             sampling = [it for it in sched.items if it.samples]
-            tokens = self._sample(sampling, logits)
+            rows, r = [], 0  # each sampling item's logits rows: its drafts' and its last token's
+            for it in sampling:
+                rows.append(r)
+                r += 1 + it.drafts
+            plain = [(it, row) for it, row in zip(sampling, rows) if not it.drafts]
+            picks = dict(zip((id(it) for it, _ in plain),
+                             self._sample([it for it, _ in plain], logits[[row for _, row in plain]]) if plain else []))
+            emitted = {id(it): ([picks[id(it)]] if not it.drafts else self._verify(it, logits[row:row + 1 + it.drafts]))
+                       for it, row in zip(sampling, rows)}
             self.lap(-1, SAMPLE)
             now = time.perf_counter()
             for it in sched.items:
-                it.req.num_computed = it.start + it.n
-                self.blocks.written(it.req.table, it.req.tokens, it.req.num_computed)
-            for it, tok in zip(sampling, tokens):
-                it.req.add_token(tok, now)
-                out.tokens.append((it.req, tok))
+                req = it.req
+                if it.drafts:  # the last token's KV and the accepted drafts' stay; the rest rolls back
+                    kept = it.start + emitted[id(it)].__len__()  # last token + (emitted - 1) accepted drafts
+                    del req.draft_ids[:]
+                    copy = self.blocks.truncate(req.table, kept)
+                    if copy is not None:
+                        self.runner.copy_block(*copy)
+                    req.num_computed = kept
+                else:
+                    req.num_computed = it.start + it.n
+                self.blocks.written(req.table, req.tokens, req.num_computed)
+            for it in sampling:
+                for tok in emitted[id(it)]:
+                    it.req.add_token(tok, now)
+                    out.tokens.append((it.req, tok))
+                    if it.req.finished:
+                        break
                 if it.req.finished:
                     self.scheduler.remove(it.req)
                     self.requests.pop(it.req.id, None)  # its id may be used again; memory stays flat
@@ -182,6 +219,43 @@ class BatchEngine:
         out.wall_s = time.perf_counter() - t0
         out.blocks_used, out.blocks_free = self.blocks.num_used, self.blocks.num_free
         out.running, out.waiting = len(self.scheduler.running), len(self.scheduler.waiting)
+        return out
+
+    def _draft(self) -> None:
+        """Each decoding request drafts up to spec_k tokens by prompt lookup, within its own room
+        (its max_new_tokens less one for the bonus token, and the model's context); the
+        scheduler cuts or drops drafts that do not fit the step's budget or the KV pool."""
+        limit = self.cfg.max_position_embeddings
+        for req in self.scheduler.running:
+            if req.output_ids and req.remaining == 1 and not req.draft_ids:
+                room = min(self.spec_k, req.max_new_tokens - len(req.output_ids) - 1, limit - req.num_tokens - 1)
+                if room > 0:
+                    req.draft_ids = self.drafter.propose(req.tokens, room)
+
+    def _verify(self, it, rows: torch.Tensor) -> list[int]:
+        """A request's drafts against its rows of logits (one per draft, one more): the tokens it
+        emits (the accepted drafts, then the target's own token), by the exact acceptance rule
+        (`engines.spec.rule`, the drafts' q a point mass) or, greedy, the argmax chain."""
+        from ..spec.rule import verify_greedy, verify_sampled
+
+        req = it.req
+        drafted = list(req.draft_ids)
+        host = rows.float().cpu().numpy()
+        if not np.isfinite(host).all():
+            raise NonFiniteError(f"request {req.id}: the model produced NaN or Inf logits", "try --dtype float32")
+        if req.params.is_greedy:
+            out = verify_greedy(np.argmax(host, axis=-1).tolist(), drafted)
+        else:
+            p = np.stack([req.sampler.distribution(x) for x in host])
+            q = np.zeros((len(drafted), p.shape[1]))
+            q[np.arange(len(drafted)), drafted] = 1.0
+            out = verify_sampled(p, q, drafted, req.sampler.rng)
+        accepted = len(out) - 1
+        self.spec_drafts += 1
+        self.spec_draft_tokens += len(drafted)
+        self.spec_accepted_tokens += accepted
+        for i in range(accepted):
+            self.spec_accepted_per_pos[i] += 1
         return out
 
     def _sample(self, items, logits: torch.Tensor) -> list[int]:

@@ -70,7 +70,8 @@ class PagedTorchRunner:
     def forward(self, items) -> torch.Tensor:
         """Compute `items` (`engines.batch.scheduler.Item`: tokens start..start+n-1 of a request, its
         block table already holding their slots); returns the logits (S, V), float32 on the
-        device, at the last token of each item that samples, in the items' order."""
+        device, at the last token of each item that samples, in the items' order (an item with
+        d drafts: its last d + 1 tokens, every position a speculative verify needs)."""
         cfg, dev, e = self.cfg, self.dev, self.engine
         lap = e.lap
         nh, nkv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
@@ -138,7 +139,8 @@ class PagedTorchRunner:
                 attn[o:o + it.n] = out[0].transpose(0, 1)
             lap(li, ATTENTION)
             x = e.attention_out_and_mlp(li, lw, x, attn.reshape(N, cfg.q_dim))
-        last = torch.tensor([offs[i] + it.n - 1 for i, it in enumerate(items) if it.samples], dtype=torch.long,
+        last = torch.tensor([r for i, it in enumerate(items) if it.samples
+                             for r in range(offs[i] + it.n - 1 - it.drafts, offs[i] + it.n)], dtype=torch.long,
                             device=dev)
         if last.numel() == 0:  # only prompt chunks that end before their prompt does
             return torch.empty(0, cfg.vocab_size, dtype=torch.float32, device=dev)

@@ -43,6 +43,9 @@ class Request:
     token_s: list[float] = field(default_factory=list)  # when each output token was produced
     finished_s: float | None = None
     sampler: Sampler | None = None
+    # speculative decoding: this step's drafts, pushed through the model with the last token and
+    # kept only as far as the verifier accepts them (between steps, always empty)
+    draft_ids: list[int] = field(default_factory=list)
 
     def __post_init__(self):
         if self.sampler is None:
@@ -50,12 +53,12 @@ class Request:
 
     @property
     def tokens(self) -> list[int]:
-        """Prompt and output so far: what the KV cache holds, or will, in order."""
-        return self.prompt_ids + self.output_ids
+        """Prompt and output so far (and this step's drafts): what the KV cache holds, or will, in order."""
+        return self.prompt_ids + self.output_ids + self.draft_ids
 
     @property
     def num_tokens(self) -> int:
-        return len(self.prompt_ids) + len(self.output_ids)
+        return len(self.prompt_ids) + len(self.output_ids) + len(self.draft_ids)
 
     @property
     def remaining(self) -> int:

@@ -34,8 +34,9 @@ class Item:
     req: Request
     start: int
     n: int
-    decode: bool  # the one token sampled last step (else a chunk of prompt, or of a recompute)
+    decode: bool  # the one token sampled last step, and its drafts (else a chunk of prompt, or of a recompute)
     samples: bool  # the chunk reaches the request's last token: the step samples its next one
+    drafts: int = 0  # speculative decoding: drafted tokens after the last one, verified this step
 
 
 @dataclass
@@ -49,6 +50,10 @@ class Scheduled:
         return sum(it.n for it in self.items if not it.decode)
 
     @property
+    def draft_tokens(self) -> int:
+        return sum(it.drafts for it in self.items)
+
+    @property
     def decode_seqs(self) -> int:
         return sum(1 for it in self.items if it.decode)
 
@@ -58,8 +63,9 @@ class Scheduled:
 
     def _add(self, req: Request, n: int) -> None:
         start = req.num_computed
-        self.items.append(Item(req, start, n, decode=n == 1 and bool(req.output_ids) and start == req.num_tokens - 1,
-                               samples=start + n == req.num_tokens))
+        drafts = len(req.draft_ids)
+        self.items.append(Item(req, start, n, decode=bool(req.output_ids) and start == req.num_tokens - 1 - drafts
+                               and start + n == req.num_tokens, samples=start + n == req.num_tokens, drafts=drafts))
 
 
 class Scheduler:
@@ -90,6 +96,7 @@ class Scheduler:
         self.running.remove(req)
         self.blocks.release(req.table)
         req.num_computed = 0
+        req.draft_ids.clear()
         req.status = Status.PREEMPTED
         req.preemptions += 1
         self.preemptions += 1
@@ -112,6 +119,11 @@ class Scheduler:
         while i < len(self.running) and budget > 0:
             req = self.running[i]
             n = min(req.remaining, budget)
+            if req.draft_ids and (n < req.remaining or not bm.can_grow(req.table, req.num_computed + n)):
+                # drafts are a bet: cut to the budget, or dropped rather than preempt anyone for them
+                keep = n - 1 if bm.can_grow(req.table, req.num_computed + n) else 0
+                del req.draft_ids[keep:]
+                n = req.remaining
             while not bm.can_grow(req.table, req.num_computed + n):
                 self._preempt(self.running[-1], out)
                 if req.status is Status.PREEMPTED:
