@@ -19,6 +19,7 @@ from .errors import Terminated, fail, guarded
 from .request import DEFAULT_PROMPT, MODEL_PANEL, GenerateRequest, ModelOpt, PromptIdsOpt, QuantOpt, ThreadsOpt
 
 _VIEW = "View"
+_SPEC = "Speculative decoding"
 _SERVE = "Serving view (--serve)"
 
 
@@ -35,6 +36,11 @@ def top(
     ignore_eos: Annotated[bool, typer.Option("--ignore-eos/--stop-at-eos", help="Generate all --max-new-tokens even past an end-of-sequence token (default: ignore it, so every generation is full length).", rich_help_panel=MODEL_PANEL)] = True,
     temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature; 0 means greedy.", rich_help_panel=MODEL_PANEL)] = 0.0,
     seed: Annotated[int, typer.Option("--seed", help="Sampler seed.", rich_help_panel=MODEL_PANEL)] = 0,
+    speculate: Annotated[Optional[str], typer.Option("--speculate", help="Draft tokens and verify them in one pass of the model, the output unchanged (as aios run): ngram (prompt lookup), draft:MODEL (a model with the same tokenizer), self:q4_0 or self:q8_0 (the model's own weights, re-quantized), exit:L (its first L layers). Shows the acceptance live, and a model drafter's layers beside the target's.", rich_help_panel=_SPEC, show_default=False)] = None,
+    spec_k: Annotated[int, typer.Option("--spec-k", help="Tokens drafted a round, at most (with --draft-max: the first round's).", rich_help_panel=_SPEC)] = 4,
+    draft_max: Annotated[Optional[int], typer.Option("--draft-max", help="Adaptive k up to this: +2 after a round that kept every draft, -1 after a rejection.", rich_help_panel=_SPEC, show_default=False)] = None,
+    draft_min: Annotated[int, typer.Option("--draft-min", help="A shorter draft is not verified: the round decodes one token (greedy, or prompt lookup).", rich_help_panel=_SPEC)] = 0,
+    draft_p_min: Annotated[float, typer.Option("--draft-p-min", help="A model drafter stops where its most likely token has less than this probability.", rich_help_panel=_SPEC)] = 0.0,
     profile: Annotated[str, typer.Option("--profile", help="op: time every op (per-layer bars); token: time tokens, count ops; none: time tokens only.", rich_help_panel=_VIEW)] = "op",
     once: Annotated[bool, typer.Option("--once", "-1", help="Run one generation, print the panels as text and exit (for scripts; like nvitop -1).", rich_help_panel=_VIEW)] = False,
     csv_file: Annotated[Optional[Path], typer.Option("--csv", help="Where e exports (default: aios-top-<time>.csv, with --serve aios-top-serve-<time>.csv, in the current directory); with --once, write it at the end. With --serve: one row per finished request.", rich_help_panel=_VIEW)] = None,
@@ -61,6 +67,8 @@ def top(
 
         if standard_stream(csv_file):  # the live view owns the terminal: an export there is lost in it
             fail(f"--csv {csv_file} is the terminal the live view draws on — write to a file, or use --once")
+    if speculate is not None and (url is not None or serve):
+        fail(f"--speculate runs one generation at a time, not {'--url' if url is not None else '--serve'} — drop one")
     if url is not None:
         if serve:
             fail("--url watches a server, --serve runs the engine here — pass one")
@@ -82,6 +90,8 @@ def top(
     req = GenerateRequest(backend=backend, model=model, dtype=dtype, prompts=prompt or [DEFAULT_PROMPT],
                           prompt_ids=prompt_ids, max_new_tokens=max_new_tokens, profile=profile,
                           ignore_eos=ignore_eos, temperature=temperature, seed=seed, threads=threads, quant=quant,
+                          speculate=speculate, spec_k=spec_k, draft_max=draft_max, draft_min=draft_min,
+                          draft_p_min=draft_p_min, spec_baseline=False,
                           outputs={"--csv": csv_file, "--stats": stats_file}, op_outputs=("--csv",))
     _top(req, once, csv_file, exit_after, stats_file)
 

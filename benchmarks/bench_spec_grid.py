@@ -73,7 +73,7 @@ def main() -> None:
     args = ap.parse_args()
     ks = [int(k) for k in args.ks.split(",")]
     print(f"# bench_spec_grid · {time.strftime('%Y-%m-%d %H:%M')} · load avg {os.getloadavg()[0]:.2f} · "
-          f"{os.cpu_count()} CPUs · greedy, {args.tokens} tokens, the 'edit' workload's prompt")
+          f"{os.cpu_count()} CPUs · greedy, {args.tokens} tokens, the 'code' workload's prompt")
     print(f"{'model':<9} {'backend':<6} {'drafter':<13} " + " ".join(f"{'k=' + str(k):>14}" for k in ks))
     for m in args.models.split(","):
         try:
@@ -81,7 +81,7 @@ def main() -> None:
         except Exception as e:  # noqa: BLE001 - a model not installed is a line, not a crash
             print(f"{m}: skipped ({e})")
             continue
-        prompt = encode(ckpt.tokenizer, WORKLOADS["edit"][1])
+        prompt = encode(ckpt.tokenizer, WORKLOADS["code"][1])
         for b in args.backends.split(","):
             engine = engine_class(b)(ckpt)
             params = SamplingParams()

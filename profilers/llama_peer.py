@@ -38,7 +38,8 @@ def main(path: str) -> None:
 
     req = json.load(open(path))
     llm = Llama(model_path=req["gguf"], n_ctx=req.get("n_ctx", 1024), n_threads=req["threads"],
-                n_threads_batch=req["threads"], verbose=False, seed=0)
+                n_threads_batch=req["threads"], verbose=False, seed=0,
+                logits_all=True)  # its speculative path reads every drafted position's logits (without: a crash)
     drafters = {k: LlamaPromptLookupDecoding(num_pred_tokens=k, max_ngram_size=3) for k in req["ks"]}
     prompts = {w: llm.tokenize(text.encode(), add_bos=True, special=False) for w, text in req["prompts"].items()}
     res = {"llama_cpp_python": llama_cpp.__version__, "workloads": {}}

@@ -2,10 +2,10 @@
 interleaved repetition by repetition, on one target engine, so each speculative figure has a
 baseline taken minutes, not hours, apart on the same noisy machine.
 
-The workloads are fixed here, so numbers from different days compare: one where prompt lookup
-can shine (editing code, where the answer repeats most of the prompt) and one where it cannot
-(an open question, whose answer the prompt does not contain). Neither asks the model to repeat
-itself.
+The workloads are fixed here, so numbers from different days compare: two where prompt lookup
+can shine (editing code and editing text, where the answer repeats most of the prompt) and one
+where it cannot (an open question, whose answer the prompt does not contain). None asks the
+model to repeat itself; each asks for an edit, or an answer.
 
 Timing: a generation's decode tok/s is the tokens after the first over the wall time of every
 pass after the prompt's (drafts included), as `aios run` reports it; the prefill is left out of
@@ -20,17 +20,19 @@ import time
 from dataclasses import dataclass, field
 
 WORKLOADS = {
-    "edit": ("code editing: rename a variable in a short function (the answer repeats the prompt)",
-             "Here is a Python function:\n\n"
-             "def total_price(items, tax_rate):\n"
-             "    subtotal = 0\n"
-             "    for item in items:\n"
-             "        subtotal += item.price * item.quantity\n"
-             "    tax = subtotal * tax_rate\n"
-             "    return subtotal + tax\n\n"
-             "Rewrite the function with the variable subtotal renamed to net_total. Keep everything else the "
-             "same.\n\n"
-             "def total_price(items, tax_rate):\n"),
+    "code": ("code editing: add a docstring to a short function (the answer repeats the function)",
+             "Add a docstring to this function and return the whole function.\n\n"
+             "def area(width, height):\n"
+             "    if width < 0 or height < 0:\n"
+             "        raise ValueError(\"negative size\")\n"
+             "    return width * height\n\n"
+             "The function with a docstring:\n\n"
+             "def area(width, height):"),
+    "text": ("text editing: fix the spelling of a paragraph (the answer repeats the paragraph)",
+             "Fix the spelling mistakes in this paragraph and write it out again.\n\n"
+             "Paragraph: The quick brown fox jumpd over the lazy dog. It was a sunny day and the fox was very "
+             "happpy. The dog did not care and went back to sleeep under the big oak tree.\n\n"
+             "Corrected paragraph:"),
     "open": ("an open question (nothing in the prompt to look up)",
              "Question: Why do leaves change colour in autumn? Answer in a short paragraph.\nAnswer:"),
 }
@@ -39,7 +41,12 @@ WORKLOADS = {
 @dataclass(frozen=True)
 class SpecCase:
     drafter: str  # a --speculate value
-    k: int
+    k: int  # with draft_max: the first round's k, then adaptive
+    draft_max: int | None = None
+
+    @property
+    def label(self) -> str:
+        return str(self.k) if self.draft_max is None else f"{self.k}→{self.draft_max}"
 
 
 @dataclass
@@ -81,7 +88,8 @@ def run_workloads(engine, drafters: dict, prompts: dict[str, list[int]], cases: 
             b, ref = decode_rate(Generation(engine, ids, n_new, engine.make_sampler(sampling)))
             base[w].append(b)
             for c in cases:
-                g = SpeculativeGeneration(engine, ids, n_new, engine.make_sampler(sampling), drafters[c.drafter], c.k)
+                g = SpeculativeGeneration(engine, ids, n_new, engine.make_sampler(sampling), drafters[c.drafter], c.k,
+                                          draft_max=c.draft_max)
                 s, got = decode_rate(g)
                 acc = g.acceptance()
                 ser = out[w, c]

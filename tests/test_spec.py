@@ -487,7 +487,7 @@ def test_aios_bench_spec_reports_ratios_with_the_baseline_interleaved():
     assert res.exit_code == 0, res.output
     rows = json.loads(res.stdout)
     assert [(r["workload"], r["drafter"], r["k"]) for r in rows] == [
-        (w, d, k) for w in ("edit", "open") for d in ("ngram", "exit:2") for k in (1, 3)]
+        (w, d, k) for w in ("code", "text", "open") for d in ("ngram", "exit:2") for k in (1, 3)]
     for r in rows:
         assert r["engine"] == "aios" and r["same_ids"] is True and r["repetitions"] == 2
         assert r["ratio_min"] <= r["ratio_median"] <= r["ratio_max"]
@@ -497,7 +497,7 @@ def test_aios_bench_spec_reports_ratios_with_the_baseline_interleaved():
 
 @pytest.mark.parametrize("args,line", [
     (["-d", "bogus"], "--speculate 'bogus' is not a drafter"),
-    (["-w", "poem"], "unknown workload 'poem' — choose from: edit, open"),
+    (["-w", "poem"], "unknown workload 'poem' — choose from: code, text, open"),
     (["-n", "1"], "--n-gen must be between 2 and 4,096, got 1"),
 ])
 def test_aios_bench_spec_bad_input_is_one_line(args, line):

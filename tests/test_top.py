@@ -566,3 +566,186 @@ def test_prompt_ids_and_generated_ids_do_not_run_together():
     assert text_panel(v, 0, 0).plain == "1,2,3 355 698 "
     v.prompt, v.text = "The quick brown fox", " jumps"
     assert text_panel(v, 0, 0).plain == "The quick brown fox jumps"
+
+
+# --- speculative decoding (--speculate) -----------------------------------------------------------
+
+def make_spec_session(ckpt, speculate, n=16, spec_k=4, draft_max=None, backends=None):
+    prompt = "The quick brown fox"
+    opts = RunOptions(max_new_tokens=n, sampling=SamplingParams(greedy=True), ignore_eos=True, speculate=speculate,
+                      spec_k=spec_k, draft_max=draft_max)
+    return TopSession(ckpt, "simd", [(prompt, ckpt.tokenizer.encode(prompt).ids)], opts, backends=backends)
+
+
+def assert_spec_is(spec, acc):
+    """The view's figures against `SpeculativeGeneration.acceptance()` (a record's meta)."""
+    assert spec.rounds == acc["verify_steps"] and spec.rounds > 0
+    assert (spec.drafted, spec.accepted) == (acc["drafted_tokens"], acc["accepted_tokens"])
+    assert spec.acceptance_rate == acc["acceptance_rate"]
+    assert spec.tokens_per_verify_step == acc["tokens_per_verify_step"]
+    assert spec.hist == acc["accepted_length_histogram"]
+    assert spec.dropped == acc["dropped_drafts"] and spec.adaptive == acc["adaptive_k"]
+
+
+def pause_in_a_round(session):
+    """Paused inside a generation that has verified a round: (view, records)."""
+    for _ in range(20):
+        v, recs = pause_mid_generation(session)
+        if v.spec is not None and v.spec.generation == v.generation and v.spec.rounds:
+            return v, recs
+        session.pause(False)
+        time.sleep(0.05)
+    raise AssertionError("could not pause after a verify round")
+
+
+@pytest.mark.parametrize("speculate", ["exit:2", "ngram"])
+def test_speculative_view_at_the_end_is_the_runs_acceptance(tiny, speculate):
+    s = make_spec_session(tiny, speculate)
+    s.run_once()
+    v, rec = s.view(), s.records()[-1]
+    acc = rec.meta["speculation"]
+    assert v.speculate == speculate and v.spec.generation == v.generation == 1
+    assert_spec_is(v.spec, acc)
+    assert v.spec.k == 4  # fixed k
+    gen = rec.generation_steps
+    assert v.spec.emitted == sum(st.emitted for st in gen) == len(rec.generated_ids) - 1
+    s_ = rec.summary()
+    assert v.spec.draft_s / v.spec.emitted == pytest.approx(s_["draft_s_per_token"], rel=1e-12)
+    assert v.spec.target_s / v.spec.emitted == pytest.approx(s_["verify_s_per_token"], rel=1e-12)
+    # tokens/s: a round's tokens over its draft and verify time, as `aios run` counts a token's time
+    from profilers.record import token_walls
+
+    walls = token_walls(gen)
+    rates = [st.emitted / w for st, w in zip([x for x in gen if x.emitted], [w * x.emitted for x, w in
+                                                                              zip([x for x in gen if x.emitted], walls)])]
+    np.testing.assert_allclose(v.decode_rates, rates, rtol=1e-9)
+    # barriers are the target's passes' (draft steps apart)
+    assert v.barriers_per_token == 3 * tiny.config.num_layers + 2
+    from aios_cli.tui.panels import speculation_panel
+
+    text = speculation_panel(v, 100, 6).plain
+    assert f"kept {100 * acc['acceptance_rate']:.1f}% of drafts ({acc['accepted_tokens']}/{acc['drafted_tokens']})" in text
+    assert f"{acc['tokens_per_verify_step']:.2f} tokens a verify pass" in text
+    assert "rounds   " + "".join(f"{c:<4}" for c in acc["accepted_length_histogram"]) in text
+
+
+def test_speculative_view_live_is_the_runs_acceptance_and_layers(tiny):
+    """Paused mid-generation: the figures are the running generation's acceptance() (adaptive k
+    included), the target's moving average holds only its passes, the draft's only the draft
+    engine's rounds, on the drafter's own layers (exit:2: the target's first two)."""
+    s = make_spec_session(tiny, "exit:2", n=24, draft_max=8)
+    s.start()
+    try:
+        wait_for(lambda: s.view().generation >= 2, what="two generations")
+        v, recs = pause_in_a_round(s)
+        assert_spec_is(v.spec, recs[-1].meta["speculation"])
+        assert v.spec.k == s._run.generation.k and v.spec.k_max == 8
+        L = tiny.config.num_layers
+        steps = [st for r in recs for st in r.steps]
+        target = [st for st in steps if st.phase in ("decode", "verify")][-AVG_WINDOW:]
+        drafts = [st for st in steps if st.phase == "draft"][-AVG_WINDOW:]
+        assert target and drafts and all(st.engine == "draft" for st in drafts)
+        np.testing.assert_allclose(v.avg, np.mean([_layer_table_oracle(st, L) for st in target], axis=0),
+                                   rtol=1e-9, atol=1e-12)
+        assert v.avg_n == len(target) and v.draft_n == len(drafts)
+
+        def draft_oracle(st):  # two layers, drawn on the target's four: layers 2 and 3 empty
+            t = _layer_table_oracle(st, 2)
+            return np.concatenate([t[:3], np.zeros((L - 2, len(KINDS))), t[3:]])
+
+        np.testing.assert_allclose(v.draft_avg, np.mean([draft_oracle(st) for st in drafts], axis=0),
+                                   rtol=1e-9, atol=1e-12)
+        assert v.draft_avg[3:L + 1].sum() == 0 and v.draft_avg[1:3].sum() > 0
+        assert v.draft_avg.sum() == pytest.approx(np.mean([st.wall_s for st in drafts]), rel=1e-9)
+    finally:
+        assert s.stop(timeout=10)
+
+
+@pilot_test
+async def test_pilot_speculation_panel_shows_the_acceptance(tiny):
+    from aios_cli.tui.app import TopApp
+
+    s = make_spec_session(tiny, "exit:2", n=24)
+    async with piloted(TopApp, s, (120, 40)) as (app, pilot):
+        await _until(pilot, lambda: app.view.generation >= 2, what="two generations")
+        for _ in range(50):  # paused inside a generation that has verified a round
+            s.pause(True)
+            await _until(pilot, lambda: app.view.state == "paused", what="paused")
+            await pilot.pause(0.4)
+            v, recs = app.view, s.records()
+            if v.spec.generation == v.generation and v.spec.rounds and recs[-1].meta.get("partial"):
+                break
+            s.pause(False)
+            await pilot.pause(0.05)
+        acc = recs[-1].meta["speculation"]
+        assert_spec_is(v.spec, acc)
+        panel = app.query_one("#speculation")
+        screen = "\n".join(panel.render_line(y).text for y in range(panel.size.height))
+        assert f"exit:2 · k 4 · gen {v.generation}: {acc['verify_steps']} verify pass" in screen
+        assert f"kept {100 * acc['acceptance_rate']:.1f}% of drafts" in screen
+        assert f"{acc['tokens_per_verify_step']:.2f} tokens a verify pass" in screen
+        assert "rounds   " + "".join(f"{c:<4}" for c in acc["accepted_length_histogram"]) in screen
+        layers = app.query_one("#layers-decode")
+        drawn = "\n".join(layers.render_line(y).text for y in range(layers.size.height))
+        assert "target: avg of last" in drawn and "draft: avg of last" in drawn
+        await pilot.press("q")
+    assert not s._thread.is_alive()
+
+
+@pilot_test
+async def test_pilot_prompt_lookup_has_no_draft_layers_and_plain_top_no_panel(tiny):
+    from aios_cli.tui.app import TopApp
+
+    s = make_spec_session(tiny, "ngram")
+    async with piloted(TopApp, s, (120, 40)) as (app, pilot):
+        await _until(pilot, lambda: app.view.spec is not None and app.view.spec.rounds > 0 and app.view.avg_n > 1,
+                     what="a verified round")
+        await pilot.pause(0.3)
+        layers = app.query_one("#layers-decode")
+        drawn = "\n".join(layers.render_line(y).text for y in range(layers.size.height))
+        assert "no draft layers" in drawn and "draft: avg" not in drawn
+        assert app.view.draft_avg is None
+        await pilot.press("q")
+    plain = make_session(tiny)
+    async with piloted(TopApp, plain, (120, 40)) as (app, pilot):
+        assert not app.query("#speculation")
+        await pilot.press("q")
+
+
+def test_once_with_speculate_prints_the_speculation_panel():
+    res = runner.invoke(cli, ["top", "--once", "-m", "tiny", "-b", "simd", "-n", "12", "--speculate", "exit:2"],
+                        env={"COLUMNS": "120"})
+    assert res.exit_code == 0, res.output
+    assert "speculation" in res.output and "tokens a verify pass" in res.output and "draft: avg of last" in res.output
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--speculate", "bogus"], "is not a drafter"),
+    (["--speculate", "exit:4"], "exit:4 needs 1 to 3"),
+    (["--speculate", "exit:2", "--spec-k", "0"], "--spec-k must be between 1 and 64"),
+    (["--speculate", "exit:2", "--draft-max", "65"], "--draft-max must be between 1 and 64"),
+    (["--speculate", "exit:2", "--draft-p-min", "1.5"], "--draft-p-min must be in [0, 1)"),
+    (["--speculate", "ngram", "--draft-p-min", "0.5"], "--draft-p-min needs a model drafter"),
+    (["--speculate", "exit:2", "--temperature", "0.8", "--draft-min", "2"], "--draft-min with a sampled"),
+    (["--speculate", "exit:2", "-b", "scalar"], "not built for the scalar engine"),
+    (["--speculate", "ngram", "--serve"], "--speculate runs one generation at a time, not --serve"),
+    (["--speculate", "ngram", "--url", "http://127.0.0.1:9"], "not --url"),
+])
+def test_bad_speculative_options_are_one_line(argv, needle):
+    assert_one_error_line(runner.invoke(cli, ["top", "--once", "-m", "tiny", *argv]), needle)
+
+
+def test_speculation_panel_fits_any_width():
+    from aios_cli.tui.panels import speculation_panel
+    from aios_cli.tui.view import SpecStat, TopView
+
+    v = TopView(model="m", backend="simd", speculate="draft:qwen2.5-0.5b")
+    assert "waiting for the first round" in speculation_panel(v, 80, 6).plain
+    v.spec = SpecStat(3, 16, True, k=7, rounds=40, drafted=300, accepted=231, hist=[1] * 10 + [30] * 7, emitted=271,
+                      draft_s=0.5, target_s=1.1)
+    for width in range(20, 120, 9):
+        for line in speculation_panel(v, width, 6).plain.splitlines():
+            assert len(line.rstrip()) <= width, (width, line)
+    wide = speculation_panel(v, 120, 6).plain
+    assert "k 7 (adaptive, up to 16)" in wide and "kept 77.0% of drafts (231/300)" in wide
+    assert "accepted 0..16" in speculation_panel(v, 60, 6).plain  # the columns do not fit: one cell each

@@ -18,6 +18,7 @@ FORMATS = ("table", "md", "csv", "json", "jsonl")
 _GRID = "Grid (comma lists: every combination runs)"
 _OUT = "Output"
 COLUMNS = ("run_id", "started_at", "host", "cpu", "engine", "model", "backend", "quant", "workload", "drafter", "k",
+           "draft_max",
            "n_gen", "repetitions", "threads", "baseline_tok_s_median", "baseline_tok_s_min", "baseline_tok_s_max",
            "spec_tok_s_median", "spec_tok_s_min", "spec_tok_s_max", "ratio_median", "ratio_min", "ratio_max",
            "acceptance_rate", "tokens_per_verify_step", "same_ids", "load_avg_1m", "aios_version", "git_commit",
@@ -31,7 +32,8 @@ def spec(
     backend: Annotated[str, typer.Option("--backend", "-b", help="simd or torch (the CPU engines; cuda on a GPU).", rich_help_panel=_GRID)] = "simd",
     drafters: Annotated[str, typer.Option("--drafters", "-d", help="--speculate values to measure, e.g. ngram,self:q4_0,exit:8,draft:MODEL.", rich_help_panel=_GRID)] = "ngram",
     spec_k: Annotated[str, typer.Option("--spec-k", "-k", help="Tokens drafted a round.", rich_help_panel=_GRID)] = "2,4,8",
-    workloads: Annotated[str, typer.Option("--workloads", "-w", help="edit (the answer repeats the prompt), open (an open question).", rich_help_panel=_GRID)] = "edit,open",
+    draft_max: Annotated[Optional[str], typer.Option("--draft-max", help="Also run adaptive k from each --spec-k up to these (as aios run --draft-max).", rich_help_panel=_GRID, show_default=False)] = None,
+    workloads: Annotated[str, typer.Option("--workloads", "-w", help="code, text (edits: the answer repeats the prompt), open (an open question).", rich_help_panel=_GRID)] = "code,text,open",
     quant: Annotated[Optional[str], typer.Option("--quant", help="The target's weights (as aios run --quant); none: floats (self:q4_0's fp32 target).", rich_help_panel=_GRID, show_default=False)] = None,
     n_gen: Annotated[int, typer.Option("--n-gen", "-n", help="Tokens generated each time.", rich_help_panel=_GRID)] = 64,
     threads: Annotated[Optional[int], typer.Option("--threads", "-t", help="Threads for every pool (both sides, and the peer).", rich_help_panel=_GRID, show_default=False)] = None,
@@ -43,6 +45,9 @@ def spec(
     """Speculative decoding against the same run without it: tok/s ratio per drafter, k and
     workload, greedy, interleaved repetitions; llama.cpp's prompt lookup beside it on the same
     GGUF where llama-cpp-python is installed (in its own venv)."""
+    from profilers.threads import quiet_blas_pool
+
+    quiet_blas_pool()  # before NumPy loads: idle BLAS workers must not spin through the decode
     from engines import check_backend, check_quant
     from engines.errors import UserError
     from engines.spec.drafters import check_speculate
@@ -56,6 +61,9 @@ def spec(
         fail(f"--n-gen must be between 2 and 4,096, got {n_gen}")
     names = parse_list(drafters, "--drafters", str)
     ks = parse_list(spec_k, "--spec-k")
+    maxes = parse_list(draft_max, "--draft-max") if draft_max is not None else []
+    if any(m > 64 for m in maxes + ks):
+        fail("--spec-k and --draft-max take at most 64")
     works = parse_list(workloads, "--workloads", str)
     for w in works:
         if w not in WORKLOADS:
@@ -75,7 +83,8 @@ def spec(
     plan = setup(threads)
     err = console.stderr()
     said_busy = console.say_busy(err, plan.busy_warning(), quiet)
-    rows, peer_note = _measure(model, backend, quant, names, ks, works, n_gen, repetitions, plan, peer, err, quiet)
+    rows, peer_note = _measure(model, backend, quant, names, ks, maxes, works, n_gen, repetitions, plan, peer, err,
+                               quiet)
     print_rows(rows, COLUMNS, format, markdown, _table)
     if peer_note and format in ("table", "md"):
         console.stdout().print(peer_note, soft_wrap=True)
@@ -84,7 +93,7 @@ def spec(
     said_busy()
 
 
-def _measure(model, backend, quant, names, ks, works, n_gen, repetitions, plan, peer, err, quiet):
+def _measure(model, backend, quant, names, ks, maxes, works, n_gen, repetitions, plan, peer, err, quiet):
     import time
     from contextlib import nullcontext
 
@@ -117,7 +126,7 @@ def _measure(model, backend, quant, names, ks, works, n_gen, repetitions, plan, 
             built[d] = make_drafter(d, engine, sampling)
             if hasattr(built[d], "warmup"):
                 built[d].warmup(prompts[works[0]][:8])
-    cases = [SpecCase(d, k) for d in names for k in ks]
+    cases = [SpecCase(d, k, m) for d in names for k in ks for m in [None, *(m for m in maxes if m > k)]]
     with status("warming up"):  # each path once, untimed
         run_workloads(engine, built, {w: p[:16] for w, p in prompts.items()}, cases, 4, 1, sampling)
     run_id, started = new_run_id("bench-spec"), time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -134,15 +143,15 @@ def _measure(model, backend, quant, names, ks, works, n_gen, repetitions, plan, 
     common = {"run_id": run_id, "started_at": started, **machine, **provenance(backend, plan), "model": ckpt.name,
               "backend": backend, "quant": engine.weight_format if quant is None else quant, "n_gen": n_gen,
               "repetitions": repetitions, "threads": plan.threads}
-    rows = [_row(common, "aios", w, c.drafter, c.k, base[w], series[w, c]) for w in works for c in cases]
+    rows = [_row(common, "aios", w, c.drafter, c.k, base[w], series[w, c], c.draft_max) for w in works for c in cases]
     peer_rows, note = _peer(peer, ckpt, names, ks, works, n_gen, repetitions, plan.threads, common, status)
     return rows + peer_rows, note
 
 
-def _row(common, engine, workload, drafter, k, base, ser) -> dict:
+def _row(common, engine, workload, drafter, k, base, ser, draft_max=None) -> dict:
     from profilers.spec_bench import med
 
-    return {**common, "engine": engine, "workload": workload, "drafter": drafter, "k": k,
+    return {**common, "engine": engine, "workload": workload, "drafter": drafter, "k": k, "draft_max": draft_max,
             "baseline_tok_s_median": med(base), "baseline_tok_s_min": min(base), "baseline_tok_s_max": max(base),
             "spec_tok_s_median": med(ser.tok_s), "spec_tok_s_min": min(ser.tok_s), "spec_tok_s_max": max(ser.tok_s),
             "ratio_median": med(ser.ratios), "ratio_min": min(ser.ratios), "ratio_max": max(ser.ratios),
@@ -201,7 +210,8 @@ _HEAD = ("engine", "workload", "drafter", "k", "baseline tok/s", "spec tok/s", "
 
 
 def _cells(r: dict) -> dict[str, str]:
-    return {"engine": r["engine"], "workload": r["workload"], "drafter": r["drafter"], "k": str(r["k"]),
+    return {"engine": r["engine"], "workload": r["workload"], "drafter": r["drafter"],
+            "k": str(r["k"]) if r.get("draft_max") is None else f"{r['k']}→{r['draft_max']}",
             "baseline tok/s": f"{_fmt(r['baseline_tok_s_median'])} [{_fmt(r['baseline_tok_s_min'])}–{_fmt(r['baseline_tok_s_max'])}]",
             "spec tok/s": f"{_fmt(r['spec_tok_s_median'])} [{_fmt(r['spec_tok_s_min'])}–{_fmt(r['spec_tok_s_max'])}]",
             "ratio": f"{_fmt(r['ratio_median'], 2)}x [{_fmt(r['ratio_min'], 2)}–{_fmt(r['ratio_max'], 2)}]",

@@ -18,6 +18,8 @@ from textual.widgets import Input, Label, TabbedContent, TabPane
 from engines.errors import UserError
 from engines.files import write_output
 from profilers.export import events_csv_chunks
+from profilers.probe import GENERATION_PHASES
+from profilers.record import token_walls
 
 from . import panels
 from .live_app import LIVE_CSS, LiveApp
@@ -57,6 +59,15 @@ class HelpScreen(KeysHelp):
 [b]memory[/b]  host RSS (psutil), GPU used/total (NVML), torch allocator, KV cache
 
 [dim]escape closes this help. Tabs and footer keys also take mouse clicks.[/dim]"""
+    SPEC = ("[b]speculation[/b]  drafts the target kept, tokens a verify pass, k, rounds by drafts accepted;",
+            "  the decode tab puts a model drafter's draft rounds beside the target's passes")
+
+    def lines(self) -> list[str]:
+        lines = super().lines()
+        if self.app.view.speculate:  # after the panel notes, before the closing hint
+            at = next(i for i, line in enumerate(lines) if line.startswith("[b]memory"))
+            lines[at + 1:at + 1] = self.SPEC
+        return lines
 
 
 class PromptScreen(ModalScreen):
@@ -98,6 +109,7 @@ class TopApp(LiveApp):
     #memory { height: 1fr; min-height: 5; }
     #system { height: 1fr; min-height: 4; }
     #text { height: 5; }
+    #speculation { height: 7; }
     """
     BINDINGS = [
         Binding("space", "pause", "Pause"),
@@ -111,7 +123,7 @@ class TopApp(LiveApp):
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
     ]
     LIVE_STATES = ("generating",)
-    DATA_PANELS = "LayerPanel, #tokens, #barriers, #memory, #text"
+    DATA_PANELS = "LayerPanel, #tokens, #barriers, #memory, #text, #speculation"
     HELP = HelpScreen
     PAUSED_NOTICE = "paused: the engine waits between tokens"
     EXPORT_PREFIX = "aios-top"
@@ -127,6 +139,8 @@ class TopApp(LiveApp):
                         yield LayerPanel("decode", id="layers-decode")
                     with TabPane("prefill", id="prefill"):
                         yield LayerPanel("prefill", id="layers-prefill")
+                if self.view.speculate:
+                    yield Panel("speculation", panels.speculation_panel, id="speculation")
             with Vertical(id="right"):
                 yield Panel("tokens/s", panels.tokens_panel, id="tokens")
                 yield Panel("reduction barriers", panels.barriers_panel, id="barriers")
@@ -192,11 +206,14 @@ class TopApp(LiveApp):
 
     def stats(self) -> dict:
         """Engine rate under the TUI (decode tokens/s) and the UI refresh rate."""
-        walls = [s.wall_s for r in self.session.records() for s in r.steps if s.phase == "decode"]
+        gen = [s for r in self.session.records() for s in r.steps if s.phase in GENERATION_PHASES]
+        walls = token_walls(gen)  # a speculative round's tokens share its draft and verify time
+        tokens = sum(s.emitted for s in gen)
+        total = sum(s.wall_s for s in gen)
         return {
             "backend": self.view.backend, "model": self.view.model, "profile": self.view.profile,
-            "decode_tokens": len(walls),
-            "decode_tokens_per_s": len(walls) / sum(walls) if walls else None,
+            "decode_tokens": tokens,
+            "decode_tokens_per_s": tokens / total if total else None,
             "decode_ms_median": statistics.median(walls) * 1e3 if walls else None,
             **self.ui_stats(),
             "data_redraw_hz_median": statistics.median(self._data_hz_log) if self._data_hz_log else None,

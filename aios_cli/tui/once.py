@@ -25,6 +25,8 @@ def report(v, cpus, gpu, width: int) -> Group:
     parts = [panels.status_line(v, wrap=True),
              box("layers · decode", panels.layer_panel(v, "decode", "time", inner, layer_h)),
              box("layers · prefill", panels.layer_panel(v, "prefill", "time", inner, layer_h))]
+    if v.speculate:
+        parts.append(box("speculation", panels.speculation_panel(v, inner, 6)))
     if width >= 140:
         col = (width - 2) // 2 - 4
         side = [("tokens/s", panels.tokens_panel(v, col, 4)), ("reduction barriers", panels.barriers_panel(v, col, 3)),

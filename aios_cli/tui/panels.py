@@ -173,6 +173,8 @@ def layer_panel(v: TopView, phase: str, metric: str, width: int, height: int, la
     if phase == "prefill":
         tables = [("prefill", v.prefill, v.prefill_bytes, v.prefill_wall)]
         head = f"prefill: {v.prefill_tokens} prompt tokens in one pass" if v.prefill is not None else ""
+    elif v.speculate:
+        tables, head = _spec_tables(v, metric)
     else:
         tables = [(latest_label, v.latest, v.latest_bytes, v.latest_wall),
                   (f"avg of last {v.avg_n}", v.avg, v.avg_bytes, v.avg_wall)]
@@ -206,8 +208,8 @@ def layer_panel(v: TopView, phase: str, metric: str, width: int, height: int, la
         bar_w = max(4, width - label_w - val_w - 2)
         if len(mats) == 2:
             out.append("\n" + " " * (label_w + 1))
-            out.append(latest_label, style="bold")
-            out.append(f"  │ = avg of last {v.avg_n}", style="dim")
+            out.append(tables[0][0], style="bold")
+            out.append(f"  │ = {tables[1][0]}", style="dim")
     for g, (label, _) in enumerate(groups):
         out.append(f"\n{label:>{label_w}} ", style="dim")
         if side_by_side:
@@ -219,6 +221,81 @@ def layer_panel(v: TopView, phase: str, metric: str, width: int, height: int, la
             tick = float(mats[1][g].sum()) if len(mats) == 2 else None
             out.append_text(stacked(mats[0][g], scale, bar_w, tick))
             out.append(f" {fmt_metric(float(mats[0][g].sum()), metric):>{val_w}}")
+    return out
+
+
+def _spec_tables(v: TopView, metric: str) -> tuple[list[tuple], str]:
+    """The decode tab while speculating: a model drafter's draft rounds beside the target's
+    passes (both averaged; the draft's passes are not costed, so GB/s shows the target's
+    alone); prompt lookup has no model, so the target's passes only."""
+    target = [("latest target pass", v.latest, v.latest_bytes, v.latest_wall),
+              (f"target: avg of last {v.avg_n} passes", v.avg, v.avg_bytes, v.avg_wall)]
+    if v.speculate == "ngram":
+        return target, "ngram: prompt lookup drafts without a model, so no draft layers: the target's passes only"
+    if metric == "bandwidth":
+        return target, f"{v.speculate}: GB/s of the target's passes (a draft round is not costed)"
+    return ([(f"target: avg of last {v.avg_n} passes", v.avg, v.avg_bytes, v.avg_wall),
+             (f"draft: avg of last {v.draft_n} rounds", v.draft_avg, None, v.draft_avg_wall)],
+            f"{v.speculate}: a round's draft passes (draft engine) beside a target pass over them")
+
+
+# --- speculation -------------------------------------------------------------------------------
+def speculation_panel(v: TopView, width: int, height: int) -> Text:
+    """--speculate: how much of the drafts the target keeps (as `SpeculativeGeneration.
+    acceptance()` counts it), tokens per verify pass, the current k, where an emitted token's
+    time goes, and how many rounds kept 0..k drafts."""
+    out = Text(no_wrap=True, overflow="crop")
+    s = v.spec
+    if s is None:
+        out.append(f"{v.speculate}: waiting for the first round…", style="dim")
+        return out
+    k = [(f" · k {s.k}", "bold")]
+    if s.adaptive:
+        k.append((f" (adaptive, up to {s.k_max})", "dim"))
+    out.append_text(fit([(v.speculate or "", "bold"), *k,
+                         (f" · gen {s.generation}: {s.rounds} verify pass{'es' if s.rounds != 1 else ''}", "dim")],
+                        width))
+    out.append("\n")
+    if not s.rounds:
+        out.append_text(fit_words("nothing drafted yet: every token decoded alone", width, "dim"))
+        return out
+    dropped = [(f" · {s.dropped} short drafts dropped", "dim")] if s.dropped else []
+    out.append_text(fit([("kept ", "dim"), (fmt_pct(s.acceptance_rate), "bold green"),
+                         (f" of drafts ({s.accepted}/{s.drafted})", "dim"), ("  ", ""),
+                         (f"{s.tokens_per_verify_step:.2f}", "bold cyan"), (" tokens a verify pass", "dim"),
+                         *dropped], width))
+    if s.emitted and height > 3:
+        out.append("\n")
+        out.append_text(fit([("per token ", "dim"), (fmt_time(s.draft_s / s.emitted), "bold"),
+                             (" drafting · ", "dim"), (fmt_time(s.target_s / s.emitted), "bold"),
+                             (" target passes", "dim")], width))
+    out.append_text(_histogram(s.hist, width))
+    return out
+
+
+def _histogram(hist: list[int], width: int) -> Text:
+    """Rounds by drafts accepted (0..k_max): a bar, the count and the index a column each; one
+    cell a column where the columns do not fit."""
+    out = Text(no_wrap=True, overflow="crop")
+    label_w = 9
+    top = max(hist) or 1
+    cw = max(4, len(str(len(hist) - 1)) + 1, len(str(max(hist))) + 1)
+    bars = [SPARK[min(7, max(0, math.ceil(c / top * 8) - 1))] if c else "·" for c in hist]
+    if not width or label_w + cw * len(hist) <= width:
+        out.append("\n" + " " * label_w)
+        for b, c in zip(bars, hist):
+            out.append(b * (cw - 1), style="green" if c else "grey23")
+            out.append(" ")
+        out.append("\n" + f"{'rounds':<{label_w}}", style="dim")
+        out.append("".join(f"{c:<{cw}}" for c in hist))
+        out.append("\n" + f"{'accepted':<{label_w}}", style="dim")
+        out.append("".join(f"{i:<{cw}}" for i in range(len(hist))), style="dim")
+    else:
+        room = max(1, width - label_w)
+        out.append("\n" + f"{'rounds':<{label_w}}", style="dim")
+        out.append("".join(bars) if len(bars) <= room else "".join(bars[:room - 1]) + "…", style="green")
+        out.append("\n" + f"{'accepted':<{label_w}}", style="dim")
+        out.append(f"0..{len(hist) - 1}", style="dim")
     return out
 
 
@@ -297,7 +374,8 @@ def barriers_panel(v: TopView, width: int, height: int) -> Text:
                    style="dim")
         return out
     avg = [(f" (avg {fmt_pct(v.barrier_share_avg)})", "dim")] if v.barrier_share_avg is not None else []
-    out.append_text(fit([(f"{v.barriers_per_token}", "bold red"), (" per token   ", "dim"),
+    per = " per token   " if not v.speculate else " per target pass   "
+    out.append_text(fit([(f"{v.barriers_per_token}", "bold red"), (per, "dim"),
                          (fmt_pct(v.barrier_share), "bold"), (" of token time", "dim"), *avg], width))
     out.append("\n")
     out.append_text(fit([(f"{v.barriers_total:,}", "bold"), (" waited on this session", "dim")], width))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ..errors import UserError
 
 DRAFTERS = {
-    "ngram": "prompt lookup: the tokens that followed the last n tokens' latest earlier match",
+    "ngram": "prompt lookup: the tokens that followed the latest earlier match of the last 3 (or 2) tokens",
     "draft:MODEL": "another model with the same tokenizer (a preset, a directory, a .gguf, smollm2)",
     "self:q4_0": "the target's own weights in Q4_0 (self:q8_0: in Q8_0)",
     "exit:L": "the target's first L layers, then its final norm and head",
