@@ -688,6 +688,9 @@ async def test_pilot_speculation_panel_shows_the_acceptance(tiny):
         layers = app.query_one("#layers-decode")
         drawn = "\n".join(layers.render_line(y).text for y in range(layers.size.height))
         assert "target: avg of last" in drawn and "draft: avg of last" in drawn
+        await pilot.press("question_mark")
+        assert any(line.startswith("[b]speculation") for line in app.screen.lines())
+        await pilot.press("escape")
         await pilot.press("q")
     assert not s._thread.is_alive()
 

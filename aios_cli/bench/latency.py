@@ -9,6 +9,7 @@ import typer
 
 from ..errors import fail, guarded
 from ..outputs import check_format, print_rows
+from ..grid import parse_list
 from .. import console
 
 FORMATS = ("table", "md", "csv", "json", "jsonl")
@@ -29,31 +30,6 @@ def latency_columns() -> tuple[str, ...]:
 
     rest = tuple(f for f in PROVENANCE_FIELDS if f != "threads")
     return ("run_id", "started_at", "host", "cpu", *CONFIG_COLUMNS, *STAT_COLUMNS, *SAMPLE_COLUMNS, *rest)
-
-
-def parse_list(text: str, flag: str, kind=int, minimum: int = 1) -> list:
-    """`1,2,4` -> [1, 2, 4] in the order given, duplicates dropped; one line on bad input."""
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if kind is int:
-            try:
-                v = int(part)
-            except ValueError:
-                fail(f"{flag} takes whole numbers like 1,2,4, got {part!r}")
-            if v < minimum:
-                fail(f"{flag} values must be {minimum} or more, got {v}")
-            if v > 2**31 - 1:
-                fail(f"{flag} value {part[:20]}{'…' if len(part) > 20 else ''} is out of range — pass at most {2**31 - 1:,}")
-        else:
-            v = part
-        if v not in out:
-            out.append(v)
-    if not out:
-        fail(f"{flag} is empty — e.g. {flag} {'1,2' if kind is int else 'a,b'}")
-    return out
 
 
 @guarded

@@ -12,7 +12,7 @@ import typer
 from .. import console
 from ..errors import fail, guarded
 from ..outputs import check_format, print_rows
-from .latency import parse_list
+from ..grid import parse_list
 
 FORMATS = ("table", "md", "csv", "json", "jsonl")
 _GRID = "Grid (comma lists: every combination runs)"

@@ -59,8 +59,8 @@ class HelpScreen(KeysHelp):
 [b]memory[/b]  host RSS (psutil), GPU used/total (NVML), torch allocator, KV cache
 
 [dim]escape closes this help. Tabs and footer keys also take mouse clicks.[/dim]"""
-    SPEC = ("[b]speculation[/b]  drafts the target kept, tokens a verify pass, k, rounds by drafts accepted;",
-            "  the decode tab puts a model drafter's draft rounds beside the target's passes")
+    SPEC = ("[b]speculation[/b]  drafts kept, tokens a verify pass, k, rounds by drafts accepted",
+            "[b]decode tab[/b]  a model drafter's rounds beside the target's passes")
 
     def lines(self) -> list[str]:
         lines = super().lines()

@@ -236,7 +236,7 @@ def _spec_tables(v: TopView, metric: str) -> tuple[list[tuple], str]:
         return target, f"{v.speculate}: GB/s of the target's passes (a draft round is not costed)"
     return ([(f"target: avg of last {v.avg_n} passes", v.avg, v.avg_bytes, v.avg_wall),
              (f"draft: avg of last {v.draft_n} rounds", v.draft_avg, None, v.draft_avg_wall)],
-            f"{v.speculate}: a round's draft passes (draft engine) beside a target pass over them")
+            f"{v.speculate}: per round, the drafter's passes beside the target's")
 
 
 # --- speculation -------------------------------------------------------------------------------

@@ -374,7 +374,7 @@ class TopSession(LiveSession):
                     s.rounds += 1
                     s.drafted += gen.proposed[-1]
                     s.accepted += gen.accepted[-1]
-                    pass
+                    s.hist[gen.accepted[-1]] += 1
             s.k = gen.k
 
     # --- one-shot (aios top --once) -----------------------------------------------------------
