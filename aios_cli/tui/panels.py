@@ -252,7 +252,7 @@ def speculation_panel(v: TopView, width: int, height: int) -> Text:
     k = [(f" · k {s.k}", "bold")]
     if s.adaptive:
         k.append((f" (adaptive, up to {s.k_max})", "dim"))
-    out.append_text(fit([(v.speculate or "", "bold"), *k,
+    out.append_text(fit([(v.speculate, "bold"), *k,
                          (f" · gen {s.generation}: {s.rounds} verify pass{'es' if s.rounds != 1 else ''}", "dim")],
                         width))
     out.append("\n")
