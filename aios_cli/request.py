@@ -25,6 +25,14 @@ ModelOpt = Annotated[str, typer.Option("--model", "-m", help="A preset (tiny, qw
 PromptIdsOpt = Annotated[Optional[str], typer.Option("--prompt-ids", help="Token ids, e.g. 1,2,3 (bypasses the tokenizer).", rich_help_panel=MODEL_PANEL)]
 QuantOpt = Annotated[Optional[str], typer.Option("--quant", help="Hold the linear weights as q8_0, q4_0 or q4_1 (GGUF's block formats; the embedding and lm_head take q8_0, norms stay float32), quantized as they load; none: all floats (a GGUF file dequantized). simd and torch. Default: as the file stores them.", rich_help_panel=MODEL_PANEL, show_default=False)]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", "-t", help="Threads for every pool (Numba, BLAS, torch). Default: the usable CPUs less those other processes keep busy.", rich_help_panel=MODEL_PANEL, show_default=False)]
+SPEC_PANEL = "Speculative decoding"
+SpecKOpt = Annotated[int, typer.Option("--spec-k", help="Tokens drafted a round, at most (with --draft-max: the first round's).", rich_help_panel=SPEC_PANEL)]
+DraftMaxOpt = Annotated[Optional[int], typer.Option("--draft-max", help="Adaptive k up to this: +2 after a round that kept every draft, -1 after a rejection.", rich_help_panel=SPEC_PANEL, show_default=False)]
+DraftMinOpt = Annotated[int, typer.Option("--draft-min", help="A shorter draft is not verified: the round decodes one token (greedy, or prompt lookup).", rich_help_panel=SPEC_PANEL)]
+DraftPMinOpt = Annotated[float, typer.Option("--draft-p-min", help="A model drafter stops where its most likely token has less than this probability.", rich_help_panel=SPEC_PANEL)]
+SPECULATE_HELP = ("Draft tokens and verify them in one pass of the model, the output unchanged: ngram (prompt lookup), "
+                  "draft:MODEL (a model with the same tokenizer), self:q4_0 or self:q8_0 (the model's own weights, "
+                  "re-quantized), exit:L (its first L layers).")
 
 
 class ShortThreadsFlag(TyperCommand):

@@ -13,10 +13,10 @@ from profilers.threads import quiet_blas_pool
 from .errors import guarded, printable
 from .outputs import check_format
 from .request import DEFAULT_PROMPT, MODEL_PANEL, BackendOpt, GenerateRequest, ModelOpt, PromptIdsOpt, QuantOpt, ThreadsOpt
+from .request import SPEC_PANEL, SPECULATE_HELP, DraftMaxOpt, DraftMinOpt, DraftPMinOpt, SpecKOpt
 from . import console
 
 _SAMPLING = "Sampling"
-_SPEC = "Speculative decoding"
 _OUTPUT = "Output"
 
 
@@ -36,12 +36,12 @@ def run(
     top_k: Annotated[int, typer.Option("--top-k", help="Keep the k most likely tokens (0: off).", rich_help_panel=_SAMPLING)] = 0,
     top_p: Annotated[float, typer.Option("--top-p", help="Keep the smallest set with this much probability (1: off).", rich_help_panel=_SAMPLING)] = 1.0,
     seed: Annotated[int, typer.Option("--seed", help="Sampler seed: same seed, same tokens.", rich_help_panel=_SAMPLING)] = 0,
-    speculate: Annotated[Optional[str], typer.Option("--speculate", help="Draft tokens and verify them in one pass of the model, the output unchanged: ngram (prompt lookup), draft:MODEL (a model with the same tokenizer), self:q4_0 or self:q8_0 (the model's own weights, re-quantized), exit:L (its first L layers).", rich_help_panel=_SPEC, show_default=False)] = None,
-    spec_k: Annotated[int, typer.Option("--spec-k", help="Tokens drafted a round, at most (with --draft-max: the first round's).", rich_help_panel=_SPEC)] = 4,
-    draft_max: Annotated[Optional[int], typer.Option("--draft-max", help="Adaptive k up to this: +2 after a round that kept every draft, -1 after a rejection.", rich_help_panel=_SPEC, show_default=False)] = None,
-    draft_min: Annotated[int, typer.Option("--draft-min", help="A shorter draft is not verified: the round decodes one token (greedy, or prompt lookup).", rich_help_panel=_SPEC)] = 0,
-    draft_p_min: Annotated[float, typer.Option("--draft-p-min", help="A model drafter stops where its most likely token has less than this probability.", rich_help_panel=_SPEC)] = 0.0,
-    baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="After a speculative run, the same run without it, for the speed-up (once, not interleaved: aios bench spec interleaves).", rich_help_panel=_SPEC)] = True,
+    speculate: Annotated[Optional[str], typer.Option("--speculate", help=SPECULATE_HELP, rich_help_panel=SPEC_PANEL, show_default=False)] = None,
+    spec_k: SpecKOpt = 4,
+    draft_max: DraftMaxOpt = None,
+    draft_min: DraftMinOpt = 0,
+    draft_p_min: DraftPMinOpt = 0.0,
+    baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="After a speculative run, the same run without it, for the speed-up (once, not interleaved: aios bench spec interleaves).", rich_help_panel=SPEC_PANEL)] = True,
     profile: Annotated[str, typer.Option("--profile", help="op: time every op; token: time tokens, count ops; none: time tokens only.", rich_help_panel=_OUTPUT)] = "op",
     format: Annotated[str, typer.Option("--format", "-f", help="table, csv (summary row per backend), json or md.", rich_help_panel=_OUTPUT)] = "table",
     csv_file: Annotated[Optional[Path], typer.Option("--csv", help="Write one tidy row per op event to FILE.", rich_help_panel=_OUTPUT)] = None,

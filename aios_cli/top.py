@@ -17,9 +17,9 @@ from .batch_options import (BLOCK_SIZE, MAX_NUM_BATCHED_TOKENS, MAX_NUM_SEQS, Bl
                             MaxNumBatchedTokensOpt, MaxNumSeqsOpt, variant)
 from .errors import Terminated, fail, guarded
 from .request import DEFAULT_PROMPT, MODEL_PANEL, GenerateRequest, ModelOpt, PromptIdsOpt, QuantOpt, ThreadsOpt
+from .request import SPEC_PANEL, SPECULATE_HELP, DraftMaxOpt, DraftMinOpt, DraftPMinOpt, SpecKOpt
 
 _VIEW = "View"
-_SPEC = "Speculative decoding"
 _SERVE = "Serving view (--serve)"
 
 
@@ -36,11 +36,11 @@ def top(
     ignore_eos: Annotated[bool, typer.Option("--ignore-eos/--stop-at-eos", help="Generate all --max-new-tokens even past an end-of-sequence token (default: ignore it, so every generation is full length).", rich_help_panel=MODEL_PANEL)] = True,
     temperature: Annotated[float, typer.Option("--temperature", help="Sampling temperature; 0 means greedy.", rich_help_panel=MODEL_PANEL)] = 0.0,
     seed: Annotated[int, typer.Option("--seed", help="Sampler seed.", rich_help_panel=MODEL_PANEL)] = 0,
-    speculate: Annotated[Optional[str], typer.Option("--speculate", help="Draft tokens and verify them in one pass of the model, the output unchanged (as aios run): ngram (prompt lookup), draft:MODEL (a model with the same tokenizer), self:q4_0 or self:q8_0 (the model's own weights, re-quantized), exit:L (its first L layers). Shows the acceptance live, and a model drafter's layers beside the target's.", rich_help_panel=_SPEC, show_default=False)] = None,
-    spec_k: Annotated[int, typer.Option("--spec-k", help="Tokens drafted a round, at most (with --draft-max: the first round's).", rich_help_panel=_SPEC)] = 4,
-    draft_max: Annotated[Optional[int], typer.Option("--draft-max", help="Adaptive k up to this: +2 after a round that kept every draft, -1 after a rejection.", rich_help_panel=_SPEC, show_default=False)] = None,
-    draft_min: Annotated[int, typer.Option("--draft-min", help="A shorter draft is not verified: the round decodes one token (greedy, or prompt lookup).", rich_help_panel=_SPEC)] = 0,
-    draft_p_min: Annotated[float, typer.Option("--draft-p-min", help="A model drafter stops where its most likely token has less than this probability.", rich_help_panel=_SPEC)] = 0.0,
+    speculate: Annotated[Optional[str], typer.Option("--speculate", help=SPECULATE_HELP + " Shows the acceptance live, and a model drafter's layers beside the target's.", rich_help_panel=SPEC_PANEL, show_default=False)] = None,
+    spec_k: SpecKOpt = 4,
+    draft_max: DraftMaxOpt = None,
+    draft_min: DraftMinOpt = 0,
+    draft_p_min: DraftPMinOpt = 0.0,
     profile: Annotated[str, typer.Option("--profile", help="op: time every op (per-layer bars); token: time tokens, count ops; none: time tokens only.", rich_help_panel=_VIEW)] = "op",
     once: Annotated[bool, typer.Option("--once", "-1", help="Run one generation, print the panels as text and exit (for scripts; like nvitop -1).", rich_help_panel=_VIEW)] = False,
     csv_file: Annotated[Optional[Path], typer.Option("--csv", help="Where e exports (default: aios-top-<time>.csv, with --serve aios-top-serve-<time>.csv, in the current directory); with --once, write it at the end. With --serve: one row per finished request.", rich_help_panel=_VIEW)] = None,
