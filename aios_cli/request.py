@@ -222,7 +222,7 @@ class GenerateRequest:
             check_request(ckpt.config, ids, self.max_new_tokens)
         from engines.spec.drafters import check_for_model
 
-        check_for_model(self.speculate, ckpt.config)
+        check_for_model(self.speculate, ckpt)
         for b in backends:  # refuse now, not after the first backend has run
             engine_class(b).preflight(ckpt.config, ckpt.name, self.dtype, self.quant or ckpt.quant)
         return ckpt, prompts

@@ -580,3 +580,11 @@ def test_the_batched_engine_refuses_a_model_drafter(tiny):
 
     with pytest.raises(UserError, match="not built for the batched engine"):
         BatchEngine(engine_class("torch")(tiny), num_blocks=8, speculate="self:q4_0")
+
+
+def test_a_draft_model_with_another_tokenizer_is_refused_before_loading(smollm2_file):
+    res = cli("run", "-m", "tiny", "--speculate", "draft:smollm2", "-n", "4")
+    assert res.exit_code == 2, res.output
+    assert res.stderr.strip().splitlines()[-1].startswith(
+        "aios: error: the draft model smollm2's tokenizer is not the target tiny's")
+    assert "[simd]" not in res.stdout  # nothing generated

@@ -112,7 +112,7 @@ def _measure(model, backend, quant, names, ks, maxes, works, n_gen, repetitions,
     if ckpt.tokenizer is None:
         fail(f"{model} has no tokenizer, and the workloads are text — pick a model with one")
     for d in names:
-        check_for_model(d, ckpt.config)
+        check_for_model(d, ckpt)
     prompts = {w: encode(ckpt.tokenizer, WORKLOADS[w][1]) for w in works}
     engine_class(backend).preflight(ckpt.config, ckpt.name, None, quant or ckpt.quant)
     with status(f"loading {model} into {backend}"):

@@ -85,11 +85,17 @@ def check_speculate(spec: str | None, k: int, backend: str | None = None, draft_
         raise UserError(f"--speculate {spec} is not built for the scalar engine", "use --backend simd or torch")
 
 
-def check_for_model(spec: str | None, cfg) -> None:
-    """Refuse, once the model's config is known and before it loads, a drafter it cannot have."""
+def check_for_model(spec: str | None, ckpt) -> None:
+    """Refuse, once the model is open and before its weights load, a drafter it cannot have: an
+    early exit past its layers, or a draft model with another tokenizer."""
     if spec is None:
         return
+    cfg = ckpt.config
     d = parse(spec)
+    if d.kind == "draft":
+        from ..model.sources import open_model
+
+        check_same_vocabulary(ckpt, open_model(d.arg))
     if d.kind == "exit" and not 1 <= int(d.arg) < cfg.num_layers:
         raise UserError(f"exit:{d.arg} needs 1 to {cfg.num_layers - 1} of the model's {cfg.num_layers} layers",
                         f"pass --speculate exit:{max(1, cfg.num_layers // 4)}, say")
