@@ -582,7 +582,10 @@ def test_the_batched_engine_refuses_a_model_drafter(tiny):
         BatchEngine(engine_class("torch")(tiny), num_blocks=8, speculate="self:q4_0")
 
 
-def test_a_draft_model_with_another_tokenizer_is_refused_before_loading(smollm2_file):
+def test_a_draft_model_with_another_tokenizer_is_refused_before_loading():
+    from .conftest import smollm2_file
+
+    smollm2_file()  # or a skip
     res = cli("run", "-m", "tiny", "--speculate", "draft:smollm2", "-n", "4")
     assert res.exit_code == 2, res.output
     assert res.stderr.strip().splitlines()[-1].startswith(
