@@ -404,6 +404,9 @@ def test_aios_run_speculate_keeps_the_ids_and_reports_acceptance(tmp_path):
     assert {t["phase"] for t in steps} <= {"prefill", "draft", "verify", "decode"} and "verify" in {t["phase"] for t in steps}
     assert sum(t["emitted"] for t in steps) == 12 and all(t["emitted"] == 0 for t in steps if t["phase"] == "draft")
     assert spec["decode_tokens"] == plain["decode_tokens"] == 11
+    # bytes per emitted token: a verify pass reads the weights once for all the tokens it emits
+    per_verify = spec["tokens_per_verify_step"]
+    assert per_verify > 1.5 and spec["decode_bytes_per_token"] < plain["decode_bytes_per_token"] / 1.2
     rows = list(csv.DictReader((tmp_path / "ops.csv").open()))
     assert {r["phase"] for r in rows} >= {"prefill", "verify"}
     # a verify step pushes the last token and the drafts: its rows carry what it emitted
