@@ -141,7 +141,7 @@ def _measure(model, backend, quant, names, ks, maxes, works, n_gen, repetitions,
     from profilers.harness import provenance
 
     common = {"run_id": run_id, "started_at": started, **machine, **provenance(backend, plan), "model": ckpt.name,
-              "backend": backend, "quant": engine.weight_format if quant is None else quant, "n_gen": n_gen,
+              "backend": backend, "quant": engine.weight_format, "n_gen": n_gen,
               "repetitions": repetitions, "threads": plan.threads}
     rows = [_row(common, "aios", w, c.drafter, c.k, base[w], series[w, c], c.draft_max) for w in works for c in cases]
     peer_rows, note = _peer(peer, ckpt, names, ks, works, n_gen, repetitions, plan.threads, common, status)
