@@ -594,3 +594,67 @@ def test_a_draft_model_with_another_tokenizer_is_refused_before_loading():
     assert res.stderr.strip().splitlines()[-1].startswith(
         "aios: error: the draft model smollm2's tokenizer is not the target tiny's")
     assert "[simd]" not in res.stdout  # nothing generated
+
+
+def test_a_draft_model_may_run_on_another_backend(tiny):
+    """draft:MODEL@simd drafting for a torch target: the ids stay the target's."""
+    from engines.spec.drafters import make_drafter
+
+    target = engine_class("torch")(tiny)
+    drafter = make_drafter("draft:tiny@simd", target)
+    assert drafter.engine.name == "simd" and drafter.name == "draft:tiny@simd"
+    g = Generation(target, PROMPT, N_NEW, target.make_sampler(SamplingParams()))
+    while not g.done:
+        g.step()
+    s, _ = speculate(target, PROMPT, drafter, 4)
+    assert s.generated_ids == g.generated_ids and s.acceptance()["verify_steps"] > 0
+
+
+@pytest.mark.parametrize("drafter", ["ngram", "self:q8_0"])
+def test_the_same_seed_samples_the_same_tokens_under_speculation(tiny, drafter):
+    from engines.spec.drafters import make_drafter
+
+    engine = engine_class("simd")(tiny)
+    params = SamplingParams(greedy=False, temperature=0.9, top_k=50, top_p=0.95, seed=11)
+    runs = []
+    for _ in range(2):
+        d = make_drafter(drafter, engine, params, seed=params.seed)
+        g, _ = speculate(engine, PROMPT, d, 4, params=params)
+        runs.append(g.generated_ids)
+    assert runs[0] == runs[1] and len(runs[0]) == N_NEW
+
+
+class ReferenceDrafts:
+    """For the batched engine: proposes each request's reference continuation (right) or each
+    reference token plus one (wrong), found by the prompt the context starts with."""
+    deterministic = True
+
+    def __init__(self, prompts, refs, V, right):
+        self.by_prompt = [(list(p), list(r)) for p, r in zip(prompts, refs)]
+        self.V, self.right = V, right
+
+    def propose(self, context, k):
+        for p, r in self.by_prompt:
+            if context[:len(p)] == p and context[len(p):] == r[:len(context) - len(p)]:
+                i = len(context) - len(p)
+                return list(r[i:i + k]) if self.right else [(t + 1) % self.V for t in r[i:i + k]]
+        raise AssertionError("a context that is no request's reference prefix")
+
+
+@pytest.mark.parametrize("right", [True, False], ids=["always-right", "always-wrong"])
+def test_batched_speculation_with_forced_acceptance_and_forced_rejection(batch_case, right):
+    from engines.batch.engine import BatchEngine
+
+    eng, prompts, news, ref = batch_case
+    be = BatchEngine(eng, num_blocks=14, block_size=4, speculate="ngram", spec_k=4)  # a pool that preempts
+    be.drafter = ReferenceDrafts(prompts, ref, eng.cfg.vocab_size, right)
+    reqs = [be.add_request(p, n) for p, n in zip(prompts, news)]
+    while be.has_unfinished():
+        be.step()
+        be.blocks.check([r.table for r in be.requests.values()])
+    assert [r.output_ids for r in reqs] == ref
+    assert be.spec_drafts > 0
+    if right:
+        assert be.spec_accepted_tokens == be.spec_draft_tokens
+    else:
+        assert be.spec_accepted_tokens == 0

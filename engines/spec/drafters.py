@@ -3,6 +3,7 @@ names, so the CLI's checks, its help and the benchmark read the same table.
 
     ngram        prompt lookup (`engines.spec.ngram`): no second model
     draft:MODEL  another checkpoint with the target's tokenizer, on the target's backend
+                 (draft:MODEL@BACKEND: on another one, e.g. a simd drafter for a torch target)
     self:q4_0    the target's own weights re-quantized to Q4_0 (or self:q8_0)
     exit:L       the target's first L layers, then its final norm and head (no copy)
 """
@@ -15,7 +16,7 @@ from ..errors import UserError
 
 DRAFTERS = {
     "ngram": "prompt lookup: the tokens that followed the latest earlier match of the last 3 (or 2) tokens",
-    "draft:MODEL": "another model with the same tokenizer (a preset, a directory, a .gguf, smollm2)",
+    "draft:MODEL": "another model with the same tokenizer (a preset, a directory, a .gguf, smollm2; @BACKEND to run it elsewhere)",
     "self:q4_0": "the target's own weights in Q4_0 (self:q8_0: in Q8_0)",
     "exit:L": "the target's first L layers, then its final norm and head",
 }
@@ -93,9 +94,13 @@ def check_for_model(spec: str | None, ckpt) -> None:
     cfg = ckpt.config
     d = parse(spec)
     if d.kind == "draft":
+        from ..backends import check_backend
         from ..model.sources import open_model
 
-        check_same_vocabulary(ckpt, open_model(d.arg))
+        model, backend = split_backend(d.arg)
+        if backend is not None:
+            check_backend(backend, None)
+        check_same_vocabulary(ckpt, open_model(model))
     if d.kind == "exit" and not 1 <= int(d.arg) < cfg.num_layers:
         raise UserError(f"exit:{d.arg} needs 1 to {cfg.num_layers - 1} of the model's {cfg.num_layers} layers",
                         f"pass --speculate exit:{max(1, cfg.num_layers // 4)}, say")
@@ -120,12 +125,27 @@ def make_drafter(spec: str, target=None, params=None, seed: int = 0, p_min: floa
     elif d.kind == "self":
         engine = type(target)(target.ckpt, dtype=dtype, progress=progress, quant=d.arg)
     else:
+        from ..backends import engine_class
         from ..model.sources import open_model
 
-        ckpt = open_model(d.arg)
+        model, backend = split_backend(d.arg)
+        ckpt = open_model(model)
         check_same_vocabulary(target.ckpt, ckpt)
-        engine = type(target)(ckpt, dtype=dtype, progress=progress)
+        if backend is None:
+            engine = type(target)(ckpt, dtype=dtype, progress=progress)
+        else:
+            engine = engine_class(backend)(ckpt, progress=progress)  # its own default dtype
     return ModelDrafter(engine, d.label, params, V, seed=seed, min_p=p_min)
+
+
+def split_backend(arg: str) -> tuple[str, str | None]:
+    """`MODEL@BACKEND` -> (MODEL, BACKEND); a plain MODEL -> (MODEL, None): the target's backend."""
+    from ..backends import BACKENDS
+
+    model, sep, backend = arg.rpartition("@")
+    if sep and backend in BACKENDS:
+        return model, backend
+    return arg, None
 
 
 def check_same_vocabulary(target, draft) -> None:
