@@ -105,8 +105,15 @@ def test_multi_token_steps_count_tokens_not_steps(run):
         ("prefill", 1, "", 0), ("draft", 0, "draft", 1), ("verify", 4, "target", 1), ("draft", 0, "draft", 1),
         ("verify", 2, "target", 1)]
     trace = json.loads(export.chrome_trace([rec]))
-    slices = [e for e in trace["traceEvents"] if e.get("tid") == 1 and e["ph"] == "X"]
+    lanes = {e["tid"]: e["args"]["name"] for e in trace["traceEvents"] if e.get("name") == "thread_name"}
+    # a lane pair per engine, named after it ("" is the run's one engine)
+    assert sorted(lanes.values()) == ["ops", "ops · draft", "ops · target", "tokens", "tokens · draft",
+                                      "tokens · target"]
+    slices = sorted((e for e in trace["traceEvents"] if e["ph"] == "X" and lanes[e["tid"]].startswith("tokens")),
+                    key=lambda e: e["ts"])
     assert [e["args"]["emitted"] for e in slices] == [1, 0, 4, 0, 2]
+    assert [lanes[e["tid"]] for e in slices] == ["tokens", "tokens · draft", "tokens · target", "tokens · draft",
+                                                 "tokens · target"]
 
 
 def test_the_probe_labels_steps_and_takes_the_count_at_the_end():

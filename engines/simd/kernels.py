@@ -78,6 +78,7 @@ __all__ = [
     "matvec",
     "matvec_bias",
     "matvec_residual",
+    "matmul_rows",
     "rmsnorm",
     "rope",
     "attn_scores",
