@@ -84,17 +84,11 @@ class BatchOptions:
         """Refuse what cannot run before anything loads; returns the backend."""
         if self.kv_blocks is not None and self.kv_cache_bytes is not None:
             fail("--kv-blocks and --kv-cache-bytes both size the pool — give one")
-        if self.speculate is not None:
-            from engines.errors import UserError
-            from engines.spec.drafters import check_speculate
+        if self.speculate is not None:  # a UserError is the command's one-line error
+            from engines.spec.drafters import check_batched, check_speculate
 
-            try:
-                check_speculate(self.speculate, self.spec_k)
-            except UserError as e:
-                fail(str(e))
-            if self.speculate != "ngram":
-                fail(f"--speculate {self.speculate} is not built for the batched engine: prompt lookup is — "
-                     "use --speculate ngram here (model drafters run in aios run)")
+            check_speculate(self.speculate, self.spec_k)
+            check_batched(self.speculate)
         self.backend = batched_backend(self.backend, self.dtype)
         return self.backend
 

@@ -188,8 +188,7 @@ class Engine:
         from dataclasses import replace
 
         if not 1 <= layers < self.cfg.num_layers:
-            raise UserError(f"exit:{layers} needs 1 to {self.cfg.num_layers - 1} of the model's {self.cfg.num_layers} layers",
-                            f"pass --speculate exit:{max(1, self.cfg.num_layers // 4)}, say")
+            raise ValueError(f"an early exit needs 1 to {self.cfg.num_layers - 1} layers, got {layers}")
         view = copy.copy(self)
         view.layers = self.layers[:layers]
         view.cfg = replace(self.cfg, num_layers=layers)

@@ -177,8 +177,9 @@ class RunRecord:
             f, b = zip(*(self.step_totals(s) for s in dec))
             out["decode_flops_per_token"] = float(np.mean(f))
             out["decode_bytes_per_token"] = float(np.mean(b))
-        target = [s for s in gen if s.phase != "draft" and s.engine != "draft" and s.op_counts is not None]
-        if self.meta.get("speculation") and target and gen_tokens:
+        target = [s for s in gen if s.phase != "draft" and s.engine != "draft" and s.op_counts is not None] \
+            if self.meta.get("speculation") else []
+        if target and gen_tokens:
             # several tokens a verify pass: what the target's passes moved, per emitted token (a
             # draft model's passes are not counted: the record's costs are the target's shapes)
             f, b = zip(*(self.step_totals(s) for s in target))

@@ -52,9 +52,9 @@ class BatchEngine:
                  block_size: int = 16, max_num_seqs: int = 64, max_num_batched_tokens: int = 512,
                  prefix_caching: bool = True, speculate: str | None = None, spec_k: int = 4):
         cfg = engine.cfg
-        if speculate not in (None, "ngram"):
-            raise UserError(f"--speculate {speculate} is not built for the batched engine: prompt lookup is",
-                            "use --speculate ngram here (model drafters run in aios run)")
+        from ..spec.drafters import check_batched
+
+        check_batched(speculate)
         if speculate and not 1 <= spec_k <= 64:
             raise UserError(f"--spec-k must be between 1 and 64, got {spec_k}", "pass --spec-k 4, say")
         if block_size < 1:
@@ -181,31 +181,23 @@ class BatchEngine:
         if sched.items:
             logits = self.runner.forward(sched.items)
             sampling = [it for it in sched.items if it.samples]
-            rows, r = [], 0  # each sampling item's logits rows: its drafts' and its last token's
-            for it in sampling:
-                rows.append(r)
-                r += 1 + it.drafts
-            plain = [(it, row) for it, row in zip(sampling, rows) if not it.drafts]
-            picks = dict(zip((id(it) for it, _ in plain),
-                             self._sample([it for it, _ in plain], logits[[row for _, row in plain]]) if plain else []))
-            emitted = {id(it): ([picks[id(it)]] if not it.drafts else self._verify(it, logits[row:row + 1 + it.drafts]))
-                       for it, row in zip(sampling, rows)}
+            emitted = self._pick(sampling, logits)  # per sampling item, the tokens it emits
+            kept = {id(it): it.start + len(e) for it, e in zip(sampling, emitted) if it.drafts}
             self.lap(-1, SAMPLE)
             now = time.perf_counter()
             for it in sched.items:
                 req = it.req
                 if it.drafts:  # the last token's KV and the accepted drafts' stay; the rest rolls back
-                    kept = it.start + emitted[id(it)].__len__()  # last token + (emitted - 1) accepted drafts
                     del req.draft_ids[:]
-                    copy = self.blocks.truncate(req.table, kept)
+                    copy = self.blocks.truncate(req.table, kept[id(it)])
                     if copy is not None:
                         self.runner.copy_block(*copy)
-                    req.num_computed = kept
+                    req.num_computed = kept[id(it)]
                 else:
                     req.num_computed = it.start + it.n
                 self.blocks.written(req.table, req.tokens, req.num_computed)
-            for it in sampling:
-                for tok in emitted[id(it)]:
+            for it, tokens in zip(sampling, emitted):
+                for tok in tokens:
                     it.req.add_token(tok, now)
                     out.tokens.append((it.req, tok))
                     if it.req.finished:
@@ -219,6 +211,25 @@ class BatchEngine:
         out.wall_s = time.perf_counter() - t0
         out.blocks_used, out.blocks_free = self.blocks.num_used, self.blocks.num_free
         out.running, out.waiting = len(self.scheduler.running), len(self.scheduler.waiting)
+        return out
+
+    def _pick(self, items, logits: torch.Tensor) -> list[list[int]]:
+        """The tokens each sampling item emits: its sampled token, or with drafts the verifier's
+        (its rows of `logits` are its drafts' and its last token's, in order)."""
+        if not any(it.drafts for it in items):  # no speculation this step: one row an item, as is
+            return [[t] for t in self._sample(items, logits)]
+        rows, r = [], 0
+        for it in items:
+            rows.append(r)
+            r += 1 + it.drafts
+        plain = [i for i, it in enumerate(items) if not it.drafts]
+        out: list[list[int]] = [[] for _ in items]
+        if plain:
+            for i, t in zip(plain, self._sample([items[i] for i in plain], logits[[rows[i] for i in plain]])):
+                out[i] = [t]
+        for i, it in enumerate(items):
+            if it.drafts:
+                out[i] = self._verify(it, logits[rows[i]:rows[i] + 1 + it.drafts])
         return out
 
     def _draft(self) -> None:

@@ -4,8 +4,8 @@ Decode (one token) is a chain of matrix-vector products: memory-bandwidth-bound,
 our own Numba kernels (`engines.simd.kernels`: `matvec` & co.) writing into preallocated buffers — no
 allocation per token. Prefill (many tokens) is matrix-matrix: it goes to BLAS through
 `np.matmul`, with the same Numba kernels for the norms, RoPE, softmax and SiLU. A short pass
-over quantized weights (a speculative verify of k drafts) reads each weight once for all its
-tokens and gives each token decode's logits exactly (`PREFILL_MATVEC_TOKENS`).
+(a speculative verify of k drafts; `short_tokens`) runs on Numba instead: it reads each weight
+once for all its tokens and gives each token decode's logits exactly.
 Weights are fused where the math allows (q|k|v in one matrix, gate|up in one: the layout of
 `engines.model.weights`). Shapes use the legend in `engines.model.config`.
 """

@@ -73,9 +73,7 @@ def check_speculate(spec: str | None, k: int, backend: str | None = None, draft_
     if p_min and d.kind == "ngram":
         raise UserError("--draft-p-min needs a model drafter: prompt lookup has no probabilities",
                         "drop --draft-p-min, or use --speculate draft:MODEL, self:q4_0 or exit:L")
-    if draft_min and sampled and d.kind != "ngram":
-        raise UserError("--draft-min with a sampled model drafter would bias the output (whether a draft is "
-                        "dropped would depend on what was drawn)", "drop --draft-min, or sample with --greedy")
+    check_draft_min(draft_min, sampled, deterministic=d.kind == "ngram")
     if backend is not None and d.kind == "self":
         from ..backends import backend as record
 
@@ -101,9 +99,29 @@ def check_for_model(spec: str | None, ckpt) -> None:
         if backend is not None:
             check_backend(backend, None)
         check_same_vocabulary(ckpt, open_model(model))
-    if d.kind == "exit" and not 1 <= int(d.arg) < cfg.num_layers:
-        raise UserError(f"exit:{d.arg} needs 1 to {cfg.num_layers - 1} of the model's {cfg.num_layers} layers",
-                        f"pass --speculate exit:{max(1, cfg.num_layers // 4)}, say")
+    if d.kind == "exit":
+        check_exit(int(d.arg), cfg.num_layers)
+
+
+def check_draft_min(draft_min: int, sampled: bool, deterministic: bool) -> None:
+    """--draft-min drops short drafts; with a sampled model drafter, whether a draft is dropped
+    would depend on what was drawn, which biases the output: refused."""
+    if draft_min and sampled and not deterministic:
+        raise UserError("--draft-min with a sampled model drafter would bias the output (whether a draft is "
+                        "dropped would depend on what was drawn)", "drop --draft-min, or sample with --greedy")
+
+
+def check_exit(layers: int, num_layers: int) -> None:
+    if not 1 <= layers < num_layers:
+        raise UserError(f"exit:{layers} needs 1 to {num_layers - 1} of the model's {num_layers} layers",
+                        f"pass --speculate exit:{max(1, num_layers // 4)}, say")
+
+
+def check_batched(spec: str | None) -> None:
+    """The batched engine drafts by prompt lookup only."""
+    if spec is not None and spec != "ngram":
+        raise UserError(f"--speculate {spec} is not built for the batched engine: prompt lookup is",
+                        "use --speculate ngram here (model drafters run in aios run)")
 
 
 def make_drafter(spec: str, target=None, params=None, seed: int = 0, p_min: float = 0.0, dtype: str | None = None,
@@ -121,6 +139,7 @@ def make_drafter(spec: str, target=None, params=None, seed: int = 0, p_min: floa
     params = params or SamplingParams()
     V = target.cfg.vocab_size
     if d.kind == "exit":
+        check_exit(int(d.arg), target.cfg.num_layers)
         engine = target.early_exit(int(d.arg))
     elif d.kind == "self":
         engine = type(target)(target.ckpt, dtype=dtype, progress=progress, quant=d.arg)

@@ -21,6 +21,7 @@ from ..errors import NonFiniteError, UserError
 from ..generate import Generation, sample_next
 from ..ops import SAMPLE
 from ..sampling import Sampler
+from .drafters import check_draft_min
 from .rule import verify_greedy, verify_sampled
 
 
@@ -33,9 +34,7 @@ class SpeculativeGeneration(Generation):
                  stop_ids: tuple[int, ...] = (), draft_max: int | None = None, draft_min: int = 0):
         if k < 1:
             raise UserError(f"--spec-k must be 1 or more, got {k}", "pass --spec-k 4, say")
-        if draft_min and not sampler.params.is_greedy and not getattr(drafter, "deterministic", False):
-            raise UserError("--draft-min with a sampled model drafter would bias the output (whether a draft is "
-                            "dropped would depend on what was drawn)", "drop --draft-min, or sample with --greedy")
+        check_draft_min(draft_min, not sampler.params.is_greedy, getattr(drafter, "deterministic", False))
         super().__init__(engine, prompt_ids, max_new_tokens, sampler, stop_ids)
         self.drafter = drafter
         # k: fixed, or with draft_max adaptive (see `adapt`); k_max is the histogram's width
