@@ -135,7 +135,7 @@ def print_tables(console, records: list[RunRecord], streamed: bool = True) -> No
     t = Table(title="summary, side by side", title_justify="left")
     t.add_column("", style="bold")
     for r in records:
-        t.add_column(r.backend)
+        t.add_column(r.label)
     lines = [summary_lines(r) for r in records]
     for i, (k, _) in enumerate(lines[0]):
         t.add_row(k, *[ln[i][1] for ln in lines])
@@ -154,18 +154,21 @@ def print_tables(console, records: list[RunRecord], streamed: bool = True) -> No
         lt.add_column("total", justify="right", style="bold")
         for j, name in enumerate(records[0].layer_rows()):
             for k, (r, tab) in enumerate(tabs):
-                lt.add_row(name if k == 0 else "", r.backend, *[fmt_ms(tab[j, i]) for i in used], fmt_ms(tab[j].sum()),
+                lt.add_row(name if k == 0 else "", r.label, *[fmt_ms(tab[j, i]) for i in used], fmt_ms(tab[j].sum()),
                            end_section=k == len(tabs) - 1)
         console.print(lt)
     ot = Table(title="per op · decode (ms per token, mean)", title_justify="left")
     ot.add_column("op", no_wrap=True, min_width=12)
     for r in records:
-        ot.add_column(r.backend, justify="right")
+        ot.add_column(r.label, justify="right")
     per = [{o["op"]: o for o in r.op_table()} for r in records]
-    names = [o["op"] for o in records[0].op_table()]
+    names = list(dict.fromkeys(o["op"] for p in per for o in p.values()))  # ranks differ: recv, send, embed
     for name in names:
         ot.add_row(name, *[fmt_ms(p[name]["decode_s_per_token"]) if name in p else "" for p in per])
     console.print(ot)
+    if records[0].meta.get("dist"):  # the ranks of one run: one result
+        _print_result(console, records[0], "", streamed)
+        return
     for r in records:
         _print_result(console, r, f"[{r.backend}] ", streamed)
 
@@ -185,21 +188,54 @@ def _print_result(console, r: RunRecord, label: str, streamed: bool) -> None:
 def markdown(records: list[RunRecord]) -> str:
     out = []
     lines = [summary_lines(r) for r in records]
-    out.append("| | " + " | ".join(r.backend for r in records) + " |")
+    out.append("| | " + " | ".join(r.label for r in records) + " |")
     out.append("|---|" + "---|" * len(records))
     for i, (k, _) in enumerate(lines[0]):
         out.append(f"| {k} | " + " | ".join(ln[i][1] for ln in lines) + " |")
     out.append("")
-    out.append("| op | kind | " + " | ".join(f"{r.backend} decode ms/token" for r in records) + " |")
+    out.append("| op | kind | " + " | ".join(f"{r.label} decode ms/token" for r in records) + " |")
     out.append("|---|---|" + "---:|" * len(records))
     per = [{o["op"]: o for o in r.op_table()} for r in records]
     for o in records[0].op_table():
         out.append(f"| {o['op']} | {o['kind']} | " + " | ".join(
             fmt_ms(p[o["op"]]["decode_s_per_token"]) if o["op"] in p else "" for p in per) + " |")
     out.append("")
-    out.append("| layer | " + " | ".join(f"{r.backend} decode ms/token" for r in records) + " |")
+    out.append("| layer | " + " | ".join(f"{r.label} decode ms/token" for r in records) + " |")
     out.append("|---|" + "---:|" * len(records))
     tabs = [r.layer_table("decode") for r in records]
     for j, name in enumerate(records[0].layer_rows()):
         out.append(f"| {name} | " + " | ".join(fmt_ms(t[j].sum()) if t is not None else "n/a" for t in tabs) + " |")
     return "\n".join(out) + "\n"
+
+
+def print_ranks(console, records: list[RunRecord]) -> None:
+    """A distributed run's ranks: what each holds, and its decode time per token split into its
+    own compute and each kind of communication; then how even the work was."""
+    from rich.table import Table
+
+    from profilers.ranks import balance, rank_row
+
+    rows = [rank_row(r) for r in records]
+    d = records[0].meta["dist"]
+    t = Table(title=f"ranks · TP={d['tp']} x PP={d['pp']} over {d['collectives']} (decode, ms per token, mean)",
+              title_justify="left")
+    for col in ("rank", "stage·tp", "layers", "weights sharded + replicated", "KV cache", "token", "compute",
+                "allreduce", "send", "recv", "broadcast", "comm share"):
+        t.add_column(col, justify="left" if col in ("rank", "layers", "weights sharded + replicated") else "right",
+                     no_wrap=True)
+    for r in rows:
+        lo, hi = r["layers"] or (0, 0)
+        t.add_row(f"{r['rank']}" + (" (samples)" if r["head"] else ""), f"{r['stage']}·{r['tp_rank']}",
+                  f"{lo}-{hi - 1}" if hi > lo else "-",
+                  f"{fmt_bytes(r['sharded_weight_bytes'])} + {fmt_bytes(r['replicated_weight_bytes'])}",
+                  fmt_bytes(r["kv_cache_bytes"]), fmt_ms(r["decode_s_per_token"]), fmt_ms(r["compute_s_per_token"]),
+                  *[fmt_ms(r[f"{op}_s_per_token"]) if r[f"{op}_s_per_token"] else "-"
+                    for op in ("allreduce", "send", "recv", "broadcast")],
+                  fmt_pct(r["comm_share"]))
+    console.print(t)
+    b = balance(rows)
+    if b["imbalance"] is not None:
+        console.print(f"compute imbalance (slowest rank / mean): {b['imbalance']:.2f} · ranks idle or communicating: "
+                      f"{fmt_pct(b['idle_share'])} of decode time"
+                      + (f" (a {d['pp']}-stage pipeline at batch 1 idles {fmt_pct((d['pp'] - 1) / d['pp'])} by its "
+                         "bubble, (p-1)/(m+p-1) with m=1)" if d["pp"] > 1 else ""), highlight=False)

@@ -137,9 +137,10 @@ class GenerateRequest:
     outputs: dict[str, Path | None] = field(default_factory=dict)  # flag -> file
     op_outputs: tuple[str, ...] = ()  # flags whose file needs --profile op
 
-    def check(self) -> tuple[list[str], str | None]:
+    def check(self, sharded: bool = False) -> tuple[list[str], str | None]:
         """Refuse bad options before anything loads. Returns (backends, why the default was
-        picked, or None when the user named them)."""
+        picked, or None when the user named them). `sharded`: a distributed run (--tp, --pp),
+        whose default is the engine that shards."""
         from engines import BACKENDS, check_backend, check_quant, default_backend
         from profilers.probe import LEVELS
 
@@ -168,7 +169,7 @@ class GenerateRequest:
         check_threads(self.threads)
         note = None
         if self.backend is None:
-            chosen, why = default_backend()
+            chosen, why = default_backend(sharded=sharded)
             backends, note = [chosen], why
         else:
             backends = [b.strip() for b in self.backend.split(",") if b.strip()]

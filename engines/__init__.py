@@ -5,7 +5,8 @@ run `aios_cli` -> `profilers` -> `engines`, never back).
 
 The map: `model/` (config, sources, checkpoint, weights, tokenizers, GGUF), `quant/` (block
 formats), one subpackage per engine (`scalar/`, `simd/`, `torch/`), `batch/` (the batched engine
-over a paged KV cache), and beside them the shared pieces: `backends` (the backend record),
+over a paged KV cache), `spec/` (speculative decoding), `dist/` (tensor and pipeline parallelism
+on torch.distributed), and beside them the shared pieces: `backends` (the backend record),
 `base` (what every engine provides), `ops` (the canonical op table), `generate`, `sampling`,
 `devices`, `files`, `errors`.
 

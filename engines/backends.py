@@ -79,10 +79,10 @@ BACKENDS: dict[str, Backend] = {b.name: b for b in (
     Backend("cuda", "engines.torch.engine", "CudaEngine", "PyTorch on an NVIDIA GPU", "cuda",
             ("bfloat16", "float16", "float32"), host_bytes=None, requires=(("torch", "torch"),),
             no_quant="--quant is not available on the cuda engine yet (its int4/int8 kernels are not verified on a GPU)",
-            threads=("torch",), batches=True),
+            threads=("torch",), batches=True, shards=True),
     Backend("torch", "engines.torch.engine", "TorchCpuEngine", "the cuda engine's code on torch CPU", "cpu",
             _TORCH_DTYPES, host_bytes={"float32": 4, "bfloat16": 2, "float16": 2}, quants=_QUANTS, kept_formats=_KEPT,
-            requires=(("torch", "torch"),), threads=("torch",), batches=True,
+            requires=(("torch", "torch"),), threads=("torch",), batches=True, shards=True,
             too_big_fix="use --dtype bfloat16 (2 bytes a parameter), or a smaller --model"),
 )}
 
@@ -138,9 +138,11 @@ def backend_status(name: str) -> tuple[bool, str]:
     return True, " + ".join(found) + " on the CPU"
 
 
-def cpu_alternatives(batched: bool = False) -> list[str]:
+def cpu_alternatives(batched: bool = False, sharded: bool = False) -> list[str]:
     """The CPU engines to suggest instead of a GPU one: the default first (for the batched
-    engine, the CPU engines that batch)."""
+    engine, the CPU engines that batch; for a distributed run, those that shard)."""
+    if sharded:
+        return [b.name for b in BACKENDS.values() if b.device == "cpu" and b.shards]
     cpu = [b for b in BACKENDS.values() if b.device == "cpu" and (b.batches if batched else b.cpu_default or b.batches)]
     return [b.name for b in sorted(cpu, key=lambda b: not b.cpu_default)]
 
@@ -159,11 +161,12 @@ def check_backend(name: str, dtype: str | None = None, batched: bool = False) ->
         raise BackendError(f"--backend {name} cannot run here: {why}", "use --backend scalar")
 
 
-def default_backend(batched: bool = False) -> tuple[str, str]:
+def default_backend(batched: bool = False, sharded: bool = False) -> tuple[str, str]:
     """(backend, why): the GPU engine where a GPU is usable, otherwise the CPU default (for the
-    batched engine: the CPU engine that batches)."""
-    cpu = cpu_alternatives(batched)[0]
-    gpu = next((b.name for b in BACKENDS.values() if b.device == "cuda" and (b.batches or not batched)), None)
+    batched engine: the CPU engine that batches; for a distributed run: the one that shards)."""
+    cpu = cpu_alternatives(batched, sharded)[0]
+    gpu = next((b.name for b in BACKENDS.values() if b.device == "cuda" and (b.batches or not batched)
+                and (b.shards or not sharded)), None)
     if gpu is None or gpu_count() == 0:
         return cpu, "no NVIDIA GPU found"
     ok, why = cuda_status()

@@ -53,10 +53,19 @@ COMPOSITE: tuple[Op, ...] = (
        ("attn_scores", "attn_softmax", "attn_mix")),
 )
 
-OPS: tuple[Op, ...] = CANONICAL + COMPOSITE
+# A distributed run's communication (`engines.dist`), each lapped where it happens: the time a
+# rank spends in a collective includes its wait for the slowest peer (that wait is the cost).
+COMM: tuple[Op, ...] = (
+    Op("allreduce", "comm", True, True, "tensor parallel: sum the ranks' partial products (after o_proj and down_proj)"),
+    Op("send", "comm", False, False, "pipeline parallel: the activations to the next stage"),
+    Op("recv", "comm", False, False, "pipeline parallel: the activations from the previous stage (and the wait for them)"),
+    Op("broadcast", "comm", False, False, "the sampled token, from the rank that samples to every rank"),
+)
+
+OPS: tuple[Op, ...] = CANONICAL + COMPOSITE + COMM
 OP_INDEX: dict[str, int] = {op.name: i for i, op in enumerate(OPS)}
 OP_NAMES: tuple[str, ...] = tuple(op.name for op in OPS)
-KINDS: tuple[str, ...] = ("matmul", "reduction", "elementwise", "memory", "fused", "other")
+KINDS: tuple[str, ...] = ("matmul", "reduction", "elementwise", "memory", "fused", "comm", "other")
 
 # Integer ids for the hot path: `lap(layer, QKV_PROJ)`.
 (
@@ -77,6 +86,10 @@ KINDS: tuple[str, ...] = ("matmul", "reduction", "elementwise", "memory", "fused
     LM_HEAD,
     SAMPLE,
     ATTENTION,
+    ALLREDUCE,
+    SEND,
+    RECV,
+    BROADCAST,
 ) = range(len(OPS))
 
 # Time inside a token that no op claimed (loop overhead, host bookkeeping).

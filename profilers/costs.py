@@ -82,6 +82,12 @@ def activation_costs(cfg: ModelConfig, T: int, P: int, ab: int) -> tuple[np.ndar
         # kernel: q and the keys and values in, the mixed heads out
         "attention": (2 * nh * hd * pairs + 5 * nh * pairs + 2 * nh * hd * pairs,
                       T * qd * ab + 2 * S * kvd * ab + T * qd * ab),
+        # communication: the message, once (a ring all-reduce sends 2(n-1)/n of it per rank;
+        # `profilers.sim.parallel` models that); its adds are the reduction's FLOPs
+        "allreduce": (T * H, T * H * ab),
+        "send": (0, T * H * ab),
+        "recv": (0, T * H * ab),
+        "broadcast": (0, 8),  # one token id
     }
     flops = np.zeros(len(OPS), np.float64)
     nbytes = np.zeros(len(OPS), np.float64)

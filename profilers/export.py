@@ -18,6 +18,7 @@ from typing import Iterable
 
 from engines.ops import OPS
 
+from .ranks import RANK_FIELDS
 from .record import PROVENANCE_FIELDS, RunRecord
 from .sysinfo import cpu_model
 
@@ -50,6 +51,8 @@ SUMMARY_COLUMNS = (
     # --speculate: appended, empty without it
     "speculate", "spec_k", "acceptance_rate", "tokens_per_verify_step", "draft_s_per_token", "verify_s_per_token",
     "baseline_decode_tokens_per_s", "spec_speedup",
+    # --tp / --pp: one row a rank (profilers.ranks), empty on one rank
+    *RANK_FIELDS,
 )
 
 
@@ -135,14 +138,16 @@ def _json_default(o):
 
 
 def chrome_trace(records: list[RunRecord]) -> str:
-    """Trace-event JSON (opens in Perfetto / chrome://tracing): one process per backend, a
+    """Trace-event JSON (opens in Perfetto / chrome://tracing): one process per backend (per rank
+    of a distributed run, on one time axis), a
     `tokens` track with one slice per forward pass and an `ops` track with every op; a run with
     several engines (a speculative run's target and draft model) has the two tracks per engine,
     named after it. A draft model's ops carry no FLOPs or bytes: the record's costs are the
     target's shapes."""
     events: list[dict] = []
+    shift = _rank_clock_shifts(records)
     for pid, r in enumerate(records, start=1):
-        events.append({"ph": "M", "pid": pid, "name": "process_name", "args": {"name": f"{r.backend} · {r.model}"}})
+        events.append({"ph": "M", "pid": pid, "name": "process_name", "args": {"name": f"{r.label} · {r.model}"}})
         lanes: dict[str, int] = {}
         for s in r.steps:
             if s.engine not in lanes:
@@ -154,7 +159,7 @@ def chrome_trace(records: list[RunRecord]) -> str:
                 events.append({"ph": "M", "pid": pid, "tid": tid, "name": "thread_sort_index", "args": {"sort_index": tid}})
                 events.append({"ph": "M", "pid": pid, "tid": tid + 1, "name": "thread_sort_index", "args": {"sort_index": tid + 1}})
         for s in r.steps:
-            ts0 = s.start_s * 1e6
+            ts0 = s.start_s * 1e6 + shift[pid - 1]
             tid = lanes[s.engine]
             events.append({"ph": "X", "pid": pid, "tid": tid, "name": f"{s.phase} #{s.token_index}", "cat": s.phase,
                            "ts": ts0, "dur": s.wall_s * 1e6,
@@ -174,6 +179,17 @@ def chrome_trace(records: list[RunRecord]) -> str:
                                         "flops": int(c.flops[op]) if own else None, "bytes": int(b) if own else None}})
     return json.dumps({"traceEvents": events, "displayTimeUnit": "ms",
                        "otherData": {"tool": "aios", "runs": [r.run_id for r in records]}})
+
+
+def _rank_clock_shifts(records: list[RunRecord]) -> list[float]:
+    """Microseconds to add to each record's times so the ranks of a distributed run on one host
+    share one time axis (their probes' origins are readings of one monotonic clock); zeros
+    otherwise (other runs, or ranks on several hosts, whose clocks do not compare)."""
+    dist = [r.meta.get("dist") for r in records]
+    if not all(dist) or len({d.get("host") for d in dist}) != 1 or any("clock_origin_ns" not in d for d in dist):
+        return [0.0] * len(records)
+    first = min(d["clock_origin_ns"] for d in dist)
+    return [(d["clock_origin_ns"] - first) / 1e3 for d in dist]
 
 
 def steps_csv(run) -> str:

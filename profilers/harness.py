@@ -236,7 +236,9 @@ def make_record(ckpt: Checkpoint, backend: str, engine, opts: RunOptions, prompt
         g = nvml.gpu(gpu_index)
         peak_bw = g.peak_bandwidth_bytes_s() if g else None
     return RunRecord(
-        run_id=run_id or new_run_id(backend), backend=backend, model=ckpt.name, config=ckpt.config,
+        # a tensor-parallel rank's record: its share of the shape (heads and MLP over the ranks)
+        run_id=run_id or new_run_id(backend), backend=backend, model=ckpt.name,
+        config=getattr(engine, "record_cfg", ckpt.config),
         dtype=engine.dtype, device=device_label(engine), profile=opts.profile, quant=opts.quant,
         weight_format=engine.weight_format, bits_per_weight=engine.bits_per_weight,
         quant_dot=engine.quant_dot, op_weight_bytes=engine.op_weight_bytes, act_itemsize=engine.act_itemsize,

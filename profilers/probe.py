@@ -95,6 +95,11 @@ class Probe:
         self._counts = [0] * len(OPS)
         self.lap = {"op": self._lap_op, "token": self._lap_count, "none": noop_lap}[level]
 
+    @property
+    def origin_ns(self) -> int:
+        """The clock reading (`perf_counter_ns`) that the steps' `start_s` count from."""
+        return self._t0
+
     # -- hot path ---------------------------------------------------------------------
     def _lap_op(self, layer: int, op: int) -> None:
         t = time.perf_counter_ns()

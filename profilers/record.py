@@ -22,9 +22,12 @@ from .provenance import PROVENANCE_FIELDS
 
 
 
+_BEFORE_LAYERS = (OP_INDEX["embed"], OP_INDEX["recv"])  # a pipeline stage's input comes in with `recv`
+
+
 def _layer_rows(st: Step, num_layers: int) -> np.ndarray:
-    """Row of each executed op in a layer table: 0 = `in` (embed), 1..L = layers, L+1 = `out`."""
-    return np.where(st.layers >= 0, st.layers + 1, np.where(st.ops == OP_INDEX["embed"], 0, num_layers + 1))
+    """Row of each executed op in a layer table: 0 = `in` (embed, recv), 1..L = layers, L+1 = `out`."""
+    return np.where(st.layers >= 0, st.layers + 1, np.where(np.isin(st.ops, _BEFORE_LAYERS), 0, num_layers + 1))
 
 
 def step_layer_table(st: Step, num_layers: int) -> np.ndarray:
@@ -93,6 +96,12 @@ class RunRecord:
     quant_dot: str = ""  # a quantized matrix's input as multiplied: int8, float32, ... ("" none quantized)
     provenance: dict = field(default_factory=dict)  # versions, threads, machine load (PROVENANCE_FIELDS)
     meta: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """How tables name this record: its backend, and its rank in a distributed run."""
+        d = self.meta.get("dist")
+        return f"{self.backend} r{d['rank']}" if d else self.backend
 
     # --- steps -----------------------------------------------------------------------
     @property
@@ -170,6 +179,7 @@ class RunRecord:
             "device_peak_bytes": None,
             **{k: self.provenance.get(k) for k in PROVENANCE_FIELDS},
             **self.speculation_summary(),
+            **self.rank_summary(),
         }
         if dec and dec[0].barriers is not None:
             counts = [s.barriers for s in dec]
@@ -198,6 +208,17 @@ class RunRecord:
         if peaks:
             out["device_peak_bytes"] = max(peaks)
         return out
+
+    def rank_summary(self) -> dict:
+        """A distributed run's rank: its place, what it holds, and its decode time split into
+        compute and communication (`profilers.ranks`); all None on one rank."""
+        from .ranks import RANK_FIELDS, rank_row
+
+        d = self.meta.get("dist")
+        if not d:
+            return dict.fromkeys(RANK_FIELDS)
+        row = rank_row(self)
+        return {k: d[k] if k in ("world", "tp", "pp") else row[k] for k in RANK_FIELDS}
 
     def speculation_summary(self) -> dict:
         """A speculative run's drafter, k, acceptance rate and tokens per verify step, and the

@@ -101,6 +101,11 @@ def test_one_small_config_by_hand():
         "sample": (3 * 32, 32 * 4),
         # fused: the three ops' FLOPs; q, K and V in and the heads out, no scores in memory
         "attention": (2 * 2 * 4 * 9 + 5 * 2 * 9 + 2 * 2 * 4 * 9, 2 * 8 * 4 + 2 * 5 * 4 * 4 + 2 * 8 * 4),
+        # communication: the 2 x 8 hidden state once (its adds as FLOPs); the token id
+        "allreduce": (2 * 8, 2 * 8 * 4),
+        "send": (0, 2 * 8 * 4),
+        "recv": (0, 2 * 8 * 4),
+        "broadcast": (0, 8),
     }
     assert set(want) | {"qk_norm"} == {op.name for op in OPS}
     for name, (flops, nbytes) in want.items():

@@ -19,7 +19,7 @@ from .view import GenStat, TopView
 METRICS = ("time", "share", "bandwidth")
 METRIC_LABEL = {"time": "seconds", "share": "% of token time", "bandwidth": "achieved GB/s"}
 KIND_STYLE = {"matmul": "#5fafff", "reduction": "#ff5f5f", "elementwise": "#87d75f", "memory": "#ffd75f",
-              "fused": "#d787ff", "other": "#8a8a8a"}
+              "fused": "#d787ff", "comm": "#ff8700", "other": "#8a8a8a"}
 SPARK = "▁▂▃▄▅▆▇█"
 
 
@@ -72,13 +72,14 @@ def hbar(fraction: float, width: int, style: str) -> Text:
 
 
 SHORT_KIND = {"matmul": "mat", "reduction": "red", "elementwise": "elt", "memory": "mem", "fused": "fus",
-              "other": "oth"}
+              "comm": "com", "other": "oth"}
+RARE_KINDS = ("fused", "comm")  # in the legend only when such an op ran
 
 
 def legend(shown: set[str] = frozenset(), width: int = 0) -> Text:
-    """The colour of each kind; `fused` only when a composite op ran (it is rare on the CPU).
-    Where the names do not fit `width`, three-letter ones."""
-    kinds = [k for k in KINDS if k != "fused" or k in shown]
+    """The colour of each kind; `fused` only when a composite op ran (it is rare on the CPU),
+    `comm` only when a collective did. Where the names do not fit `width`, three-letter ones."""
+    kinds = [k for k in KINDS if k not in RARE_KINDS or k in shown]
     full = sum(len(k) + 3 for k in kinds)
     t = Text()
     for k in kinds:
@@ -185,8 +186,8 @@ def layer_panel(v: TopView, phase: str, metric: str, width: int, height: int, la
         else:
             out.append(waiting or f"waiting for the first {phase} token…", style="dim")
         return out
-    fused = KINDS.index("fused")
-    shown = legend({"fused"} if any(t[1] is not None and t[1][:, fused].any() for t in tables) else set(), width)
+    shown = legend({k for k in RARE_KINDS if any(t[1] is not None and t[1][:, KINDS.index(k)].any() for t in tables)},
+                   width)
     out.append_text(shown)
     if not width or shown.cell_len + len(METRIC_LABEL[metric]) + 2 <= width:
         out.append(f"  {METRIC_LABEL[metric]}", style="bold")

@@ -219,7 +219,7 @@ def validate(cfg: ModelConfig, source: str, fix: str = "fix config.json") -> Non
 # Exact shapes of the real models (from their config.json). Weights are random, drawn from a
 # fixed seed: they produce gibberish text and exist to profile real shapes without a download.
 
-def _qwen25(name: str, V: int, H: int, I: int, L: int, nh: int, nkv: int, hd: int, tied: bool, **kw) -> ModelConfig:
+def qwen25_config(name: str, V: int, H: int, I: int, L: int, nh: int, nkv: int, hd: int, tied: bool, **kw) -> ModelConfig:
     """A Qwen2/2.5 shape: q/k/v biases, rope_theta 1e6, <|endoftext|> as EOS."""
     return ModelConfig(arch="qwen2", vocab_size=V, hidden_size=H, intermediate_size=I, num_layers=L, num_heads=nh,
                        num_kv_heads=nkv, head_dim=hd, tie_word_embeddings=tied, attention_bias=True, rope_theta=1e6,
@@ -229,12 +229,14 @@ def _qwen25(name: str, V: int, H: int, I: int, L: int, nh: int, nkv: int, hd: in
 PRESETS: dict[str, ModelConfig] = {
     # small enough that the pure-Python engine makes 16 tokens in a few seconds: its cost is the
     # vocabulary (the real 151,936 rows, so the real tokenizer works) x hidden
-    "tiny": _qwen25("tiny", 151936, 32, 64, 4, 2, 1, 16, True, max_position_embeddings=4096),
+    "tiny": qwen25_config("tiny", 151936, 32, 64, 4, 2, 1, 16, True, max_position_embeddings=4096),
+    # tiny with grouped-query attention over 2 KV heads: splits over 2 tensor-parallel ranks
+    "tiny-gqa": qwen25_config("tiny-gqa", 151936, 64, 128, 4, 4, 2, 16, True, max_position_embeddings=4096),
     # exact shapes of the real models (their config.json):  V       H      I      L   nh  nkv  hd   tied
-    "qwen2.5-0.5b": _qwen25("qwen2.5-0.5b",                 151936, 896,   4864,  24, 14, 2,   64,  True),
-    "qwen2.5-1.5b": _qwen25("qwen2.5-1.5b",                 151936, 1536,  8960,  28, 12, 2,   128, True),
-    "qwen2.5-coder-1.5b": _qwen25("qwen2.5-coder-1.5b",     151936, 1536,  8960,  28, 12, 2,   128, True),
-    "qwen2.5-7b": _qwen25("qwen2.5-7b",                     152064, 3584,  18944, 28, 28, 4,   128, False),
+    "qwen2.5-0.5b": qwen25_config("qwen2.5-0.5b",                 151936, 896,   4864,  24, 14, 2,   64,  True),
+    "qwen2.5-1.5b": qwen25_config("qwen2.5-1.5b",                 151936, 1536,  8960,  28, 12, 2,   128, True),
+    "qwen2.5-coder-1.5b": qwen25_config("qwen2.5-coder-1.5b",     151936, 1536,  8960,  28, 12, 2,   128, True),
+    "qwen2.5-7b": qwen25_config("qwen2.5-7b",                     152064, 3584,  18944, 28, 28, 4,   128, False),
     "qwen3-0.6b": ModelConfig(
         arch="qwen3", vocab_size=151936, hidden_size=1024, intermediate_size=3072,
         num_layers=28, num_heads=16, num_kv_heads=8, head_dim=128, rope_theta=1e6,

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import UserError
 from .config import ModelConfig
+from .safetensors_mmap import TensorRef
 from .weights import LayerWeights
 
 COLUMN = ("qkv", "qkv_bias", "gate_up")  # split along the output rows
@@ -85,3 +86,75 @@ def shard_layer(lw: LayerWeights, cfg: ModelConfig, rank: int, world: int) -> La
         else:
             out[name] = t
     return LayerWeights(**out)
+
+
+def _part_size(cfg: ModelConfig, field: str, part: int) -> int:
+    """Rows (column-parallel) or columns (row-parallel) of part `part` of a fused field, as
+    `weights.layer_sources` lists the parts: q | k | v, gate | up, or the one matrix."""
+    if field in ("qkv", "qkv_bias"):
+        return cfg.q_dim if part == 0 else cfg.kv_dim
+    if field in ("gate_up", "down"):
+        return cfg.intermediate_size
+    if field == "o_proj":
+        return cfg.q_dim
+    raise ValueError(f"{field} is not split")
+
+
+def cut_ref(t: TensorRef, axis: int, lo: int, hi: int) -> TensorRef:
+    """Rows (axis 0) or columns (axis 1) lo..hi of a stored tensor, still in its stored form: a
+    view into the mapped file. A block-quantized tensor is cut along whole blocks (its rows are
+    runs of blocks); a cut inside a block is refused in one line."""
+    a = t.array
+    if axis == 0:
+        return TensorRef(a[lo:hi], t.dtype, t.cols)
+    if not t.quantized:
+        return TensorRef(a[:, lo:hi], t.dtype)
+    from ..quant.formats import format_info
+
+    f = format_info(t.dtype)
+    bw, bb = f.block_weights, f.block_bytes
+    if lo % bw or (hi % bw and hi != t.cols):
+        raise UserError(f"a tensor-parallel shard of {hi - lo} columns at column {lo} would split a {t.dtype} "
+                        f"block of {bw} weights", "use a --tp that splits the heads and the MLP at whole blocks, "
+                        "or a float checkpoint")
+    return TensorRef(a[:, lo // bw * bb: -(-hi // bw) * bb], t.dtype, hi - lo)
+
+
+def stored_cut(cfg: ModelConfig, rank: int, world: int):
+    """The `cut` for `ModelWeights.layer` that keeps rank `rank`'s share of each stored part:
+    the same rows and columns as `column_rows` and `row_cols` pick from the fused matrices, taken
+    before the parts fuse (the fused order of a shard is its q | k | v, its gate | up)."""
+    check_tp(cfg, world)
+
+    def cut(field: str, part: int, t: TensorRef) -> TensorRef:
+        if field in COLUMN:
+            return cut_ref(t, 0, *_span(_part_size(cfg, field, part), rank, world))
+        if field in ROW:
+            return cut_ref(t, 1, *_span(_part_size(cfg, field, part), rank, world))
+        return t
+
+    return cut
+
+
+def stage_layers(num_layers: int, pp: int, stage: int) -> range:
+    """The contiguous layers pipeline stage `stage` of `pp` runs: the first `num_layers % pp`
+    stages take one more."""
+    per, extra = divmod(num_layers, pp)
+    start = stage * per + min(stage, extra)
+    return range(start, start + per + (stage < extra))
+
+
+def check_pp(cfg: ModelConfig, pp: int) -> None:
+    if not 1 <= pp <= cfg.num_layers:
+        raise UserError(f"a pipeline of {pp} stages needs at least {pp} layers; {cfg.name or 'the model'} has "
+                        f"{cfg.num_layers}", f"use --pp 1 to {cfg.num_layers}")
+
+
+def rank_config(cfg: ModelConfig, world: int) -> ModelConfig:
+    """One tensor-parallel rank's share of the model's shape: heads, KV heads and the
+    intermediate size divided by `world`; hidden, vocabulary and layers whole."""
+    from dataclasses import replace
+
+    check_tp(cfg, world)
+    return replace(cfg, num_heads=cfg.num_heads // world, num_kv_heads=cfg.num_kv_heads // world,
+                   intermediate_size=cfg.intermediate_size // world)

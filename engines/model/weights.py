@@ -153,11 +153,17 @@ class ModelWeights:
         self.tensor = tensor  # HF name -> TensorRef
         self.stored_dtype = stored_dtype
 
-    def layer(self, i: int) -> LayerWeights[TensorRef]:
+    def layer(self, i: int, cut: Callable[[str, int, TensorRef], TensorRef] | None = None) -> LayerWeights[TensorRef]:
+        """Layer i's record. `cut(field, part, tensor)`, when given, takes each stored part before
+        the parts fuse (a tensor-parallel rank's share, `engines.model.shards.stored_cut`), so a
+        rank copies only its rows and columns out of the mapped file."""
         p = layer_prefix(i)
         fields = {f.name: None for f in dataclasses.fields(LayerWeights)}
         for field_name, parts in self._sources.items():
-            fields[field_name] = _fuse([self.tensor(p + name) for name, _ in parts])
+            refs = [self.tensor(p + name) for name, _ in parts]
+            if cut is not None:
+                refs = [cut(field_name, k, t) for k, t in enumerate(refs)]
+            fields[field_name] = _fuse(refs)
         return LayerWeights(**fields)
 
     @property

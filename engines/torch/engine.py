@@ -169,9 +169,17 @@ class TorchEngine(Engine):
         return self._forward(idx, False)
 
     def _forward(self, idx: torch.Tensor, all_logits: bool):
+        x = self.embed_rows(idx)  # (T, H)
+        self.lap(-1, EMBED)
+        x = self.run_layers(x)
+        logits = self.head(x if all_logits else x[-1:])  # (rows, V), on the device
+        return logits if all_logits else logits[0]
+
+    def run_layers(self, x: torch.Tensor) -> torch.Tensor:
+        """The decoder layers over x (T, H), the T tokens after the cache's `pos`; advances `pos`."""
         cfg, lap = self.cfg, self.lap
         nh, nkv, hd, g, qd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.gqa_group, cfg.q_dim
-        P, T = self.pos, idx.shape[0]
+        P, T = self.pos, x.shape[0]
         S = P + T
         cos = self.cos[P:S].unsqueeze(1)  # (T, 1, hd/2)
         sin = self.sin[P:S].unsqueeze(1)
@@ -179,8 +187,6 @@ class TorchEngine(Engine):
         if T > 1:  # query t (absolute P+t) sees keys 0..P+t
             mask = torch.ones(T, S, dtype=torch.bool, device=self.tdev).tril(diagonal=P).logical_not()
 
-        x = self.embed_rows(idx)  # (T, H)
-        lap(-1, EMBED)
         for li, lw in enumerate(self.layers):
             q, k, v = self.attention_in(li, lw, x, cos, sin)
             self.k_cache[li, :, P:S] = k.transpose(0, 1)
@@ -208,8 +214,7 @@ class TorchEngine(Engine):
                 lap(li, ATTN_MIX)
             x = self.attention_out_and_mlp(li, lw, x, attn)
         self.pos = S
-        logits = self.head(x if all_logits else x[-1:])  # (rows, V), on the device
-        return logits if all_logits else logits[0]
+        return x
 
     # --- the parts of a layer around attention, shared with the batched pass (engines.batch.paged)
     def embed_rows(self, idx: torch.Tensor) -> torch.Tensor:
@@ -238,16 +243,20 @@ class TorchEngine(Engine):
     def attention_out_and_mlp(self, li: int, lw, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
         """x + o_proj(attn), then the MLP block with its residual, lapped."""
         lap, I, eps = self.lap, self.cfg.intermediate_size, self.cfg.rms_norm_eps
-        x = x + linear(attn, lw.o_proj)
-        lap(li, O_PROJ)
+        x = self.residual(li, O_PROJ, x, linear(attn, lw.o_proj))
         h = rmsnorm(x, lw.mlp_norm, eps)
         lap(li, MLP_NORM)
         gu = linear(h, lw.gate_up)  # (T, 2I): gate | up
         lap(li, GATE_UP_PROJ)
         act = F.silu(gu[:, :I]) * gu[:, I:]
         lap(li, SILU_MUL)
-        x = x + linear(act, lw.down)
-        lap(li, DOWN_PROJ)
+        return self.residual(li, DOWN_PROJ, x, linear(act, lw.down))
+
+    def residual(self, li: int, op: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """x + y, the projection `op` just made, lapped as `op`. A tensor-parallel rank's y is a
+        partial sum: it all-reduces it here (`engines.dist.engine`)."""
+        x = x + y
+        self.lap(li, op)
         return x
 
     def head(self, rows: torch.Tensor) -> torch.Tensor:

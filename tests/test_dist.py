@@ -1,0 +1,284 @@
+"""Tensor and pipeline parallelism on torch.distributed (gloo): `engines.dist`, `aios run --tp/--pp`.
+
+The oracles: the same model on one rank (the torch engine, itself checked against HF
+transformers in test_parity), and HF transformers directly for a Qwen3 checkpoint; the gguf
+package's dequantizer for a quantized shard. Every multi-rank check runs in one 4-rank process
+group started once for the module (OMP_NUM_THREADS=1, tiny models), its jobs over meshes of
+disjoint ranks so a TP=2 pair and a PP=2 pair run at once; the tests read its results. The
+module is one xdist group, so one worker starts it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from engines.errors import UserError
+
+pytestmark = pytest.mark.xdist_group("dist")
+
+IDS = [9707, 11, 1879, 0, 13, 264, 3974, 3607]  # 8 prompt ids, any will do on random weights
+N = 6
+GGUF_IDS = [i % 256 for i in IDS]  # the GGUF fixture's vocabulary
+AIOS = [sys.executable, "-c", "from aios_cli.entry import main; main()"]
+SAMPLED = {"greedy": False, "temperature": 0.9, "top_k": 50, "seed": 7}
+
+
+@functools.lru_cache(maxsize=None)
+def _reference(model: str, sampling: tuple = (), quant: str | None = None, ids: tuple = tuple(IDS)):
+    """(greedy or sampled ids, prompt logits) on one rank: the torch engine alone."""
+    from engines.generate import Generation
+    from engines.model.sources import open_model
+    from engines.sampling import SamplingParams
+    from engines.torch.engine import TorchCpuEngine
+
+    e = TorchCpuEngine(open_model(model), quant=quant)
+    ids = list(ids)
+    e.reset(len(ids) + 1)
+    logits = e.prefill(ids, all_logits=True)
+    return list(Generation(e, ids, N, e.make_sampler(SamplingParams(**dict(sampling))))), logits
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    """Every job's results, per rank: {job: result} from tests/dist_fixture.run_jobs."""
+    from engines.dist.launch import run_ranks
+    from tests.conftest import build_hf_model
+    from tests.gguf_fixture import write_gguf
+    from tests.dist_fixture import run_jobs
+
+    d = tmp_path_factory.mktemp("dist")
+    hf_dir = d / "qwen3"
+    hf = build_hf_model(hf_dir, "qwen3-qknorm-gqa2-hd128")
+    gguf_path, _ = write_gguf(d, "qwen2", "Q8_0")
+    small_ids = [i % 384 for i in IDS]
+    jobs = [
+        {"name": "tp2|pp2", "model": "tiny-gqa", "meshes": [((0, 1), 2, 1), ((2, 3), 1, 2)], "ids": IDS, "n": N},
+        {"name": "tp2xpp2", "model": "tiny-gqa", "meshes": [((0, 1, 2, 3), 2, 2)], "ids": IDS, "n": N},
+        {"name": "sampled", "model": "tiny-gqa", "meshes": [((0, 1, 2, 3), 2, 2)], "ids": IDS, "n": N,
+         "sampling": SAMPLED},
+        {"name": "hf", "model": str(hf_dir), "meshes": [((0, 1, 2, 3), 2, 2)], "ids": small_ids, "n": N},
+        {"name": "gguf", "model": str(gguf_path), "meshes": [((0, 1), 2, 1), ((2, 3), 1, 2)],
+         "ids": GGUF_IDS, "n": N},
+    ]
+    results = run_ranks(run_jobs, 4, (jobs,), timeout_s=120, threads=1)
+    return {"results": results, "hf": hf, "hf_ids": small_ids, "gguf": str(gguf_path)}
+
+
+def _by_mesh(results, job):
+    """{(tp, pp): [each member rank's result]} for a job."""
+    out = {}
+    for r in results:
+        if job in r:
+            res = r[job]
+            out.setdefault(res["mesh"][1:3], []).append(res)
+    return out
+
+
+def _head(members):
+    [h] = [m for m in members if m["mesh"][5]]
+    return h
+
+
+@pytest.mark.parametrize("job,layout", [("tp2|pp2", (2, 1)), ("tp2|pp2", (1, 2)), ("tp2xpp2", (2, 2))])
+def test_greedy_ids_and_logits_equal_one_rank(ranks, job, layout):
+    ref_ids, ref_logits = _reference("tiny-gqa")
+    members = _by_mesh(ranks["results"], job)[layout]
+    assert len(members) == layout[0] * layout[1]
+    for m in members:  # every rank appended the head rank's broadcast ids
+        assert m["tokens"] == ref_ids
+    head = _head(members)
+    np.testing.assert_allclose(head["logits"], ref_logits, rtol=1e-4, atol=1e-4)
+    assert all(m["logits"] is None for m in members if m is not head)
+
+
+def test_a_sampled_run_draws_the_same_ids_as_one_rank(ranks):
+    """Only the head rank draws from the sampler's stream: the same stream as one rank's."""
+    ref_ids, _ = _reference("tiny-gqa", tuple(SAMPLED.items()))
+    assert len(set(ref_ids)) > 1  # a sampled run that moves, or this checks little
+    for m in _by_mesh(ranks["results"], "sampled")[(2, 2)]:
+        assert m["tokens"] == ref_ids
+
+
+def test_a_qwen3_checkpoint_split_four_ways_matches_transformers(ranks):
+    import torch
+
+    hf, ids = ranks["hf"], ranks["hf_ids"]
+    with torch.no_grad():
+        want = hf(torch.tensor([ids])).logits[0].numpy()
+    members = _by_mesh(ranks["results"], "hf")[(2, 2)]
+    np.testing.assert_allclose(_head(members)["logits"], want, rtol=1e-4, atol=1e-4)
+    greedy = []
+    seq = list(ids)
+    with torch.no_grad():
+        for _ in range(N):
+            nxt = int(hf(torch.tensor([seq])).logits[0, -1].argmax())
+            greedy.append(nxt)
+            seq.append(nxt)
+    assert members[0]["tokens"] == greedy
+
+
+def test_a_quantized_file_shards_along_whole_blocks(ranks):
+    """A Q8_0 GGUF file: each rank cuts its columns of o_proj and down at block boundaries; the
+    split run equals the file on one rank (the same blocks, summed in another order)."""
+    ref_ids, ref_logits = _reference(ranks["gguf"], ids=tuple(GGUF_IDS))
+    for layout, members in _by_mesh(ranks["results"], "gguf").items():
+        np.testing.assert_allclose(_head(members)["logits"], ref_logits, rtol=1e-4, atol=1e-4)
+        assert all(m["tokens"] == ref_ids for m in members), layout
+
+
+def test_collectives_are_lapped_per_layer_and_rank(ranks):
+    """Two all-reduces a layer on a TP rank, one send on a stage that is not the last, one recv
+    on a stage that is not the first, one broadcast a token everywhere; every step carries its
+    rank, and each stage laps the model's layer numbers it holds."""
+    for layout, members in _by_mesh(ranks["results"], "tp2xpp2").items():
+        for m in members:
+            ranks_, tp, pp, stage, tp_rank, head = m["mesh"]
+            lo, hi = m["layers"]
+            c = m["counts"]
+            assert set(c["allreduce"]) == {2 * (hi - lo)}
+            assert set(c["send"]) == {1 if stage < pp - 1 else 0}
+            assert set(c["recv"]) == {1 if stage > 0 else 0}
+            assert set(c["broadcast"]) == {1}
+            assert m["layers_lapped"] == list(range(lo, hi))
+            assert m["step_ranks"] == [ranks_[stage * tp + tp_rank]]
+            assert m["record_heads"] == 4 // tp  # the record's costs: the rank's share of the heads
+
+
+def test_each_rank_holds_its_share_of_the_weights(ranks):
+    """Measured from the tensors each rank holds: a TP rank's layer weights are half of one
+    rank's, the embedding sits on stage 0, the lm_head on the head rank only."""
+    from engines.model.sources import open_model
+    from engines.torch.engine import TorchCpuEngine
+
+    one = TorchCpuEngine(open_model("tiny-gqa"))
+    layer_bytes = sum(one.nbytes(t) for lw in one.layers for t in lw.tensors())
+    split = sum(one.nbytes(getattr(lw, f)) for lw in one.layers for f in ("qkv", "qkv_bias", "o_proj", "gate_up", "down"))
+    embed = one.nbytes(one.embed)
+    members = _by_mesh(ranks["results"], "tp2|pp2")
+    for m in members[(2, 1)]:
+        assert m["sharded_bytes"] == split // 2
+        head_bytes = one.nbytes(one.lm_head) + one.nbytes(one.final_norm) if m["mesh"][5] else 0
+        assert m["weight_bytes"] == layer_bytes - split // 2 + embed + head_bytes
+        one.reset(len(IDS) + N)  # the capacity the run's generation reset it to
+        assert m["kv_bytes"] * 2 == one.kv_cache_bytes()  # half the KV heads
+    stage0, stage1 = sorted(members[(1, 2)], key=lambda m: m["mesh"][3])
+    assert stage0["sharded_bytes"] == 0 and stage0["weight_bytes"] < one.resident_weight_bytes
+    # one rank holds the embedding and the head's packed copy of it (oneDNN); stage 0 holds the
+    # first, the last stage the second: between them, the same bytes
+    assert stage0["weight_bytes"] + stage1["weight_bytes"] == one.resident_weight_bytes
+    assert stage1["weight_bytes"] - one.nbytes(one.lm_head) - one.nbytes(one.final_norm) == layer_bytes // 2
+
+
+# --- one rank, no process group ---------------------------------------------------------------
+
+def test_a_quantized_column_cut_equals_the_dequantized_columns():
+    """Oracle: the gguf package's own quantizer and dequantizer."""
+    from engines.model.safetensors_mmap import TensorRef
+    from engines.model.shards import cut_ref
+    from engines.quant.formats import QTensor, quantize
+
+    a = np.random.default_rng(0).standard_normal((6, 128)).astype(np.float32)
+    for fmt in ("Q8_0", "Q4_0", "Q4_1"):
+        q = quantize(a, fmt)
+        whole = QTensor(fmt, q.blocks, q.cols).dequantize()
+        part = cut_ref(TensorRef(q.blocks, fmt, q.cols), 1, 32, 96)
+        np.testing.assert_array_equal(QTensor(fmt, part.array, part.cols).dequantize(), whole[:, 32:96])
+        with pytest.raises(UserError, match="split a .* block"):
+            cut_ref(TensorRef(q.blocks, fmt, q.cols), 1, 16, 64)
+
+
+def test_stages_take_contiguous_layers_and_every_layer_once():
+    from engines.model.shards import stage_layers
+
+    for L in (1, 4, 7, 24):
+        for pp in range(1, L + 1):
+            got = [list(stage_layers(L, pp, s)) for s in range(pp)]
+            assert sum(got, []) == list(range(L))
+            assert max(map(len, got)) - min(map(len, got)) <= 1
+
+
+def test_joining_a_group_nobody_else_joins_ends_within_the_timeout():
+    from engines.dist.group import init
+    from engines.dist.launch import free_port
+
+    t0 = time.monotonic()
+    with pytest.raises(UserError, match="not every one of the 2 ranks joined"):
+        init(0, 2, "gloo", "127.0.0.1", free_port(), timeout_s=2)
+    assert time.monotonic() - t0 < 30
+
+
+def test_a_port_in_use_is_one_line():
+    from engines.dist.group import init
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        with pytest.raises(UserError, match="already in use"):
+            init(0, 2, "gloo", "127.0.0.1", s.getsockname()[1], timeout_s=5)
+
+
+@pytest.mark.parametrize("args,env,expect", [
+    (["--tp", "3"], {}, "use --tp 1 or 2"),
+    (["--pp", "5"], {}, "use --pp 1 to 4"),
+    (["--tp", "0"], {}, "--tp must be 1 or more"),
+    (["--tp", "2", "--dist-timeout", "0"], {}, "--dist-timeout must be a positive"),
+    (["--tp", "2", "--backend", "simd"], {}, "the simd engine cannot be split"),
+    (["--tp", "2", "--speculate", "ngram"], {}, "--speculate does not combine"),
+    (["--tp", "2"], {"RANK": "0", "WORLD_SIZE": "2"}, "MASTER_ADDR is not set"),
+    (["--tp", "2"], {"RANK": "0", "WORLD_SIZE": "4", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"},
+     "torchrun started 4 ranks"),
+])
+def test_bad_layouts_are_one_line_before_any_rank_starts(monkeypatch, args, env, expect):
+    from typer.testing import CliRunner
+
+    from aios_cli.main import app
+
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    res = CliRunner().invoke(app, ["run", "--model", "tiny-gqa", "-n", "2", "--quiet", *args])
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert res.exit_code == 2, res.output
+    assert len(lines) == 1 and lines[0].startswith("aios: error: ") and expect in lines[0], res.output
+
+
+def test_a_rank_killed_mid_run_ends_every_rank_with_one_line(tmp_path):
+    """SIGKILL one spawned rank while it generates: the run ends within a bounded time, naming
+    the dead rank, and no rank is left behind."""
+    import psutil
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen([*AIOS, "run", "--model", "tiny-gqa", "--tp", "2", "-n", "4000",
+                          "--ignore-eos", "--dist-timeout", "20", "--no-warmup", "-f", "json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    try:
+        parent = psutil.Process(p.pid)
+        deadline = time.monotonic() + 90
+        kids = []
+        while time.monotonic() < deadline:  # wait until both ranks are generating (busy)
+            kids = sorted((c for c in parent.children() if "spawn_main" in " ".join(c.cmdline())),
+                          key=lambda c: c.create_time())
+            if len(kids) == 2 and all(c.cpu_times().user > 4 for c in kids):
+                break
+            time.sleep(0.5)
+        assert len(kids) == 2
+        t0 = time.monotonic()
+        os.kill(kids[1].pid, signal.SIGKILL)
+        _, err = p.communicate(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        if p.poll() is None:
+            p.kill()
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert p.returncode == 2 and lines[-1].startswith("aios: error: rank 1 of 2 died (killed by SIGKILL)"), err
+    assert "Traceback" not in err
+    assert took < 30
+    assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in kids)
