@@ -76,3 +76,37 @@ def write(flag: str, path: Path, data: str | Iterable[str]) -> None:
     except OSError as e:
         fail(f"{flag} {path}: could not write it ({e.strerror or e}) — free space or pick another path; "
              "the results above are complete")
+
+
+def emit_records(records, format: str, csv_file: Path | None, trace_file: Path | None, quiet: bool, err,
+                 streamed: bool) -> None:
+    """`aios run`'s result, one record per backend or per rank: the tables (a distributed run's
+    ranks table after them) or the `--format` export on stdout, then the `--csv` and `--trace`
+    files."""
+    import sys
+
+    from profilers import export
+
+    from . import console, render
+
+    ranks = bool(records[0].meta.get("dist"))
+    out = console.stdout(soft_wrap=True)
+    if format == "table":
+        render.print_tables(out, records, streamed=streamed)
+        if ranks:
+            render.print_ranks(out, records)
+    elif format == "md":
+        sys.stdout.write(render.markdown(records))
+    elif format == "json":
+        sys.stdout.write(export.to_json(records) + "\n")
+    else:
+        sys.stdout.write(export.summary_csv(records))
+    every = ", every rank" if ranks else ""
+    for flag, path, content, what in (
+            ("--csv", csv_file, export.events_csv_chunks, f"one row per op event{every}"),
+            ("--trace", trace_file, export.chrome_trace,
+             ("one process per rank; " if ranks else "") + "open it in https://ui.perfetto.dev")):
+        if path is not None:
+            write(flag, path, content(records))
+            if not quiet:
+                err.print(f"wrote {path} ({what})", style="dim", soft_wrap=True)

@@ -93,7 +93,9 @@ def run_distributed(req, layout: tuple[int, int], timeout_s: float, format: str,
                       f"{'s' if threads != 1 else ''} each, over {'nccl' if job.device == 'cuda' else 'gloo'}",
                       style="dim")
         records = _spawn(job, threads, ckpt, err, quiet, stream=format == "table")
-    _output(records, format, csv_file, trace_file, quiet, err, streamed=not quiet)
+    from .outputs import emit_records
+
+    emit_records(records, format, csv_file, trace_file, quiet, err, streamed=not quiet)
 
 
 def _spawn(job, threads, ckpt, err, quiet, stream):
@@ -133,27 +135,3 @@ def _spawn(job, threads, ckpt, err, quiet, stream):
             text_out.write("\n")
             text_out.flush()
     return records
-
-
-def _output(records, format, csv_file, trace_file, quiet, err, streamed) -> None:
-    from profilers import export
-
-    from . import render
-    from .outputs import write
-
-    out = console.stdout(soft_wrap=True)
-    if format == "table":
-        render.print_tables(out, records, streamed=streamed)
-        render.print_ranks(out, records)
-    elif format == "md":
-        sys.stdout.write(render.markdown(records))
-    elif format == "json":
-        sys.stdout.write(export.to_json(records) + "\n")
-    else:
-        sys.stdout.write(export.summary_csv(records))
-    for flag, path, content, what in (("--csv", csv_file, export.events_csv_chunks, "one row per op event, every rank"),
-                                      ("--trace", trace_file, export.chrome_trace, "one process per rank; open it in https://ui.perfetto.dev")):
-        if path is not None:
-            write(flag, path, content(records))
-            if not quiet:
-                err.print(f"wrote {path} ({what})", style="dim", soft_wrap=True)

@@ -72,8 +72,6 @@ def run(
 
 
 def _run(req: GenerateRequest, format: str, csv_file: Path | None, trace_file: Path | None, quiet: bool) -> None:
-    from . import render
-
     err = console.stderr()
     check_format(format)
     backends, chosen_why = req.check()
@@ -89,32 +87,13 @@ def _run(req: GenerateRequest, format: str, csv_file: Path | None, trace_file: P
     opts = req.run_options()
     records = [_one_backend(ckpt, b, ids, opts, err, quiet, stream=format == "table") for b in backends]
 
-    # --- output ---------------------------------------------------------------------------
-    from profilers import export
+    from .outputs import emit_records
 
-    from .outputs import write
-
-    out = console.stdout(soft_wrap=True)
-    if format == "table":
-        render.print_tables(out, records, streamed=not quiet)
-    elif format == "md":
-        sys.stdout.write(render.markdown(records))
-    elif format == "json":
-        sys.stdout.write(export.to_json(records) + "\n")
-    else:
-        sys.stdout.write(export.summary_csv(records))
-    for flag, path, content, what in (("--csv", csv_file, export.events_csv_chunks, "one row per op event"),
-                                      ("--trace", trace_file, export.chrome_trace, "open it in https://ui.perfetto.dev")):
-        if path is not None:
-            write(flag, path, content(records))
-            if not quiet:
-                err.print(f"wrote {path} ({what})", style="dim", soft_wrap=True)
+    emit_records(records, format, csv_file, trace_file, quiet, err, streamed=not quiet)
     said_busy()
 
 
 def _one_backend(ckpt, backend, ids, opts, err, quiet, stream):
-    import gc
-
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from engines.model.tokenizer import StreamDecoder

@@ -11,6 +11,11 @@ ops it stands for. Its time cannot be split among them, so it has a kind of its 
 (``fused``); it stands for the barriers it covers (a fused attention still waits on one
 softmax per layer), so barrier counts stay right, and it is one more row in every table, so
 the tables still add up.
+
+A distributed run's collectives (`engines.dist`) are ops of their own kind, `comm`:
+`allreduce` (per layer: a tensor-parallel rank's partial sums added up, a barrier across the
+ranks), `send` and `recv` (a pipeline stage's activations) and `broadcast` (the sampled token).
+They are lapped where they happen, so a rank's tables say how much of its time was waiting.
 """
 
 from __future__ import annotations

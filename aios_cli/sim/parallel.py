@@ -250,7 +250,7 @@ def _link_json(ln) -> dict:
 
 def _measured_json(m: dict) -> dict:
     return {**{k: v for k, v in m.items() if k not in ("allreduce", "p2p")}, "allreduce": _link_json(m["allreduce"]),
-            "p2p": _link_json(m["p2p"])}
+            "p2p": _link_json(m["p2p"])}  # --validate's rounds add "in_pass": plain numbers
 
 
 def _bw(ln) -> str:
@@ -334,11 +334,12 @@ def _validate(model: str, rounds: int, new_tokens: int, format: str) -> None:
               " ".join(_t(x) for x in r["measured_runs_s"])] for r in rows]
     head = (f"the cost model against MEASURED runs: {model}, time per decode token (median of {rounds} rounds, "
             f"{new_tokens} tokens each, 1 thread a rank, gloo over loopback, load {v['load_avg_1m']:.2f})")
-    ar = [m["allreduce"] for m in v["links"]]
-    link = ("links measured each round: all-reduce "
-            + ", ".join(f"{a.latency * 1e6:.0f} µs a step" for a in ar)
-            + "; broadcast " + ", ".join(f"{m['broadcast']['median_s'] * 1e6:.0f} µs" for m in v["links"])
-            + "; one hop " + ", ".join(f"{m['p2p'].latency * 1e6:.0f} µs" for m in v["links"]))
+    us = lambda xs: ", ".join(f"{x * 1e6:.0f}" for x in xs) + " µs"  # noqa: E731
+    inp = [m["in_pass"] for m in v["links"]]
+    link = (f"links measured each round, {v['hidden_bytes']} bytes: as a pass meets them (after compute) an all-reduce "
+            f"{us(m['allreduce']['median_s'] for m in inp)}, a hop {us(m['p2p']['median_s'] for m in inp)}; "
+            f"back to back an all-reduce step {us(m['allreduce'].latency for m in v['links'])}, a hop "
+            f"{us(m['p2p'].latency for m in v['links'])}")
     lines = [head, ""]
     if md:
         lines += ["| " + " | ".join(cols) + " |", "|---|" + "---:|" * (len(cols) - 1)]

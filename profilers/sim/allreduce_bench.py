@@ -101,6 +101,65 @@ def _bench_rank(rank: int, world: int, post, sizes: tuple, repeats: int, warmup:
     return out
 
 
+def _busy(seconds: float, w, x) -> float:
+    """Small matmuls for about `seconds` (a pass's ops between two collectives); the time taken."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        x = x @ w
+    return time.perf_counter() - t0
+
+
+def _in_pass_rank(rank: int, world: int, post, nbytes: int, layer_gap_s: float, wait_gap_s: float,
+                  repeats: int, warmup: int) -> dict:
+    """The collectives as a pass meets them, between compute rather than back to back: a rank
+    that reaches a collective first blocks in it, and is woken when the data comes.
+      allreduce  both ranks compute `layer_gap_s`, then all-reduce `nbytes` (each rank's own
+                 time in it, averaged over the two)
+      p2p        rank 0 computes `wait_gap_s` and sends `nbytes` while rank 1 waits in recv:
+                 rank 1's wait less rank 0's compute is one hop (a pipeline stage's recv, or
+                 the sampled token reaching a rank that waits for it)
+    Both include the skew with which the ranks leave the barrier before them, as a pass's
+    ranks reach a collective with the skew of their work."""
+    import torch
+    import torch.distributed as dist
+
+    w, x0 = torch.eye(64) * 0.5, torch.ones(1, 64)
+    buf = torch.zeros(max(1, nbytes // 4))
+    out = {"allreduce": [], "p2p": []}
+    for i in range(warmup + repeats):
+        t = torch.zeros(4, dtype=torch.float64)  # all-reduce on r0, on r1, send gap, recv wait
+        dist.barrier()
+        _busy(layer_gap_s, w, x0)
+        t0 = time.perf_counter()
+        dist.all_reduce(buf)
+        t[rank] = time.perf_counter() - t0
+        dist.barrier()
+        if rank == 0:
+            t[2] = _busy(wait_gap_s, w, x0)
+            dist.send(buf, 1)
+        else:
+            t0 = time.perf_counter()
+            dist.recv(buf, 0)
+            t[3] = time.perf_counter() - t0
+        dist.all_reduce(t)  # every figure on both ranks
+        if i >= warmup:
+            a0, a1, send_gap, recv_wait = t.tolist()
+            out["allreduce"].append((a0 + a1) / 2)
+            out["p2p"].append(max(0.0, recv_wait - send_gap))
+    return out
+
+
+def measure_in_pass(nbytes: int, layer_gap_s: float, wait_gap_s: float, repeats: int = 15, warmup: int = 3,
+                    timeout_s: float = 120.0) -> dict:
+    """Each collective's cost as a pass meets it (`_in_pass_rank`), on 2 ranks: median and spread."""
+    from engines.dist.launch import run_ranks
+
+    r0 = run_ranks(_in_pass_rank, 2, args=(nbytes, layer_gap_s, wait_gap_s, repeats, warmup), backend="gloo",
+                   timeout_s=timeout_s, threads=1)[0]
+    return {"bytes": nbytes, "layer_gap_s": layer_gap_s, "wait_gap_s": wait_gap_s,
+            **{op: spread(r0[op]) for op in ("allreduce", "p2p")}}
+
+
 def spread(times: list[float]) -> dict:
     """Median, min, max and the quartiles of a list of seconds."""
     q = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else [times[0]] * 3
@@ -185,4 +244,4 @@ def measure_links(sizes_bytes: tuple = DEFAULT_SIZES, world: int = 2, repeats: i
             "broadcast": bcast}
 
 
-__all__ = ["DEFAULT_SIZES", "fit_line", "fit_link", "measure_links", "spread"]
+__all__ = ["DEFAULT_SIZES", "fit_line", "fit_link", "measure_in_pass", "measure_links", "spread"]
