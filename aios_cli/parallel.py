@@ -10,6 +10,7 @@ process group and print nothing.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -53,6 +54,21 @@ def check_backend_shards(backends: list[str], chosen: bool) -> str:
     return name
 
 
+def check_gpus(backend: str, local_ranks: int) -> None:
+    """A GPU backend's ranks on this host need a GPU each (NCCL does not share one device
+    between ranks)."""
+    from engines import backend as record
+
+    if record(backend).device != "cuda":
+        return
+    from engines import gpu_count
+
+    n = gpu_count()
+    if local_ranks > n:
+        fail(f"{local_ranks} ranks of --backend {backend} on this host need a GPU each; it has {n} — use fewer "
+             "ranks a host (torchrun --nproc-per-node), or --backend torch to run them on the CPU")
+
+
 def run_distributed(req, layout: tuple[int, int], timeout_s: float, format: str, csv_file: Path | None,
                     trace_file: Path | None, quiet: bool) -> None:
     from engines.dist.group import torchrun_env
@@ -70,6 +86,7 @@ def run_distributed(req, layout: tuple[int, int], timeout_s: float, format: str,
         fail("--speculate does not combine with --tp or --pp yet — run one or the other")
     backends, chosen_why = req.check(sharded=True)
     backend = check_backend_shards(backends, chosen_why is not None)
+    check_gpus(backend, tp * pp if env is None else int(os.environ.get("LOCAL_WORLD_SIZE", tp * pp)))
     quiet = quiet or not lead
     status = (lambda msg: err.status(msg, spinner="dots")) if not quiet else None
     ckpt, [(_, ids)] = req.open(backends, status)

@@ -16,7 +16,7 @@ def run_jobs(rank: int, world: int, post, jobs: list[dict]) -> dict:
     from engines.sampling import SamplingParams
     from profilers.harness import RunOptions, profile_run
 
-    out = {}
+    out, opened = {}, {}
     for job in jobs:
         mine = None
         for ranks, tp, pp in job["meshes"]:
@@ -24,7 +24,9 @@ def run_jobs(rank: int, world: int, post, jobs: list[dict]) -> dict:
             mine = m or mine
         if mine is None:
             continue
-        ckpt = open_model(job["model"])
+        if job["model"] not in opened:  # once a rank: a preset's weights are drawn as it opens
+            opened[job["model"]] = open_model(job["model"])
+        ckpt = opened[job["model"]]
         engine = ShardedEngine(ckpt, mine, quant=job.get("quant"))
         engine.reset(len(job["ids"]) + 1)
         logits = engine.prefill(job["ids"], all_logits=True)

@@ -266,7 +266,7 @@ def test_a_rank_killed_mid_run_ends_every_rank_with_one_line(tmp_path):
         while time.monotonic() < deadline:  # wait until both ranks are generating (busy)
             kids = sorted((c for c in parent.children() if "spawn_main" in " ".join(c.cmdline())),
                           key=lambda c: c.create_time())
-            if len(kids) == 2 and all(c.cpu_times().user > 4 for c in kids):
+            if len(kids) == 2 and all(c.cpu_times().user > 3 for c in kids):
                 break
             time.sleep(0.5)
         assert len(kids) == 2
@@ -282,3 +282,20 @@ def test_a_rank_killed_mid_run_ends_every_rank_with_one_line(tmp_path):
     assert "Traceback" not in err
     assert took < 30
     assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in kids)
+
+
+def test_more_gpu_ranks_on_a_host_than_gpus_is_one_line(monkeypatch, capsys):
+    """NCCL gives each rank its own GPU: two ranks of --backend cuda on a one-GPU host are
+    refused before any starts (the cuda record's device; the GPU count is this test's)."""
+    import typer
+
+    import engines
+    from aios_cli.parallel import check_gpus
+
+    monkeypatch.setattr(engines, "gpu_count", lambda: 1)
+    check_gpus("cuda", 1)
+    check_gpus("torch", 4)  # CPU ranks need no GPU
+    with pytest.raises(typer.Exit) as e:
+        check_gpus("cuda", 2)
+    assert e.value.exit_code == 2
+    assert "2 ranks of --backend cuda on this host need a GPU each; it has 1" in capsys.readouterr().err

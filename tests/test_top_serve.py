@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from aios_cli.errors import BAD_INPUT
 from aios_cli.main import app as cli
 from aios_cli.tui import serve_panels
+from engines.ops import KINDS
 from aios_cli.tui.serve_session import ServeOptions, ServeSession
 from engines import engine_class
 from engines.batch.engine import BatchEngine
@@ -103,7 +104,7 @@ def test_monitor_totals_and_latencies_are_the_requests_own(eng):
 def test_layer_table_of_the_batched_step_adds_up_to_its_wall(eng):
     for be, mon, v, out in _watched_steps(eng):
         st = out.probe_step
-        assert v.latest.shape == (eng.cfg.num_layers + 2, 6)
+        assert v.latest.shape == (eng.cfg.num_layers + 2, len(KINDS))
         assert v.latest.sum() == pytest.approx(st.wall_s, rel=1e-9)
         assert v.latest_prefill == out.scheduled.prefill_tokens and v.latest_decode == out.scheduled.decode_seqs
         assert 1 <= v.avg_n <= 16
