@@ -142,6 +142,8 @@ elif command -v tmux > /dev/null; then
 else
   echo "| top-tmux | not run: no tmux (run benchmarks/gpu/kit.sh and carry .deb) | |" >> "$SUMMARY"
 fi
+# the NCCL path of --tp/--pp (engines/dist): torchrun's ranks, one a GPU (one GPU: a 1-rank group)
+stage dist-torchrun 120 bash -c "N=\$(python3 -c 'import torch; print(2 if torch.cuda.device_count() >= 2 else 1)'); torchrun --nproc-per-node \$N -m aios_cli run -b $B -m tiny-gqa --tp \$N -n 16"
 stage info 60 aios info
 
 # --- issue 15: SDPA's DRAM bytes (Nsight Compute) against aios sim attention's prediction

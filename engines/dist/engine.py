@@ -178,6 +178,8 @@ class ShardedEngine(TorchEngine):
     def read_token(self, token, logits) -> tuple[int, bool]:
         """The head rank's (id, finite) broadcast to every rank of the mesh: one collective a
         token, lapped as `broadcast`."""
+        if self.mesh.world == 1:  # a one-rank group (torchrun with one process): nobody to tell
+            return super().read_token(token, logits)
         pair = torch.zeros(2, dtype=torch.int64, device=self.tdev)
         if self.mesh.is_head:
             t, finite = super().read_token(token, logits)
