@@ -299,3 +299,23 @@ def test_more_gpu_ranks_on_a_host_than_gpus_is_one_line(monkeypatch, capsys):
         check_gpus("cuda", 2)
     assert e.value.exit_code == 2
     assert "2 ranks of --backend cuda on this host need a GPU each; it has 1" in capsys.readouterr().err
+
+
+def test_under_torchrun_the_process_is_a_rank_and_rank_0_prints_every_rank(tmp_path):
+    """torchrun's own ranks (RANK, WORLD_SIZE, MASTER_ADDR set): nothing is spawned again (each
+    process is one rank), the records travel to rank 0 over the group, and only rank 0 prints:
+    one JSON document holding both ranks, with one rank's greedy ids."""
+    import json
+
+    from engines.dist.launch import free_port
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+                        "--master-port", str(free_port()), "-m", "aios_cli", "run", "--model", "tiny-gqa", "--tp", "2",
+                        "-n", str(N), "--ignore-eos", "--prompt-ids", ",".join(map(str, IDS)), "-f", "json"],
+                       capture_output=True, text=True, env=env, timeout=180, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    ranks = json.loads(p.stdout)  # one document: rank 1 printed nothing
+    assert [r["rank"] for r in ranks] == [0, 1] and {r["tp"] for r in ranks} == {2}
+    assert all(r["generated_token_ids"] == _reference("tiny-gqa")[0] for r in ranks)
+    assert "spawning" not in p.stderr
