@@ -42,6 +42,7 @@ class Engine:
     device = "cpu"  # the device kind the weights live on: cpu | cuda
     device_index: int | None = None  # which GPU (torch's index) on a GPU; None on the CPU
     rank, world_size = 0, 1  # this engine's place among the ranks of a distributed run
+    first_layer = 0  # the model's index of `layers[0]` (a pipeline stage holds a block of layers)
     dtype = "float32"
     act_itemsize = 4  # bytes per activation
     # what a quantized matrix's input is multiplied as: "int8" (quantized per block, as llama.cpp
@@ -130,14 +131,16 @@ class Engine:
     def nonfinite_weight(self) -> str | None:
         """Where the first NaN or Inf weight is ("layer 3 gate_up"), or None. A scan of every
         weight: for an error message, never on the hot path."""
-        for i, lw in enumerate(self.layers):
+        where = f" (rank {self.rank})" if self.world_size > 1 else ""
+        for i, lw in enumerate(self.layers, start=self.first_layer):
             for name in LayerWeights.__dataclass_fields__:
                 t = getattr(lw, name)
                 if t is not None and not self.all_finite(t):
-                    return f"layer {i} {name}"
+                    return f"layer {i} {name}{where}"
         for name in ("embed", "final_norm", "lm_head"):
-            if not self.all_finite(getattr(self, name)):
-                return name
+            t = getattr(self, name)  # None: a rank that does not hold it
+            if t is not None and not self.all_finite(t):
+                return name + where
         return None
 
     def tied_head(self, embed):

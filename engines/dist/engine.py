@@ -51,6 +51,7 @@ class ShardedEngine(TorchEngine):
         self.mesh = mesh
         self.rank, self.world_size = mesh.rank, mesh.world
         self.layer_range = stage_layers(cfg.num_layers, mesh.pp, mesh.stage)
+        self.first_layer = self.layer_range.start
         # the shape this rank computes: its heads and MLP slice over its layers (the KV cache and
         # the forward read it); the record's costs use the same share over the model's layers
         self.record_cfg = rank_config(cfg, mesh.tp)
@@ -112,29 +113,19 @@ class ShardedEngine(TorchEngine):
         if self.embed is not None:
             n += full.vocab_size * full.hidden_size
         if self.lm_head is not None and self.lm_head is not self.embed:
-            n += full.vocab_size * full.hidden_size + full.hidden_size
+            n += full.vocab_size * full.hidden_size
+        if self.final_norm is not None:
+            n += full.hidden_size
         return n
 
     def set_lap(self, lap) -> None:
         """Laps name the model's layer: a stage's local layer i is layer `layer_range[i]`."""
         lap = lap or noop_lap
-        first = self.layer_range.start
+        first = self.first_layer
         if first and lap is not noop_lap:
             self.lap = lambda layer, op: lap(layer + first if layer >= 0 else layer, op)
         else:
             self.lap = lap
-
-    def nonfinite_weight(self) -> str | None:
-        for n, lw in zip(self.layer_range, self.layers):
-            for name in lw.__dataclass_fields__:
-                t = getattr(lw, name)
-                if t is not None and not self.all_finite(t):
-                    return f"layer {n} {name} (rank {self.rank})"
-        for name in ("embed", "final_norm", "lm_head"):
-            t = getattr(self, name)
-            if t is not None and not self.all_finite(t):
-                return f"{name} (rank {self.rank})"
-        return None
 
     # --- the pass ------------------------------------------------------------------------
     def _forward(self, idx: torch.Tensor, all_logits: bool):

@@ -57,7 +57,7 @@ def _rank_main(fn, rank, world, args, q, backend, port, timeout_s, threads, env)
         q.put(("ok", rank, out))
     except UserError as e:
         q.put(("user", rank, (e.problem, e.fix)))
-    except BaseException as e:  # noqa: BLE001: every failure is reported, one line
+    except BaseException as e:  # noqa: BLE001 -- every failure is reported, one line
         q.put(("error", rank, (f"{type(e).__name__}: {e}".strip().splitlines()[0], traceback.format_exc())))
     finally:
         try:
@@ -65,7 +65,7 @@ def _rank_main(fn, rank, world, args, q, backend, port, timeout_s, threads, env)
 
             if dist.is_initialized():
                 dist.destroy_process_group()
-        except Exception:  # noqa: BLE001: leaving a broken group must not hide the report
+        except Exception:  # noqa: BLE001 -- leaving a broken group must not hide the report
             pass
 
 
@@ -112,7 +112,7 @@ def run_ranks(fn: Callable, world: int, args: tuple = (), *, backend: str = "glo
                 failures.append((rank, kind, payload))
             reported = set(results) | {f[0] for f in failures}
             for r, p in enumerate(procs):
-                if r not in reported and p.exitcode is not None and not any(f[0] == r for f in failures):
+                if r not in reported and p.exitcode is not None:
                     # exited without a report: give its last message a moment to arrive
                     time.sleep(0.2)
                     if q.empty():

@@ -6,8 +6,7 @@ Ranks are real processes (engines.dist.launch.run_ranks, each in an initialised 
 For each message size every rank runs a few warm-up all-reduces of a float32 tensor, then
 `repeats` timed ones, each after a barrier so all start together; a repeat's time is the slowest
 rank's (the collective is done when the last rank has its result). The ping-pong sends the
-buffer from rank 0 to rank 1 and back; half the round trip, timed on rank 0, is one hop. The
-broadcast of a sampled token (16 bytes, from rank 0) is timed the same way as the all-reduce. Each
+buffer from rank 0 to rank 1 and back; half the round trip, timed on rank 0, is one hop. Each
 size reports the median with the min, max and quartiles, since a 2-core machine running two
 ranks (and gloo's own threads) is noisy; the thread count and the load average are recorded
 with the numbers for the same reason.
@@ -87,17 +86,6 @@ def _bench_rank(rank: int, world: int, post, sizes: tuple, repeats: int, warmup:
                     dist.recv(x, 0)
                     dist.send(x, 0)
         out["p2p"][nbytes] = times
-    # the sampled token's broadcast from one rank to all (two int64s, as ShardedEngine sends it)
-    token = torch.zeros(2, dtype=torch.int64)
-    times = []
-    for i in range(warmup + repeats):
-        dist.barrier()
-        t0 = time.perf_counter()
-        for _ in range(16):
-            dist.broadcast(token, 0)
-        if i >= warmup:
-            times.append((time.perf_counter() - t0) / 16)
-    out["broadcast"] = times
     return out
 
 
@@ -234,14 +222,12 @@ def measure_links(sizes_bytes: tuple = DEFAULT_SIZES, world: int = 2, repeats: i
                   world, f"fitted to all-reduce medians: {ctx}")
     p2p = fit_link("gloo-loopback p2p (measured)", [(r["bytes"], r["median_s"]) for r in rows if r["op"] == "p2p"],
                    None, f"fitted to ping-pong medians: {ctx}")
-    bcast = spread([max(r["broadcast"][i] for r in ranks) for i in range(repeats)])
     for r in rows:
         r["fit_s"] = ring_allreduce_s(r["bytes"], world, ar) if r["op"] == "allreduce" else p2p_s(r["bytes"], p2p)
         r["error_pct"] = 100 * (r["fit_s"] - r["median_s"]) / r["median_s"]
     return {"backend": "gloo", "world": world, "threads": threads, "cpus": os.cpu_count(), "repeats": repeats,
             "warmup": warmup, "load_before": list(load_before), "load_after": list(load_after), "wall_s": wall,
-            "correct": all(r["correct"] for r in ranks), "rows": rows, "allreduce": ar, "p2p": p2p,
-            "broadcast": bcast}
+            "correct": all(r["correct"] for r in ranks), "rows": rows, "allreduce": ar, "p2p": p2p}
 
 
 __all__ = ["DEFAULT_SIZES", "fit_line", "fit_link", "measure_in_pass", "measure_links", "spread"]
