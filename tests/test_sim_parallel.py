@@ -378,6 +378,9 @@ def test_tp_that_does_not_divide_the_kv_heads_is_priced_and_flagged():
     (("-f", "xml"), "unknown --format 'xml'"),
     (("--measure-links", "-f", "csv"), "CSV cannot hold"),
     (("--tp", "4096"), "use at most 1024"),
+    (("--validate", "--validate-model", "tiny"), "does not split tiny's 1 KV heads evenly"),
+    (("--validate", "--validate-model", "nope"), "--validate-model runs a preset"),
+    (("--validate", "--rounds", "0"), "--validate needs --rounds >= 1"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, needle):
     res = invoke(*args)

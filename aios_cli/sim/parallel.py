@@ -295,7 +295,7 @@ VALIDATE_COLUMNS = ("model", "layout", "predicted_s", "measured_s", "error_pct",
 
 
 def _validate(model: str, rounds: int, new_tokens: int, format: str) -> None:
-    from engines.model.shards import check_tp
+    from engines.model.shards import tp_sizes
 
     from profilers.sim.parallel import shape
     from profilers.sim.validate import validate
@@ -307,7 +307,9 @@ def _validate(model: str, rounds: int, new_tokens: int, format: str) -> None:
     if model not in PRESETS:
         fail(f"--validate-model runs a preset, got {model!r} — choose from: {', '.join(PRESETS)}")
     cfg = shape(model)
-    check_tp(cfg, 2)
+    if 2 not in tp_sizes(cfg):
+        fail(f"--validate runs TP=2, which does not split {model}'s {cfg.num_kv_heads} KV heads evenly — "
+             "use --validate-model tiny-gqa (or a preset with an even number of KV heads)")
     if cfg.num_layers < 2:
         fail(f"--validate-model {model} has one layer, so PP=2 cannot split it — choose another preset")
     err = console.stderr()
