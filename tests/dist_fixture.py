@@ -28,6 +28,9 @@ def run_jobs(rank: int, world: int, post, jobs: list[dict]) -> dict:
             opened[job["model"]] = open_model(job["model"])
         ckpt = opened[job["model"]]
         engine = ShardedEngine(ckpt, mine, quant=job.get("quant"))
+        if "requests" in job:
+            out[job["name"]] = run_batched(engine, job, mine)
+            continue
         engine.reset(len(job["ids"]) + 1)
         logits = engine.prefill(job["ids"], all_logits=True)
         opts = RunOptions(max_new_tokens=job["n"], sampling=SamplingParams(**job.get("sampling", {})),
@@ -45,3 +48,40 @@ def run_jobs(rank: int, world: int, post, jobs: list[dict]) -> dict:
             "kv_bytes": engine.kv_cache_bytes(), "record_heads": rec.config.num_heads,
         }
     return out
+
+
+BATCH_OPTS = {"num_blocks": 64, "block_size": 4, "max_num_seqs": 4, "max_num_batched_tokens": 16}
+COMM = ("allreduce", "send", "recv", "broadcast")
+
+
+def serve(be, requests) -> dict:
+    """Every request through the batched engine `be`, op-lapped: each one's ids, the logits of
+    every step on a rank that computes them (its `_pick`, recorded), and each step's items,
+    sampling items and count of every collective."""
+    import numpy as np
+
+    from engines.ops import OP_INDEX
+    from profilers.probe import make_probe
+
+    probe = make_probe("op", "cpu")
+    be.set_lap(probe.lap)
+    steps, pick = [], be._pick
+    be._pick = lambda items, logits: steps.append(np.asarray(logits.cpu())) or pick(items, logits)
+    reqs = [be.add_request(list(p), n) for p, n in requests]
+    counts = []
+    while be.has_unfinished():
+        out = be.step(probe)
+        st, items = out.probe_step, out.scheduled.items
+        counts.append({"items": len(items), "samples": sum(it.samples for it in items),
+                       **{op: int((st.ops == OP_INDEX[op]).sum()) for op in COMM}})
+    return {"tokens": [list(r.output_ids) for r in reqs], "step_logits": steps, "counts": counts}
+
+
+def run_batched(engine, job, mesh) -> dict:
+    """The batched engine on this rank's shard: `serve`'s results, and where the rank sits."""
+    from engines.dist.batch import ShardedBatchEngine
+
+    be = ShardedBatchEngine(engine, micro_batches=job.get("micro_batches"), **BATCH_OPTS)
+    return {"mesh": (mesh.ranks, mesh.tp, mesh.pp, mesh.stage, mesh.tp_rank, mesh.is_head),
+            "layers": (engine.layer_range.start, engine.layer_range.stop), "micro_batches": be.micro_batches,
+            **serve(be, job["requests"])}

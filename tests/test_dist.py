@@ -29,6 +29,9 @@ IDS = [9707, 11, 1879, 0, 13, 264, 3974, 3607]  # 8 prompt ids, any will do on r
 N = 6
 GGUF_IDS = [i % 256 for i in IDS]  # the GGUF fixture's vocabulary
 AIOS = [sys.executable, "-c", "from aios_cli.entry import main; main()"]
+# the batched engine's workload: prompts of 3 to 19 tokens, a 16-token step budget (chunked
+# prefill beside decodes), at most 4 running
+REQUESTS = [(list(range(3, 3 + n)), m) for n, m in [(5, 6), (19, 4), (3, 7), (11, 5), (8, 6)]]
 SAMPLED = {"greedy": False, "temperature": 0.9, "top_k": 50, "seed": 7}
 
 
@@ -68,6 +71,10 @@ def ranks(tmp_path_factory):
         {"name": "hf", "model": str(hf_dir), "meshes": [((0, 1, 2, 3), 2, 2)], "ids": small_ids, "n": N},
         {"name": "gguf", "model": str(gguf_path), "meshes": [((0, 1), 2, 1), ((2, 3), 1, 2)],
          "ids": GGUF_IDS, "n": N},
+        {"name": "batch tp2|pp2", "model": "tiny-gqa", "meshes": [((0, 1), 2, 1), ((2, 3), 1, 2)],
+         "requests": REQUESTS, "micro_batches": 2},
+        {"name": "batch tp2xpp2", "model": "tiny-gqa", "meshes": [((0, 1, 2, 3), 2, 2)], "requests": REQUESTS,
+         "micro_batches": 3},
     ]
     results = run_ranks(run_jobs, 4, (jobs,), timeout_s=120, threads=1)
     return {"results": results, "hf": hf, "hf_ids": small_ids, "gguf": str(gguf_path)}
@@ -98,6 +105,56 @@ def test_greedy_ids_and_logits_equal_one_rank(ranks, job, layout):
     head = _head(members)
     np.testing.assert_allclose(head["logits"], ref_logits, rtol=1e-4, atol=1e-4)
     assert all(m["logits"] is None for m in members if m is not head)
+
+
+@functools.lru_cache(maxsize=None)
+def _batched_reference():
+    """The batched engine on one rank, the same options and requests."""
+    from engines.batch.engine import BatchEngine
+    from engines.model.sources import open_model
+    from engines.torch.engine import TorchCpuEngine
+    from tests.dist_fixture import BATCH_OPTS, serve
+
+    return serve(BatchEngine(TorchCpuEngine(open_model("tiny-gqa")), **BATCH_OPTS), REQUESTS)
+
+
+@pytest.mark.parametrize("job,layout", [("batch tp2|pp2", (2, 1)), ("batch tp2|pp2", (1, 2)),
+                                        ("batch tp2xpp2", (2, 2))])
+def test_the_batched_engine_split_over_ranks_equals_one_rank(ranks, job, layout):
+    """Continuous batching with chunked prefill over TP and PP ranks (PP in 2 and 3
+    micro-batches): every step's logits on the head rank equal one rank's, and every rank
+    ends with the same ids."""
+    ref = _batched_reference()
+    members = _by_mesh(ranks["results"], job)[layout]
+    assert len(members) == layout[0] * layout[1]
+    for m in members:
+        assert m["tokens"] == ref["tokens"]
+    head = _head(members)
+    assert len(head["step_logits"]) == len(ref["step_logits"])
+    for got, want in zip(head["step_logits"], ref["step_logits"]):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert all(not m["step_logits"] for m in members if m is not head)
+
+
+def test_a_pipeline_step_runs_its_micro_batches_through_every_stage(ranks):
+    """Per step and rank: as many micro-batches as the step has requests, up to the number
+    asked for; one recv each on a later stage, one send each (and one wait for them all) on an
+    earlier one, two all-reduces a layer and micro-batch under TP, and one broadcast of the
+    step's tokens when it samples any."""
+    for job in ("batch tp2|pp2", "batch tp2xpp2"):
+        for layout, members in _by_mesh(ranks["results"], job).items():
+            for m in members:
+                _, tp, pp, stage, _, _ = m["mesh"]
+                lo, hi = m["layers"]
+                assert m["micro_batches"] == (1 if pp == 1 else {"batch tp2|pp2": 2, "batch tp2xpp2": 3}[job])
+                for c in m["counts"]:
+                    mb = min(m["micro_batches"], c["items"])
+                    assert c["recv"] == (mb if stage > 0 else 0), (job, layout, c)
+                    assert c["send"] == (mb + 1 if stage < pp - 1 else 0), (job, layout, c)
+                    assert c["allreduce"] == (2 * (hi - lo) * mb if tp > 1 else 0), (job, layout, c)
+                    assert c["broadcast"] == (1 if c["samples"] else 0), (job, layout, c)
+                if pp > 1:  # the workload fills the micro-batches
+                    assert max(c["recv"] + c["send"] for c in m["counts"]) >= m["micro_batches"]
 
 
 def test_a_sampled_run_draws_the_same_ids_as_one_rank(ranks):
@@ -194,6 +251,27 @@ def test_a_quantized_column_cut_equals_the_dequantized_columns():
         np.testing.assert_array_equal(QTensor(fmt, part.array, part.cols).dequantize(), whole[:, 32:96])
         with pytest.raises(UserError, match="split a .* block"):
             cut_ref(TensorRef(q.blocks, fmt, q.cols), 1, 16, 64)
+
+
+def test_micro_batches_are_contiguous_whole_requests_of_about_equal_tokens():
+    from types import SimpleNamespace
+
+    from hypothesis import given, settings, strategies as st
+
+    from engines.dist.batch import split_micro_batches
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.integers(1, 64), min_size=1, max_size=40), st.integers(1, 8))
+    def check(ns, m):
+        items = [SimpleNamespace(n=n) for n in ns]
+        parts = split_micro_batches(items, m)
+        assert [it for p in parts for it in p] == items  # contiguous, in order, each once
+        assert len(parts) == min(m, len(items)) and all(parts)
+        if len(parts) > 1 and max(ns) == min(ns):  # equal items: sizes within one item
+            sizes = [len(p) for p in parts]
+            assert max(sizes) - min(sizes) <= 1, sizes
+
+    check()
 
 
 def test_stages_take_contiguous_layers_and_every_layer_once():
@@ -319,3 +397,66 @@ def test_under_torchrun_the_process_is_a_rank_and_rank_0_prints_every_rank(tmp_p
     assert [r["rank"] for r in ranks] == [0, 1] and {r["tp"] for r in ranks} == {2}
     assert all(r["generated_token_ids"] == _reference("tiny-gqa")[0] for r in ranks)
     assert "spawning" not in p.stderr
+
+
+# --- aios bench throughput over ranks -----------------------------------------------------------
+
+@pytest.mark.parametrize("args,expect", [
+    (["--micro-batches", "2"], "--micro-batches cuts a step for the stages of --pp"),
+    (["--tp", "2", "--baseline"], "--baseline runs the batch-1 engine in this one process"),
+    (["--tp", "3"], "use --tp 1 or 2"),
+    (["--pp", "2", "--micro-batches", "0"], "--micro-batches must be 1 or more"),
+])
+def test_bad_batched_layouts_are_one_line(args, expect):
+    from typer.testing import CliRunner
+
+    from aios_cli.main import app
+
+    res = CliRunner().invoke(app, ["bench", "throughput", "--model", "tiny-gqa", "-N", "2", "--quiet", *args])
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert res.exit_code == 2, res.output
+    assert len(lines) == 1 and lines[0].startswith("aios: error: ") and expect in lines[0], res.output
+
+
+def test_bench_throughput_over_a_pipeline_reports_every_rank(tmp_path):
+    """`aios bench throughput --pp 2 --micro-batches 2`: every request served in full; the
+    steps CSV has each rank's steps (the same number), a later stage's recv and an earlier
+    one's send; the summary's idle share is what the CSV's own op seconds give."""
+    import csv
+    import json
+
+    steps = tmp_path / "steps.csv"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([*AIOS, "bench", "throughput", "--model", "tiny-gqa", "--pp", "2", "--micro-batches", "2",
+                        "-N", "6", "--input-len", "4:12", "--output-len", "4:6", "--threads", "2", "-q", "-f", "json",
+                        "--steps-csv", str(steps)], capture_output=True, text=True, env=env, timeout=180)
+    assert p.returncode == 0, p.stderr
+    [row] = json.loads(p.stdout)
+    assert (row["tp"], row["pp"], row["micro_batches"], row["collectives"]) == (1, 2, 2, "gloo")
+    assert row["requests"] == 6 and 6 * 4 <= row["output_tokens"] <= 6 * 6
+    rows = list(csv.DictReader(steps.open()))
+    by_rank = {r: [x for x in rows if x["rank"] == r] for r in ("0", "1")}
+    assert len(by_rank["0"]) == len(by_rank["1"]) == row["steps"]
+    assert all(float(x["recv_s"]) == 0 for x in by_rank["0"]) and any(float(x["recv_s"]) > 0 for x in by_rank["1"])
+    assert any(float(x["send_s"]) > 0 for x in by_rank["0"]) and all(float(x["send_s"]) == 0 for x in by_rank["1"])
+    comm = ("allreduce_s", "send_s", "recv_s", "broadcast_s")
+    op_cols = [c for c in rows[0] if c.endswith("_s") and c not in ("wall_s", "schedule_s", "start_s")]
+    compute = sum(float(x[c]) for x in rows for c in op_cols if c not in comm)
+    wall = sum(float(x["wall_s"]) for x in rows)
+    assert row["idle_share"] == pytest.approx(1 - compute / wall, rel=1e-3)
+    assert 1 / 3 - 1e-9 <= row["bubble_model"] <= 1 / 2 + 1e-9  # (p-1)/(m+p-1) for m in 1..2
+
+
+def test_bench_throughput_over_tp_ranks_agrees_on_poisson_arrivals():
+    """A finite --rate: rank 0's clock decides each step which requests have come, so both TP
+    ranks add the same ones (ranks that disagreed would deadlock or mismatch in a collective)."""
+    import json
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([*AIOS, "bench", "throughput", "--model", "tiny-gqa", "--tp", "2", "--rate", "40", "-N", "5",
+                        "--input-len", "4:8", "--output-len", "3:3", "--threads", "2", "-q", "-f", "json",
+                        "--dist-timeout", "60"], capture_output=True, text=True, env=env, timeout=180)
+    assert p.returncode == 0, p.stderr
+    [row] = json.loads(p.stdout)
+    assert (row["tp"], row["pp"], row["requests"], row["output_tokens"]) == (2, 1, 5, 15)
+    assert row["mean_batch_size"] < 5  # arrivals spread over steps (at 40/s, not all in the first)

@@ -179,9 +179,8 @@ class BatchEngine:
         if probe is not None:
             probe.begin_step("batch", out.index, sched.tokens, 0)
         if sched.items:
-            logits = self.runner.forward(sched.items)
             sampling = [it for it in sched.items if it.samples]
-            emitted = self._pick(sampling, logits)  # per sampling item, the tokens it emits
+            emitted = self._emit(sched.items, sampling)  # per sampling item, the tokens it emits
             kept = {id(it): it.start + len(e) for it, e in zip(sampling, emitted) if it.drafts}
             self.lap(-1, SAMPLE)
             now = time.perf_counter()
@@ -212,6 +211,11 @@ class BatchEngine:
         out.blocks_used, out.blocks_free = self.blocks.num_used, self.blocks.num_free
         out.running, out.waiting = len(self.scheduler.running), len(self.scheduler.waiting)
         return out
+
+    def _emit(self, items, sampling) -> list[list[int]]:
+        """The step's forward pass over `items`, and the tokens each of `sampling` emits (the
+        sharded engine's override splits the pass over ranks and micro-batches)."""
+        return self._pick(sampling, self.runner.forward(items))
 
     def _pick(self, items, logits: torch.Tensor) -> list[list[int]]:
         """The tokens each sampling item emits: its sampled token, or with drafts the verifier's

@@ -26,6 +26,8 @@ attention are the batch-1 engine's own (`TorchEngine.attention_in`, `attention_o
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 
@@ -72,9 +74,15 @@ class PagedTorchRunner:
         block table already holding their slots); returns the logits (S, V), float32 on the
         device, at the last token of each item that samples, in the items' order (an item with
         d drafts: its last d + 1 tokens, every position a speculative verify needs)."""
-        cfg, dev, e = self.cfg, self.dev, self.engine
-        lap = e.lap
-        nh, nkv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        b = self.prepare(items)
+        x = self.engine.embed_rows(b.ids)  # (N, H)
+        self.engine.lap(-1, EMBED)
+        return self.logits(self.run_layers(x, b), b)
+
+    def prepare(self, items) -> "PagedBatch":
+        """The step's (or a micro-batch's) token ids, positions, slots and attention masks, on the
+        device: what every layer of the pass reads."""
+        cfg, dev = self.cfg, self.dev
         ids, pos, slots, ctx_slots = [], [], [], []
         for it in items:
             toks = it.req.tokens
@@ -82,66 +90,97 @@ class PagedTorchRunner:
             pos.append(torch.arange(it.start, it.start + it.n))
             slots.append(self._slots(it.req.table.blocks, it.start, it.start + it.n))
             ctx_slots.append(self._slots(it.req.table.blocks, 0, it.start + it.n))
-        N = len(ids)
-        idx = torch.tensor(ids, dtype=torch.long, device=dev)
+        b = PagedBatch(items=list(items), n=len(ids))
+        b.ids = torch.tensor(ids, dtype=torch.long, device=dev)
         pos = torch.cat(pos).to(dev)
-        slots = torch.cat(slots).to(dev)
-        cos, sin = self.cos[pos].unsqueeze(1), self.sin[pos].unsqueeze(1)  # (N, 1, hd/2)
+        b.slots = torch.cat(slots).to(dev)
+        b.cos, b.sin = self.cos[pos].unsqueeze(1), self.sin[pos].unsqueeze(1)  # (N, 1, hd/2)
         # where each item's tokens sit in the flat batch; decodes batched, prefill chunks alone
-        offs, o = [], 0
+        o = 0
         for it in items:
-            offs.append(o)
+            b.offs.append(o)
             o += it.n
-        dec = [i for i, it in enumerate(items) if it.n == 1]
-        pre = [i for i, it in enumerate(items) if it.n > 1]
-        if dec:
-            C = max(items[i].start + 1 for i in dec)
-            gather = torch.zeros(len(dec), C, dtype=torch.long)
-            valid = torch.zeros(len(dec), C, dtype=torch.bool)
-            for j, i in enumerate(dec):
+        b.dec = [i for i, it in enumerate(items) if it.n == 1]
+        b.pre = [i for i, it in enumerate(items) if it.n > 1]
+        if b.dec:
+            C = max(items[i].start + 1 for i in b.dec)
+            gather = torch.zeros(len(b.dec), C, dtype=torch.long)
+            valid = torch.zeros(len(b.dec), C, dtype=torch.bool)
+            for j, i in enumerate(b.dec):
                 c = items[i].start + 1
                 gather[j, :c] = ctx_slots[i]
                 valid[j, :c] = True
-            gather, valid = gather.to(dev), valid.to(dev)
-            dec_rows = torch.tensor([offs[i] for i in dec], dtype=torch.long, device=dev)
-            dec_mask = valid[:, None, None, :]  # (D, 1, 1, C): True = attend
-        pre_masks = {}
-        for i in pre:
+            b.gather = gather.to(dev)
+            b.dec_rows = torch.tensor([b.offs[i] for i in b.dec], dtype=torch.long, device=dev)
+            b.dec_mask = valid.to(dev)[:, None, None, :]  # (D, 1, 1, C): True = attend
+        for i in b.pre:
             it = items[i]
             # query t (absolute start+t) sees keys 0 .. start+t
-            pre_masks[i] = torch.ones(it.n, it.start + it.n, dtype=torch.bool, device=dev).tril(diagonal=it.start)
-        ctx_slots = [c.to(dev) for c in ctx_slots]
-        scale = attn_scale(hd)
+            b.pre_masks[i] = torch.ones(it.n, it.start + it.n, dtype=torch.bool, device=dev).tril(diagonal=it.start)
+        b.ctx_slots = [c.to(dev) for c in ctx_slots]
+        b.last = torch.tensor([r for i, it in enumerate(items) if it.samples
+                               for r in range(b.offs[i] + it.n - 1 - it.drafts, b.offs[i] + it.n)],
+                              dtype=torch.long, device=dev)
+        return b
 
-        x = e.embed_rows(idx)  # (N, H)
-        lap(-1, EMBED)
+    @torch.inference_mode()
+    def run_layers(self, x: torch.Tensor, b: "PagedBatch") -> torch.Tensor:
+        """The engine's layers over the batch's hidden states x (N, H), each token's K and V
+        written to its slot on the way."""
+        cfg, dev, e = self.cfg, self.dev, self.engine
+        lap = e.lap
+        nh, nkv, hd = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        N, items, scale = b.n, b.items, attn_scale(hd)
         for li, lw in enumerate(e.layers):
-            q, k, v = e.attention_in(li, lw, x, cos, sin)  # (N, nh|nkv, hd), roped
+            q, k, v = e.attention_in(li, lw, x, b.cos, b.sin)  # (N, nh|nkv, hd), roped
             kp, vp = self.k[li], self.v[li]  # (slots, nkv, hd)
-            kp[slots] = k
-            vp[slots] = v
+            kp[b.slots] = k
+            vp[b.slots] = v
             lap(li, ROPE)
             attn = torch.empty(N, nh, hd, dtype=self.dtype, device=dev)
-            if dec:
-                qd_ = q[dec_rows].unsqueeze(2)  # (D, nh, 1, hd)
-                keys = kp[gather].transpose(1, 2)  # (D, nkv, C, hd)
-                vals = vp[gather].transpose(1, 2)
-                out = F.scaled_dot_product_attention(qd_, keys, vals, attn_mask=dec_mask, scale=scale,
+            if b.dec:
+                qd_ = q[b.dec_rows].unsqueeze(2)  # (D, nh, 1, hd)
+                keys = kp[b.gather].transpose(1, 2)  # (D, nkv, C, hd)
+                vals = vp[b.gather].transpose(1, 2)
+                out = F.scaled_dot_product_attention(qd_, keys, vals, attn_mask=b.dec_mask, scale=scale,
                                                      enable_gqa=nh != nkv)  # (D, nh, 1, hd)
-                attn[dec_rows] = out[:, :, 0]
-            for i in pre:
-                it, o = items[i], offs[i]
-                keys = kp[ctx_slots[i]].transpose(0, 1).unsqueeze(0)  # (1, nkv, ctx, hd)
-                vals = vp[ctx_slots[i]].transpose(0, 1).unsqueeze(0)
+                attn[b.dec_rows] = out[:, :, 0]
+            for i in b.pre:
+                it, o = items[i], b.offs[i]
+                keys = kp[b.ctx_slots[i]].transpose(0, 1).unsqueeze(0)  # (1, nkv, ctx, hd)
+                vals = vp[b.ctx_slots[i]].transpose(0, 1).unsqueeze(0)
                 qi = q[o:o + it.n].transpose(0, 1).unsqueeze(0)  # (1, nh, n, hd)
-                out = F.scaled_dot_product_attention(qi, keys, vals, attn_mask=pre_masks[i], scale=scale,
+                out = F.scaled_dot_product_attention(qi, keys, vals, attn_mask=b.pre_masks[i], scale=scale,
                                                      enable_gqa=nh != nkv)
                 attn[o:o + it.n] = out[0].transpose(0, 1)
             lap(li, ATTENTION)
             x = e.attention_out_and_mlp(li, lw, x, attn.reshape(N, cfg.q_dim))
-        last = torch.tensor([r for i, it in enumerate(items) if it.samples
-                             for r in range(offs[i] + it.n - 1 - it.drafts, offs[i] + it.n)], dtype=torch.long,
-                            device=dev)
-        if last.numel() == 0:  # only prompt chunks that end before their prompt does
-            return torch.empty(0, cfg.vocab_size, dtype=torch.float32, device=dev)
-        return e.head(x[last])  # (S, V)
+        return x
+
+    @torch.inference_mode()
+    def logits(self, x: torch.Tensor, b: "PagedBatch") -> torch.Tensor:
+        """The logits (S, V) at the batch's sampling rows of the last layer's x."""
+        if b.last.numel() == 0:  # only prompt chunks that end before their prompt does
+            return torch.empty(0, self.cfg.vocab_size, dtype=torch.float32, device=self.dev)
+        return self.engine.head(x[b.last])  # (S, V)
+
+
+@dataclass
+class PagedBatch:
+    """What `PagedTorchRunner.prepare` gives the layers: the flat batch of N tokens, where each
+    item's tokens sit in it, its slots and masks, and the rows that sample."""
+    items: list
+    n: int
+    ids: torch.Tensor = None
+    slots: torch.Tensor = None
+    cos: torch.Tensor = None
+    sin: torch.Tensor = None
+    offs: list = field(default_factory=list)
+    dec: list = field(default_factory=list)
+    pre: list = field(default_factory=list)
+    gather: torch.Tensor = None
+    dec_rows: torch.Tensor = None
+    dec_mask: torch.Tensor = None
+    pre_masks: dict = field(default_factory=dict)
+    ctx_slots: list = field(default_factory=list)
+    last: torch.Tensor = None
