@@ -14,8 +14,18 @@ import os
 import sys
 from pathlib import Path
 
+from typing import Annotated, Optional
+
+import typer
+
 from . import console
 from .errors import fail, printable
+
+PARALLEL_PANEL = "Parallel (torch.distributed)"
+TpOpt = Annotated[int, typer.Option("--tp", help="Tensor-parallel ranks: each holds its share of every layer's heads and MLP; two all-reduces a layer. Must divide the KV heads. torch and cuda.", rich_help_panel=PARALLEL_PANEL)]
+PpOpt = Annotated[int, typer.Option("--pp", help="Pipeline-parallel stages: each runs a contiguous block of layers. --tp x --pp ranks are spawned on this host, unless torchrun started them.", rich_help_panel=PARALLEL_PANEL)]
+DistTimeoutOpt = Annotated[float, typer.Option("--dist-timeout", help="Seconds any rank waits for the others (joining, every collective) before the run ends with an error.", rich_help_panel=PARALLEL_PANEL)]
+MicroBatchesOpt = Annotated[Optional[int], typer.Option("--micro-batches", help="With --pp: a step's requests cut into up to this many micro-batches, so the stages work on different sequences at once. Default: one a stage.", rich_help_panel=PARALLEL_PANEL, show_default=False)]
 
 
 def check_layout(tp: int, pp: int, timeout_s: float) -> tuple[int, int] | None:

@@ -211,15 +211,27 @@ def markdown(records: list[RunRecord]) -> str:
 def print_ranks(console, records: list[RunRecord]) -> None:
     """A distributed run's ranks: what each holds, and its decode time per token split into its
     own compute and each kind of communication; then how even the work was."""
+    from profilers.ranks import rank_row
+
+    d = records[0].meta["dist"]
+    bubble = None if d["pp"] < 2 else (f"a {d['pp']}-stage pipeline at batch 1 idles {fmt_pct((d['pp'] - 1) / d['pp'])} "
+                                       "by its bubble, (p-1)/(m+p-1) with m=1")
+    rank_table(console, [rank_row(r) for r in records],
+               f"ranks · TP={d['tp']} x PP={d['pp']} over {d['collectives']} (decode, ms per token, mean)",
+               "token", "decode_s_per_token", "compute_s_per_token", "{}_s_per_token", "decode time", bubble)
+
+
+def rank_table(console, rows: list[dict], title: str, per: str, wall: str, compute: str, op_field: str,
+               of: str, bubble: str | None) -> None:
+    """Ranks side by side (`profilers.ranks` rows): what each holds, its time `per` unit (the
+    rows' `wall` field) split into `compute` and each collective (`op_field` with the op's
+    name), then the balance line, `bubble` (what the pipeline's bubble alone would idle) after it."""
     from rich.table import Table
 
-    from profilers.ranks import balance, rank_row
+    from profilers.ranks import balance
 
-    rows = [rank_row(r) for r in records]
-    d = records[0].meta["dist"]
-    t = Table(title=f"ranks · TP={d['tp']} x PP={d['pp']} over {d['collectives']} (decode, ms per token, mean)",
-              title_justify="left")
-    for col in ("rank", "stage·tp", "layers", "weights sharded + replicated", "KV cache", "token", "compute",
+    t = Table(title=title, title_justify="left")
+    for col in ("rank", "stage·tp", "layers", "weights sharded + replicated", "KV cache", per, "compute",
                 "allreduce", "send", "recv", "broadcast", "comm share"):
         t.add_column(col, justify="left" if col in ("rank", "layers", "weights sharded + replicated") else "right",
                      no_wrap=True)
@@ -228,14 +240,13 @@ def print_ranks(console, records: list[RunRecord]) -> None:
         t.add_row(f"{r['rank']}" + (" (samples)" if r["head"] else ""), f"{r['stage']}·{r['tp_rank']}",
                   f"{lo}-{hi - 1}" if hi > lo else "-",
                   f"{fmt_bytes(r['sharded_weight_bytes'])} + {fmt_bytes(r['replicated_weight_bytes'])}",
-                  fmt_bytes(r["kv_cache_bytes"]), fmt_ms(r["decode_s_per_token"]), fmt_ms(r["compute_s_per_token"]),
-                  *[fmt_ms(r[f"{op}_s_per_token"]) if r[f"{op}_s_per_token"] else "-"
+                  fmt_bytes(r["kv_cache_bytes"]), fmt_ms(r[wall]), fmt_ms(r[compute]),
+                  *[fmt_ms(r[op_field.format(op)]) if r[op_field.format(op)] else "-"
                     for op in ("allreduce", "send", "recv", "broadcast")],
                   fmt_pct(r["comm_share"]))
     console.print(t)
-    b = balance(rows)
+    b = balance(rows, compute, wall)
     if b["imbalance"] is not None:
         console.print(f"compute imbalance (slowest rank / mean): {b['imbalance']:.2f} · ranks idle or communicating: "
-                      f"{fmt_pct(b['idle_share'])} of decode time"
-                      + (f" (a {d['pp']}-stage pipeline at batch 1 idles {fmt_pct((d['pp'] - 1) / d['pp'])} by its "
-                         "bubble, (p-1)/(m+p-1) with m=1)" if d["pp"] > 1 else ""), highlight=False)
+                      f"{fmt_pct(b['idle_share'])} of {of}"
+                      + (f" ({bubble})" if bubble else ""), highlight=False)

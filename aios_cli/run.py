@@ -15,10 +15,10 @@ from .outputs import check_format
 from .request import DEFAULT_PROMPT, MODEL_PANEL, BackendOpt, GenerateRequest, ModelOpt, PromptIdsOpt, QuantOpt, ThreadsOpt
 from .request import SPEC_PANEL, SPECULATE_HELP, DraftMaxOpt, DraftMinOpt, DraftPMinOpt, SpecKOpt
 from . import console
+from .parallel import DistTimeoutOpt, PpOpt, TpOpt
 
 _SAMPLING = "Sampling"
 _OUTPUT = "Output"
-_PARALLEL = "Parallel (torch.distributed)"
 
 
 @guarded
@@ -43,9 +43,9 @@ def run(
     draft_min: DraftMinOpt = 0,
     draft_p_min: DraftPMinOpt = 0.0,
     baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="After a speculative run, the same run without it, for the speed-up (once, not interleaved: aios bench spec interleaves).", rich_help_panel=SPEC_PANEL)] = True,
-    tp: Annotated[int, typer.Option("--tp", help="Tensor-parallel ranks: each holds its share of every layer's heads and MLP; two all-reduces a layer. Must divide the KV heads. torch and cuda.", rich_help_panel=_PARALLEL)] = 1,
-    pp: Annotated[int, typer.Option("--pp", help="Pipeline-parallel stages: each runs a contiguous block of layers. --tp x --pp ranks are spawned on this host, unless torchrun started them.", rich_help_panel=_PARALLEL)] = 1,
-    dist_timeout: Annotated[float, typer.Option("--dist-timeout", help="Seconds any rank waits for the others (joining, every collective) before the run ends with an error.", rich_help_panel=_PARALLEL)] = 300.0,
+    tp: TpOpt = 1,
+    pp: PpOpt = 1,
+    dist_timeout: DistTimeoutOpt = 300.0,
     profile: Annotated[str, typer.Option("--profile", help="op: time every op; token: time tokens, count ops; none: time tokens only.", rich_help_panel=_OUTPUT)] = "op",
     format: Annotated[str, typer.Option("--format", "-f", help="table, csv (summary row per backend), json or md.", rich_help_panel=_OUTPUT)] = "table",
     csv_file: Annotated[Optional[Path], typer.Option("--csv", help="Write one tidy row per op event to FILE.", rich_help_panel=_OUTPUT)] = None,

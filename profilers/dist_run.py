@@ -47,8 +47,6 @@ class DistJob:
 def rank_run(rank: int, world: int, post, job: DistJob, local_rank: int | None = None) -> RunRecord:
     """This rank's part, inside the joined default group: open the model, load the shard, warm
     up and generate in step with the other ranks; its RunRecord (rank 0 posts its tokens)."""
-    import torch
-
     from engines.dist.engine import ShardedEngine
     from engines.dist.group import build_mesh
     from engines.model.sources import open_model
@@ -56,11 +54,7 @@ def rank_run(rank: int, world: int, post, job: DistJob, local_rank: int | None =
     say = post if rank == 0 else (lambda payload: None)
     ckpt = open_model(job.model)
     mesh = build_mesh(range(world), job.tp, job.pp)
-    device = "cpu"
-    if job.device == "cuda":
-        local = rank if local_rank is None else local_rank
-        torch.cuda.set_device(local)
-        device = f"cuda:{local}"
+    device = rank_device(job.device, rank, local_rank)
     say(("phase", f"loading rank shards ({mesh.describe()}, {world} ranks)"))
     t0 = time.perf_counter()
     engine = ShardedEngine(ckpt, mesh, dtype=job.opts.dtype, device=device, quant=job.opts.quant)
@@ -83,24 +77,37 @@ def rank_run(rank: int, world: int, post, job: DistJob, local_rank: int | None =
     return rec
 
 
+def rank_device(device: str, rank: int, local_rank: int | None = None) -> str:
+    """The torch device of a rank: the CPU, or the GPU of its local rank (NCCL's rule: one GPU
+    a rank, set as the current device before any collective)."""
+    if device != "cuda":
+        return "cpu"
+    import torch
+
+    local = rank if local_rank is None else local_rank
+    torch.cuda.set_device(local)
+    return f"cuda:{local}"
+
+
 def _host() -> str:
     import socket
 
     return socket.gethostname()
 
 
-def spawn_run(job: DistJob, threads: int, on_message=None) -> list[RunRecord]:
-    """Start the job's ranks on this host; every rank's record, in rank order."""
+def spawn_run(job: DistJob, threads: int, on_message=None, body=rank_run) -> list:
+    """Start the job's ranks on this host; every rank's result of `body` (by default its
+    record), in rank order. `job` is any job with a `world`, a `device` and a `timeout_s`."""
     from engines.dist.group import backend_for
     from engines.dist.launch import run_ranks
 
-    return run_ranks(rank_run, job.world, (job,), backend=backend_for(job.device), timeout_s=job.timeout_s,
+    return run_ranks(body, job.world, (job,), backend=backend_for(job.device), timeout_s=job.timeout_s,
                      threads=threads, on_message=on_message)
 
 
-def torchrun_run(job: DistJob, env: dict) -> list[RunRecord] | None:
-    """This process as rank env["rank"] of a launcher's run: every record on rank 0, None on the
-    others."""
+def torchrun_run(job: DistJob, env: dict, body=rank_run) -> list | None:
+    """This process as rank env["rank"] of a launcher's run: every rank's result of `body` (by
+    default its record) on rank 0, None on the others."""
     import torch.distributed as dist
 
     from engines.dist.group import backend_for, init
@@ -108,7 +115,7 @@ def torchrun_run(job: DistJob, env: dict) -> list[RunRecord] | None:
     rank, world = env["rank"], env["world"]
     init(rank, world, backend_for(job.device), env["addr"], env["port"], job.timeout_s)
     try:
-        rec = rank_run(rank, world, lambda payload: None, job, local_rank=env["local_rank"])
+        rec = body(rank, world, lambda payload: None, job, local_rank=env["local_rank"])
         gathered = [None] * world if rank == 0 else None
         dist.gather_object(rec, gathered, dst=0)
         return gathered

@@ -192,15 +192,18 @@ def _rank_clock_shifts(records: list[RunRecord]) -> list[float]:
     return [(d["clock_origin_ns"] - first) / 1e3 for d in dist]
 
 
-def steps_csv(run) -> str:
-    """A batched run's steps (STEP_COLUMNS, then seconds per op that ran)."""
-    ops = [op.name for op in OPS if any(op.name in s.op_seconds for s in run.steps)]
-    cols = STEP_COLUMNS + tuple(f"{o}_s" for o in ops)
+def steps_csv(run, ranks: list | None = None) -> str:
+    """A batched run's steps (STEP_COLUMNS, then seconds per op that ran). `ranks`: the runs of
+    every rank of a sharded engine instead, in rank order, each step row led by its rank."""
+    runs = [run] if ranks is None else ranks
+    ops = [op.name for op in OPS if any(op.name in s.op_seconds for r in runs for s in r.steps)]
+    cols = ("rank",) * (ranks is not None) + STEP_COLUMNS + tuple(f"{o}_s" for o in ops)
     rows = []
-    for s in run.steps:
-        row = {k: csv_value(getattr(s, k)) for k in STEP_COLUMNS}
-        row.update({f"{o}_s": csv_value(s.op_seconds.get(o, 0.0)) for o in ops})
-        rows.append(row)
+    for rank, r in enumerate(runs):
+        for s in r.steps:
+            row = {"rank": rank, **{k: csv_value(getattr(s, k)) for k in STEP_COLUMNS}}
+            row.update({f"{o}_s": csv_value(s.op_seconds.get(o, 0.0)) for o in ops})
+            rows.append(row)
     return to_csv(rows, cols)
 
 

@@ -58,12 +58,45 @@ def rank_row(r: "RunRecord") -> dict:
     return row
 
 
-def balance(rows: list[dict]) -> dict:
+def batch_rank_row(run, d: dict) -> dict:
+    """One rank of a batched run (`profilers.throughput.ThroughputRun`, its steps op-timed; `d`
+    where the rank sits and what it holds): its time per engine step, split as `rank_row`
+    splits a token's, with the scheduler's share apart."""
+    row = {k: d.get(k) for k in ("rank", "stage", "tp_rank", "layers", "head", "weight_bytes",
+                                  "sharded_weight_bytes", "replicated_weight_bytes", "kv_cache_bytes")}
+    timed = [s for s in run.steps if s.op_seconds]
+    n = len(timed)
+    row.update(steps=len(run.steps), step_s=None, schedule_s=None, compute_s=None, comm_s=None, comm_share=None,
+               **{f"{op}_s": None for op in COMM_OPS})
+    if not n:
+        return row
+    wall = sum(s.wall_s for s in timed) / n
+    comm = {op: sum(s.op_seconds.get(op, 0.0) for s in timed) / n for op in COMM_OPS}
+    compute = sum(v for s in timed for k, v in s.op_seconds.items() if k not in COMM_OPS) / n
+    row.update(step_s=wall, schedule_s=sum(s.schedule_s for s in timed) / n, compute_s=compute,
+               comm_s=sum(comm.values()), comm_share=sum(comm.values()) / wall if wall else None,
+               **{f"{op}_s": v for op, v in comm.items()})
+    return row
+
+
+def pipeline_bubble(run, pp: int, micro_batches: int) -> float | None:
+    """The bubble a pipeline of `pp` equal stages would have over this run's steps, as a model:
+    (p-1)/(m+p-1) a step, m its micro-batches (up to `micro_batches`, at most one a request),
+    weighted by the step's time. None without stages."""
+    if pp < 2 or not run.steps:
+        return None
+    w = [s.wall_s for s in run.steps]
+    b = [(pp - 1) / (min(micro_batches, max(1, s.items)) + pp - 1) for s in run.steps]
+    return float(np.average(b, weights=w)) if sum(w) else None
+
+
+def balance(rows: list[dict], compute: str = "compute_s_per_token", wall: str = "decode_s_per_token") -> dict:
     """How even the ranks' work was: the slowest rank's compute over the mean (1 = even), and
     the share of decode time the ranks spent not computing (at batch 1 under PP, about
-    (p-1)/p: each stage waits while the others run: the pipeline's bubble with one micro-batch)."""
-    comp = [r["compute_s_per_token"] for r in rows if r["compute_s_per_token"] is not None]
-    walls = [r["decode_s_per_token"] for r in rows if r["decode_s_per_token"] is not None]
+    (p-1)/p: each stage waits while the others run: the pipeline's bubble with one micro-batch).
+    `compute` and `wall` name the rows' fields (a batched run's are per step)."""
+    comp = [r[compute] for r in rows if r[compute] is not None]
+    walls = [r[wall] for r in rows if r[wall] is not None]
     if not comp or not walls:
         return {"imbalance": None, "idle_share": None}
     mean = sum(comp) / len(comp)

@@ -181,6 +181,7 @@ class StepRecord:
     blocks_free: int
     preempted: int
     op_seconds: dict = field(default_factory=dict)  # op name -> seconds (with a probe)
+    items: int = 0  # requests the step computed tokens of
 
 
 @dataclass
@@ -242,11 +243,13 @@ def default_kv_blocks(work: list[WorkItem], block_size: int) -> int:
 
 
 def run_batched(be, work: list[WorkItem], probe=None, on_step=None, realtime: bool = True,
-                on_idle=None, id_prefix: str = "req-") -> ThroughputRun:
+                on_idle=None, id_prefix: str = "req-", agree=None) -> ThroughputRun:
     """Drive `work` through the batch engine `be`: each request is added when its arrival time
     comes (`realtime`; otherwise every request is there from the start), and steps run while any
     is unfinished; when the engine is idle and a request is still to come, the loop sleeps until
-    it, calling `on_idle()` at least every 0.1 s of that wait."""
+    it, calling `on_idle()` at least every 0.1 s of that wait. `agree(k)` (the ranks of a
+    sharded engine: one clock decides) turns the count of requests this process has seen
+    arrive into the count every rank adds."""
     order = sorted(range(len(work)), key=lambda i: work[i].arrival_s)
     reqs = [None] * len(work)
     steps: list[StepRecord] = []
@@ -257,7 +260,12 @@ def run_batched(be, work: list[WorkItem], probe=None, on_step=None, realtime: bo
     try:
         while nxt < len(order) or be.has_unfinished():
             now = time.perf_counter() - t0
-            while nxt < len(order) and (not realtime or work[order[nxt]].arrival_s <= now):
+            come = nxt
+            while come < len(order) and (not realtime or work[order[come]].arrival_s <= now):
+                come += 1
+            if agree is not None:
+                come = agree(come)
+            while nxt < come:
                 i = order[nxt]
                 w = work[i]
                 reqs[i] = be.add_request(w.prompt_ids, w.max_new_tokens, request_id=f"{id_prefix}{i}",
@@ -290,7 +298,7 @@ def step_record(out, start_s: float) -> StepRecord:
         ops = {OPS[k].name: float(secs[k]) for k in np.nonzero(secs)[0]}
     return StepRecord(out.index, start_s, out.wall_s, out.schedule_s, out.scheduled.prefill_tokens,
                       out.scheduled.decode_seqs, out.running, out.waiting, out.blocks_used, out.blocks_free,
-                      len(out.scheduled.preempted), ops)
+                      len(out.scheduled.preempted), ops, len(out.scheduled.items))
 
 
 def batched_run(be, reqs, steps: list[StepRecord], t0: float) -> ThroughputRun:

@@ -16,6 +16,7 @@ from ..batch_options import (BLOCK_SIZE, MAX_NUM_BATCHED_TOKENS, MAX_NUM_SEQS, W
                              check_profile, check_workload, variant)
 from ..errors import fail, guarded
 from ..outputs import check_format, check_outputs, write
+from ..parallel import DistTimeoutOpt, MicroBatchesOpt, PpOpt, TpOpt, check_layout
 from .report import FORMATS, print_report, summary_rows, workload_fields
 
 _OUT = "Output"
@@ -39,6 +40,10 @@ def throughput(
     kv_cache_bytes: KvCacheBytesOpt = None,
     block_size: BlockSizeOpt = BLOCK_SIZE,
     prefix_caching: PrefixCachingOpt = True,
+    tp: TpOpt = 1,
+    pp: PpOpt = 1,
+    micro_batches: MicroBatchesOpt = None,
+    dist_timeout: DistTimeoutOpt = 300.0,
     baseline: Annotated[bool, typer.Option("--baseline", help="Also run the same requests one at a time through the batch-1 engine, side by side.", rich_help_panel=WORKLOAD_PANEL)] = False,
     threads: TorchThreadsOpt = None,
     profile: Annotated[str, typer.Option("--profile", help="op: time every op of every step (per-op seconds in --steps-csv); none: steps only.", rich_help_panel=_OUT)] = "op",
@@ -60,7 +65,12 @@ def throughput(
     check_outputs({"--steps-csv": steps_csv, "--requests-csv": requests_csv, "--trace": trace})
     opts = BatchOptions(backend, dtype, max_num_seqs, max_num_batched_tokens, kv_blocks, kv_cache_bytes, block_size,
                         prefix_caching)
-    backend = opts.check()
+    layout = check_layout(tp, pp, dist_timeout)
+    if layout is None and micro_batches is not None:
+        fail("--micro-batches cuts a step for the stages of --pp — pass --pp 2 (or more) with it")
+    if layout is not None and baseline:
+        fail("--baseline runs the batch-1 engine in this one process, not over --tp/--pp ranks — drop one")
+    backend = opts.check()  # the batched backends (torch, cuda) both shard
     from profilers.threads import setup
 
     plan = setup(threads)
@@ -85,6 +95,16 @@ def throughput(
     if longest > limit:
         fail(f"a request of {longest} tokens (prompt + output) exceeds the model's context of {limit} — "
              "pass shorter --input-len / --output-len")
+    meta = {"model": ckpt.name, "backend": backend, "dtype": dtype, "max_num_seqs": max_num_seqs,
+            "max_num_batched_tokens": max_num_batched_tokens,
+            **workload_fields(rate, input_len, output_len, prefix_len, dataset, seed)}
+    if layout is not None:
+        from .throughput_dist import run_sharded
+
+        run_sharded(ckpt, model, opts, work, r, layout, micro_batches, dist_timeout, profile, plan, meta, format,
+                    {"--steps-csv": steps_csv, "--requests-csv": requests_csv, "--trace": trace}, err, quiet)
+        said_busy()
+        return
     engine = opts.load(ckpt, err, quiet)
     be = opts.build(engine, default_blocks=T.default_kv_blocks(work, block_size))
     T.warm_up(be, engine)
@@ -94,9 +114,7 @@ def throughput(
     runs = [_run_batched(T, be, work, probe, err, quiet)]
     if baseline:
         runs.append(_run_baseline(T, engine, work, err, quiet))
-    meta = {"model": ckpt.name, "backend": backend, "dtype": engine.dtype, "max_num_seqs": max_num_seqs,
-            "max_num_batched_tokens": max_num_batched_tokens,
-            **workload_fields(rate, input_len, output_len, prefix_len, dataset, seed)}
+    meta["dtype"] = engine.dtype
     print_report(summary_rows(runs, meta, plan), format)
     from profilers import export
 
