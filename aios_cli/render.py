@@ -214,11 +214,17 @@ def print_ranks(console, records: list[RunRecord]) -> None:
     from profilers.ranks import rank_row
 
     d = records[0].meta["dist"]
-    bubble = None if d["pp"] < 2 else (f"a {d['pp']}-stage pipeline at batch 1 idles {fmt_pct((d['pp'] - 1) / d['pp'])} "
-                                       "by its bubble, (p-1)/(m+p-1) with m=1")
     rank_table(console, [rank_row(r) for r in records],
                f"ranks · TP={d['tp']} x PP={d['pp']} over {d['collectives']} (decode, ms per token, mean)",
-               "token", "decode_s_per_token", "compute_s_per_token", "{}_s_per_token", "decode time", bubble)
+               "token", "decode_s_per_token", "compute_s_per_token", "{}_s_per_token", "decode time",
+               batch1_bubble(d["pp"]))
+
+
+def batch1_bubble(pp: int) -> str | None:
+    """What a pipeline of `pp` stages idles at batch 1 by its bubble alone (None without stages)."""
+    if pp < 2:
+        return None
+    return f"a {pp}-stage pipeline at batch 1 idles {fmt_pct((pp - 1) / pp)} by its bubble, (p-1)/(m+p-1) with m=1"
 
 
 def rank_table(console, rows: list[dict], title: str, per: str, wall: str, compute: str, op_field: str,

@@ -16,6 +16,7 @@ from . import console
 from .batch_options import (BLOCK_SIZE, MAX_NUM_BATCHED_TOKENS, MAX_NUM_SEQS, BlockSizeOpt, KvBlocksOpt,
                             MaxNumBatchedTokensOpt, MaxNumSeqsOpt, variant)
 from .errors import Terminated, fail, guarded
+from .parallel import DistTimeoutOpt, PpOpt, TpOpt
 from .request import DEFAULT_PROMPT, MODEL_PANEL, GenerateRequest, ModelOpt, PromptIdsOpt, QuantOpt, ThreadsOpt
 from .request import SPEC_PANEL, SPECULATE_HELP, DraftMaxOpt, DraftMinOpt, DraftPMinOpt, SpecKOpt
 
@@ -58,6 +59,9 @@ def top(
     max_num_batched_tokens: variant(MaxNumBatchedTokensOpt, panel=_SERVE) = MAX_NUM_BATCHED_TOKENS,
     kv_blocks: variant(KvBlocksOpt, panel=_SERVE, more="Default: a round's requests all at their longest.") = None,
     block_size: variant(BlockSizeOpt, panel=_SERVE) = BLOCK_SIZE,
+    tp: TpOpt = 1,
+    pp: PpOpt = 1,
+    dist_timeout: DistTimeoutOpt = 300.0,
 ) -> None:
     """Watch the forward pass live: per-layer timings, reduction barriers, memory and tokens/s
     (--serve: the batched engine serving a workload)."""
@@ -67,6 +71,11 @@ def top(
 
         if standard_stream(csv_file):  # the live view owns the terminal: an export there is lost in it
             fail(f"--csv {csv_file} is the terminal the live view draws on — write to a file, or use --once")
+    if (tp, pp) != (1, 1):
+        for flag, given in (("--serve", serve), ("--url", url is not None), ("--speculate", speculate is not None),
+                            ("--csv", csv_file is not None)):
+            if given:
+                fail(f"--tp/--pp watch one generation split over ranks spawned here; {NOT_WITH_RANKS[flag]}")
     if speculate is not None and (url is not None or serve):
         fail(f"--speculate runs one generation at a time, not {'--url' if url is not None else '--serve'} — drop one")
     if url is not None:
@@ -93,14 +102,52 @@ def top(
                           speculate=speculate, spec_k=spec_k, draft_max=draft_max, draft_min=draft_min,
                           draft_p_min=draft_p_min, spec_baseline=False,
                           outputs={"--csv": csv_file, "--stats": stats_file}, op_outputs=("--csv",))
+    if (tp, pp) != (1, 1):
+        from .parallel import check_layout
+
+        _top_ranks(req, check_layout(tp, pp, dist_timeout), dist_timeout, once, exit_after, stats_file)
+        return
     _top(req, once, csv_file, exit_after, stats_file)
+
+
+NOT_WITH_RANKS = {
+    "--serve": "--serve runs the batched engine in this process — drop one (aios bench throughput --tp N --pp M "
+               "serves a workload over ranks)",
+    "--url": "--url watches a server — pass one",
+    "--speculate": "--speculate does not combine with them yet — drop one",
+    "--csv": "the ranks view keeps no op events to export — drop --csv (aios run --tp N --pp M --csv FILE "
+             "writes every rank's)",
+}
+
+
+def _check_exit_after(exit_after: float | None) -> None:
+    if exit_after is not None and not exit_after > 0:
+        fail(f"--exit-after must be positive, got {exit_after} — e.g. --exit-after 30")
+
+
+def _top_ranks(req: GenerateRequest, layout: tuple[int, int], timeout_s: float, once: bool,
+               exit_after: float | None, stats_file: Path | None) -> None:
+    """--tp/--pp: the ranks spawned here, side by side (one generation with --once)."""
+    from .top_ranks import open_ranks
+
+    _check_exit_after(exit_after)
+    err = console.stderr()
+    session = open_ranks(req, layout, timeout_s, once, err)
+    if once:
+        from .tui.ranks_once import run_once
+
+        run_once(session, err)
+        return
+    from .tui.ranks_app import RanksApp
+
+    app = RanksApp(session, exit_after=exit_after, stats_path=stats_file)
+    _run_app(app, session.stop)
 
 
 def _top(req: GenerateRequest, once: bool, csv_file: Path | None, exit_after: float | None,
          stats_file: Path | None) -> None:
     err = console.stderr()
-    if exit_after is not None and not exit_after > 0:
-        fail(f"--exit-after must be positive, got {exit_after} — e.g. --exit-after 30")
+    _check_exit_after(exit_after)
     if req.backend is not None and "," in req.backend:
         fail(f"aios top runs one engine at a time, got --backend {req.backend} — pass one, and switch live with b")
     backends, _ = req.check()
@@ -132,8 +179,7 @@ def _top_serve(backend, model, dtype, threads, seed, profile, once, exit_after, 
     from .batch_options import batched_backend, check_workload
     from .outputs import check_outputs
 
-    if exit_after is not None and not exit_after > 0:
-        fail(f"--exit-after must be positive, got {exit_after} — e.g. --exit-after 30")
+    _check_exit_after(exit_after)
     r, in_range, out_range = check_workload(num_requests, rate, input_len, output_len, prefix_len,
                                             most_requests=100_000)
     backend = batched_backend(backend, dtype)
@@ -174,8 +220,7 @@ def _top_serve(backend, model, dtype, threads, seed, profile, once, exit_after, 
 def _top_url(url: str, api_key: str | None, once: bool, exit_after: float | None, stats_file: Path | None) -> None:
     from .outputs import check_outputs
 
-    if exit_after is not None and not exit_after > 0:
-        fail(f"--exit-after must be positive, got {exit_after} — e.g. --exit-after 30")
+    _check_exit_after(exit_after)
     url = url.rstrip("/")
     if not url.startswith(("http://", "https://")):
         fail(f"--url must start with http:// or https://, got {url!r}")

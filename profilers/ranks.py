@@ -43,19 +43,28 @@ def rank_row(r: "RunRecord") -> dict:
     if not n:
         return row
     wall = sum(s.wall_s for s in dec) / n
-    per_op = np.zeros(len(OPS))
+    per_op = sum(step_op_seconds(s) for s in dec) / n
     comm_bytes = 0.0
     for s in dec:
-        np.add.at(per_op, s.ops, s.durs_ns * 1e-9)
         c = r.step_costs(s)
         is_comm = _COMM[s.ops]
         comm_bytes += float(c.event_bytes(s.layers, s.ops)[is_comm].sum())
-    per_op /= n
     comm = float(per_op[_COMM].sum())
-    row.update(decode_s_per_token=wall, compute_s_per_token=float(per_op[~_COMM].sum()), comm_s_per_token=comm,
-               comm_share=comm / wall if wall else None, comm_bytes_per_token=comm_bytes / n,
-               **{f"{op}_s_per_token": float(per_op[OP_INDEX[op]]) for op in COMM_OPS})
+    row.update(decode_s_per_token=wall, **split_compute_comm(per_op, "_s_per_token"), comm_s_per_token=comm,
+               comm_share=comm / wall if wall else None, comm_bytes_per_token=comm_bytes / n)
     return row
+
+
+def step_op_seconds(st) -> np.ndarray:
+    """Seconds of each op of the table (`OPS` order) in one op-level step."""
+    return np.bincount(st.ops, weights=st.durs_ns, minlength=len(OPS)) * 1e-9
+
+
+def split_compute_comm(per_op: np.ndarray, suffix: str) -> dict:
+    """Seconds per op of the table, split as a rank's time is: `compute<suffix>` (every op that
+    is not communication) and `<collective><suffix>` for each collective."""
+    return {f"compute{suffix}": float(per_op[~_COMM].sum()),
+            **{f"{op}{suffix}": float(per_op[OP_INDEX[op]]) for op in COMM_OPS}}
 
 
 def batch_rank_row(run, d: dict) -> dict:

@@ -98,12 +98,31 @@ class PromptScreen(ModalScreen):
         self.dismiss()
 
 
-class TopApp(LiveApp):
-    TITLE = "aios top"
-    CSS = LIVE_CSS + """
+class LayerTabs:
+    """The per-layer bars in two tabs, `decode` and `prefill`, and `l` switching them: what
+    `TopApp` and the ranks' view (`RanksApp`) share. A mixin for a `LiveApp`."""
+
+    CSS = """
     #layers { height: 1fr; }
     #layers > ContentSwitcher { height: 1fr; }
     TabPane { padding: 0 0; height: 1fr; }
+    """
+
+    def compose_layer_tabs(self) -> ComposeResult:
+        with TabbedContent(id="layers", initial="decode"):
+            with TabPane("decode", id="decode"):
+                yield LayerPanel("decode", id="layers-decode")
+            with TabPane("prefill", id="prefill"):
+                yield LayerPanel("prefill", id="layers-prefill")
+
+    def action_layer_tab(self) -> None:
+        tabs = self.query_one(TabbedContent)
+        tabs.active = "prefill" if tabs.active == "decode" else "decode"
+
+
+class TopApp(LayerTabs, LiveApp):
+    TITLE = "aios top"
+    CSS = LIVE_CSS + LayerTabs.CSS + """
     #tokens { height: 1fr; min-height: 4; }
     #barriers { height: 3; }
     #memory { height: 1fr; min-height: 5; }
@@ -134,11 +153,7 @@ class TopApp(LiveApp):
     def compose_panels(self) -> ComposeResult:
         with Horizontal(id="main"):
             with Vertical(id="left"):
-                with TabbedContent(id="layers", initial="decode"):
-                    with TabPane("decode", id="decode"):
-                        yield LayerPanel("decode", id="layers-decode")
-                    with TabPane("prefill", id="prefill"):
-                        yield LayerPanel("prefill", id="layers-prefill")
+                yield from self.compose_layer_tabs()
                 if self.view.speculate:
                     yield Panel("speculation", panels.speculation_panel, id="speculation")
             with Vertical(id="right"):
@@ -175,10 +190,6 @@ class TopApp(LiveApp):
     def action_metric(self) -> None:
         self.metric = panels.METRICS[(panels.METRICS.index(self.metric) + 1) % len(panels.METRICS)]
         self.tick()
-
-    def action_layer_tab(self) -> None:
-        tabs = self.query_one(TabbedContent)
-        tabs.active = "prefill" if tabs.active == "decode" else "decode"
 
     def action_prompt(self) -> None:
         self.push_screen(PromptScreen(self.view.prompt))

@@ -14,11 +14,25 @@ from .engines import engine_gpu
 from .. import console
 
 
+def box(title: str, body) -> Panel:
+    """A panel as --once prints it: titled, in a blue frame."""
+    return Panel(body, title=title, title_align="left", border_style="blue", padding=(0, 1))
+
+
+def paired(titled: list[tuple[str, object]], width: int) -> list:
+    """Titled panels two a row on a terminal of 140 columns or more, else one under another."""
+    if width < 140:
+        return [box(*p) for p in titled]
+    grid = Table.grid(expand=True)
+    grid.add_column(ratio=1)
+    grid.add_column(ratio=1)
+    for a, b in zip(titled[0::2], titled[1::2]):
+        grid.add_row(box(*a), box(*b))
+    return [grid]
+
+
 def report(v, cpus, gpu, width: int) -> Group:
     """The panels of one view, laid out for a `width`-column terminal."""
-    def box(title, body):
-        return Panel(body, title=title, title_align="left", border_style="blue", padding=(0, 1))
-
     inner = width - 4
     L = len(v.layer_rows)
     layer_h = min(L, 32) + 2
@@ -27,22 +41,10 @@ def report(v, cpus, gpu, width: int) -> Group:
              box("layers · prefill", panels.layer_panel(v, "prefill", "time", inner, layer_h))]
     if v.speculate:
         parts.append(box("speculation", panels.speculation_panel(v, inner, 6)))
-    if width >= 140:
-        col = (width - 2) // 2 - 4
-        side = [("tokens/s", panels.tokens_panel(v, col, 4)), ("reduction barriers", panels.barriers_panel(v, col, 3)),
-                ("memory", panels.memory_panel(v, col, 6)),
-                ("system", panels.system_panel(cpus, gpu, col, len(cpus) + 2, v.no_gpu_reason, v.backend))]
-        grid = Table.grid(expand=True)
-        grid.add_column(ratio=1)
-        grid.add_column(ratio=1)
-        for a, b in zip(side[0::2], side[1::2]):
-            grid.add_row(box(*a), box(*b))
-        parts.append(grid)
-    else:
-        side = [("tokens/s", panels.tokens_panel(v, inner, 4)), ("reduction barriers", panels.barriers_panel(v, inner, 3)),
-                ("memory", panels.memory_panel(v, inner, 6)),
-                ("system", panels.system_panel(cpus, gpu, inner, len(cpus) + 2, v.no_gpu_reason, v.backend))]
-        parts += [box(t, b) for t, b in side]
+    col = (width - 2) // 2 - 4 if width >= 140 else inner
+    parts += paired([("tokens/s", panels.tokens_panel(v, col, 4)), ("reduction barriers", panels.barriers_panel(v, col, 3)),
+                     ("memory", panels.memory_panel(v, col, 6)),
+                     ("system", panels.system_panel(cpus, gpu, col, len(cpus) + 2, v.no_gpu_reason, v.backend))], width)
     parts.append(box("text", panels.text_panel(v, inner, 0)))
     return Group(*parts)
 

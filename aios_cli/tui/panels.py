@@ -130,9 +130,11 @@ def fmt_metric(x: float, metric: str) -> str:
     return f"{x / 1e9:.1f}GB/s" if x >= 1e8 else f"{x / 1e6:.0f}MB/s"
 
 
-def stacked(values: np.ndarray, scale: float, width: int, tick: float | None = None) -> Text:
-    """One stacked bar (segments by kind), `width` cells for `scale`. An optional tick marks
-    another total on the same scale (the moving average, next to the latest token)."""
+def stacked(values: np.ndarray, scale: float, width: int, tick: float | None = None,
+            styles: list[str] | None = None) -> Text:
+    """One stacked bar (segments by kind, or in `styles`, one a value), `width` cells for
+    `scale`. An optional tick marks another total on the same scale (the moving average, next
+    to the latest token)."""
     total = float(values.sum())
     cells = int(round(total / scale * width)) if scale > 0 else 0
     cells = min(cells, width)
@@ -144,8 +146,8 @@ def stacked(values: np.ndarray, scale: float, width: int, tick: float | None = N
     else:
         n = np.zeros(len(values), int)
     cells = []
-    for k, c in zip(KINDS, n):
-        cells += [("█", KIND_STYLE[k])] * int(c)
+    for style, c in zip(styles or [KIND_STYLE[k] for k in KINDS], n):
+        cells += [("█", style)] * int(c)
     cells += [("·", "grey23")] * (width - len(cells))
     if not cells:
         return Text()
@@ -506,6 +508,10 @@ def status_line(v: TopView, ui_hz: float | None = None, wrap: bool = False, widt
                 (f" · {v.dtype}", ""), (f" · {v.weights}", ""), (f" · gen {v.generation}", "bold"), (f" · tok {v.token_index}", "bold"),
                 (f" · {v.total_tokens:,} total", "bold"), (f" · {v.device}", ""),
                 (f" · {_params(v.num_params)} params", ""), (f" · profile {v.profile}", "")]
+    if v.ranks is not None:  # the layout right after the backend; threads are a rank's
+        segments.insert(3, (f" · TP={v.ranks.tp} x PP={v.ranks.pp}", "bold"))
+        if v.rank_threads is not None:
+            segments.append((f" · {v.rank_threads} thread{'s' if v.rank_threads != 1 else ''} a rank", ""))
     return status_text(segments, v.threads, ui_hz, wrap, width)
 
 

@@ -113,6 +113,10 @@ class TopView:
     draft_avg: np.ndarray | None = None
     draft_avg_wall: float | None = None
     draft_n: int = 0
+    # a TP x PP run (--tp, --pp): its ranks side by side (profilers.dist_live.RanksFigures), and
+    # the threads each rank runs with
+    ranks: object | None = None
+    rank_threads: int | None = None
 
     def copy(self) -> "TopView":
         return TopView(**{k: getattr(self, k) for k in self.__dataclass_fields__})

@@ -4,7 +4,10 @@ start it), with every failure ending every rank.
 `run_ranks(fn, world, args)` starts `world` processes (torch.multiprocessing, spawn: each is a
 fresh interpreter, as torchrun's are), each joins one gloo or NCCL group on a free local port
 and calls `fn(rank, world, post, *args)`; the parent is not a rank, it waits, relays what the
-ranks `post` to `on_message`, and returns their results in rank order.
+ranks `post` to `on_message`, and returns their results in rank order. Given `stop` (a
+`threading.Event`, set from another thread of the parent), it stops them early: once set, the
+ranks are ended where they are (a live view's ranks generate without end) and the results of
+those that had not returned are None.
 
 Ends, all bounded: a rank that raises reports its error and the others are stopped after a
 short grace; a rank that dies (killed, out of memory, a segfault) is seen by its exit code and
@@ -39,6 +42,15 @@ def free_port(addr: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((addr, 0))
         return s.getsockname()[1]
+
+
+def prepare_spawn() -> None:
+    """Start multiprocessing's resource tracker now, while this process's stderr is a file: the
+    first spawn starts it with `sys.stderr.fileno()`, which a full-screen UI that has taken
+    stderr over (Textual) answers with -1, and every spawn after fails."""
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
 
 
 def _rank_main(fn, rank, world, args, q, backend, port, timeout_s, threads, env):
@@ -80,9 +92,11 @@ def _death(code: int) -> str:
 
 def run_ranks(fn: Callable, world: int, args: tuple = (), *, backend: str = "gloo", timeout_s: float = 300.0,
               threads: int | None = 1, on_message: Callable[[int, object], None] | None = None,
-              env: dict | None = None) -> list:
+              env: dict | None = None, stop=None) -> list:
     """Run fn(rank, world, post, *args) on `world` spawned ranks; their results in rank order.
-    Raises RankFailed (a UserError, one line) naming the first rank that failed or died."""
+    Raises RankFailed (a UserError, one line) naming the first rank that failed or died before
+    `stop` (anything with `is_set()`) was set; once it is, every rank is ended within a poll
+    (0.1 s) and the ranks that had not returned give None."""
     import torch.multiprocessing as mp
 
     ctx = mp.get_context("spawn")
@@ -98,6 +112,8 @@ def run_ranks(fn: Callable, world: int, args: tuple = (), *, backend: str = "glo
     deadline = None
     try:
         while len(results) < world:
+            if stop is not None and stop.is_set():
+                break  # what the ranks do after this is the stop's doing, not a failure
             try:
                 kind, rank, payload = q.get(timeout=0.1)
             except queue_mod.Empty:
@@ -131,7 +147,7 @@ def run_ranks(fn: Callable, world: int, args: tuple = (), *, backend: str = "glo
                 p.kill()
     if failures:
         raise _root_cause(failures, world)
-    return [results[r] for r in range(world)]
+    return [results.get(r) for r in range(world)]  # all of them, unless stopped
 
 
 def _root_cause(failures: list, world: int) -> RankFailed:
