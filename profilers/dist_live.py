@@ -92,15 +92,6 @@ def step_summary(st, generation: int, num_layers: int, rows: list[int] | None = 
     return out
 
 
-def spawn_live(job: LiveJob, threads: int, on_message, stop) -> None:
-    """The job's ranks on this host until they finish or `stop` is set (see `run_ranks`)."""
-    from engines.dist.group import backend_for
-    from engines.dist.launch import run_ranks
-
-    run_ranks(rank_live, job.world, (job,), backend=backend_for(job.device), timeout_s=job.timeout_s,
-              threads=threads, on_message=on_message, stop=stop)
-
-
 @dataclass
 class RanksFigures:
     """The ranks over the same last tokens: one `rank_row`-style row each, their `balance`, and

@@ -25,14 +25,13 @@ from .harness import RunOptions, start_run
 from .record import RunRecord
 
 
-@dataclass(frozen=True)
-class DistJob:
-    model: str  # what --model named: every rank opens it itself
-    backend: str  # torch | cuda: a backend whose record says it shards
-    prompt_ids: list[int]
-    opts: RunOptions
+class RanksJob:
+    """What every job over ranks has: `tp` x `pp` ranks of `backend`, and its collectives'
+    `timeout_s` (`spawn_run` and `torchrun_run` read these)."""
+
     tp: int
     pp: int
+    backend: str
     timeout_s: float
 
     @property
@@ -42,6 +41,17 @@ class DistJob:
     @property
     def device(self) -> str:
         return backend_record(self.backend).device
+
+
+@dataclass(frozen=True)
+class DistJob(RanksJob):
+    model: str  # what --model named: every rank opens it itself
+    backend: str  # torch | cuda: a backend whose record says it shards
+    prompt_ids: list[int]
+    opts: RunOptions
+    tp: int
+    pp: int
+    timeout_s: float
 
 
 def rank_run(rank: int, world: int, post, job: DistJob, local_rank: int | None = None) -> RunRecord:
@@ -95,17 +105,17 @@ def _host() -> str:
     return socket.gethostname()
 
 
-def spawn_run(job: DistJob, threads: int, on_message=None, body=rank_run) -> list:
+def spawn_run(job: RanksJob, threads: int, on_message=None, body=rank_run, stop=None) -> list:
     """Start the job's ranks on this host; every rank's result of `body` (by default its
-    record), in rank order. `job` is any job with a `world`, a `device` and a `timeout_s`."""
+    record), in rank order (until `stop` is set, see `run_ranks`)."""
     from engines.dist.group import backend_for
     from engines.dist.launch import run_ranks
 
     return run_ranks(body, job.world, (job,), backend=backend_for(job.device), timeout_s=job.timeout_s,
-                     threads=threads, on_message=on_message)
+                     threads=threads, on_message=on_message, stop=stop)
 
 
-def torchrun_run(job: DistJob, env: dict, body=rank_run) -> list | None:
+def torchrun_run(job: RanksJob, env: dict, body=rank_run) -> list | None:
     """This process as rank env["rank"] of a launcher's run: every rank's result of `body` (by
     default its record) on rank 0, None on the others."""
     import torch.distributed as dist

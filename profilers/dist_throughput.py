@@ -13,11 +13,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from engines import backend as backend_record
+from .dist_run import RanksJob, rank_device
 
 
 @dataclass(frozen=True)
-class DistBatchJob:
+class DistBatchJob(RanksJob):
     model: str
     backend: str  # torch | cuda
     dtype: str | None
@@ -29,14 +29,6 @@ class DistBatchJob:
     timeout_s: float
     profile: str  # op | none
     engine_kw: dict = field(default_factory=dict)  # BatchEngine's pool and scheduler options
-
-    @property
-    def world(self) -> int:
-        return self.tp * self.pp
-
-    @property
-    def device(self) -> str:
-        return backend_record(self.backend).device
 
 
 def rank_throughput(rank: int, world: int, post, job: DistBatchJob, local_rank: int | None = None) -> dict:
@@ -53,7 +45,6 @@ def rank_throughput(rank: int, world: int, post, job: DistBatchJob, local_rank: 
     from engines.model.sources import open_model
 
     from . import throughput as T
-    from .dist_run import rank_device
     from .probe import make_probe
 
     say = post if rank == 0 else (lambda payload: None)

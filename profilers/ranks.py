@@ -80,11 +80,13 @@ def batch_rank_row(run, d: dict) -> dict:
     if not n:
         return row
     wall = sum(s.wall_s for s in timed) / n
-    comm = {op: sum(s.op_seconds.get(op, 0.0) for s in timed) / n for op in COMM_OPS}
-    compute = sum(v for s in timed for k, v in s.op_seconds.items() if k not in COMM_OPS) / n
-    row.update(step_s=wall, schedule_s=sum(s.schedule_s for s in timed) / n, compute_s=compute,
-               comm_s=sum(comm.values()), comm_share=sum(comm.values()) / wall if wall else None,
-               **{f"{op}_s": v for op, v in comm.items()})
+    per_op = np.zeros(len(OPS))
+    for s in timed:
+        for name, secs in s.op_seconds.items():
+            per_op[OP_INDEX[name]] += secs
+    comm = float(per_op[_COMM].sum()) / n
+    row.update(step_s=wall, schedule_s=sum(s.schedule_s for s in timed) / n, comm_s=comm,
+               comm_share=comm / wall if wall else None, **split_compute_comm(per_op / n, "_s"))
     return row
 
 

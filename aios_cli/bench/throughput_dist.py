@@ -21,18 +21,14 @@ def run_sharded(ckpt, model: str, opts, work, rate: float, layout: tuple[int, in
                 timeout_s: float, profile: str, plan, meta: dict, format: str, outputs: dict[str, Path | None],
                 err, quiet: bool) -> None:
     from engines.dist.group import torchrun_env
-    from engines.errors import UserError
     from engines.model.shards import check_pp, check_tp
     from profilers import throughput as T
     from profilers.dist_run import spawn_run, torchrun_run
     from profilers.dist_throughput import DistBatchJob, rank_throughput
 
     tp, pp = layout
-    try:
-        check_tp(ckpt.config, tp)
-        check_pp(ckpt.config, pp)
-    except UserError as e:
-        fail(str(e))
+    check_tp(ckpt.config, tp)  # a UserError is the command's one-line error
+    check_pp(ckpt.config, pp)
     if micro_batches is not None and micro_batches < 1:
         fail(f"--micro-batches must be 1 or more, got {micro_batches} — e.g. --micro-batches {pp}")
     if opts.kv_blocks is None and opts.kv_cache_bytes is None:

@@ -84,12 +84,13 @@ class RanksSession(LiveSession):
                 self._set_state("error", f"{error_line(e)} — q quits")
 
     def _run(self) -> None:
-        from profilers.dist_live import spawn_live
+        from profilers.dist_live import rank_live
+        from profilers.dist_run import spawn_run
 
         with self._lock:
             self._set_state("loading", f"starting {self.job.world} ranks (TP={self.job.tp} x PP={self.job.pp}), "
                                        f"{self.threads} thread{'s' if self.threads != 1 else ''} each")
-        spawn_live(self.job, self.threads, self._on_message, self._stop)
+        spawn_run(self.job, self.threads, self._on_message, body=rank_live, stop=self._stop)
         with self._lock:
             if not self._stop.is_set():
                 self._close_generation()

@@ -182,7 +182,6 @@ class BatchEngine:
             sampling = [it for it in sched.items if it.samples]
             emitted = self._emit(sched.items, sampling)  # per sampling item, the tokens it emits
             kept = {id(it): it.start + len(e) for it, e in zip(sampling, emitted) if it.drafts}
-            self.lap(-1, SAMPLE)
             now = time.perf_counter()
             for it in sched.items:
                 req = it.req
@@ -214,8 +213,11 @@ class BatchEngine:
 
     def _emit(self, items, sampling) -> list[list[int]]:
         """The step's forward pass over `items`, and the tokens each of `sampling` emits (the
-        sharded engine's override splits the pass over ranks and micro-batches)."""
-        return self._pick(sampling, self.runner.forward(items))
+        sharded engine's override splits the pass over ranks and micro-batches). Laps the
+        picking as `sample`."""
+        emitted = self._pick(sampling, self.runner.forward(items))
+        self.lap(-1, SAMPLE)
+        return emitted
 
     def _pick(self, items, logits: torch.Tensor) -> list[list[int]]:
         """The tokens each sampling item emits: its sampled token, or with drafts the verifier's

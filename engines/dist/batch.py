@@ -94,7 +94,8 @@ class ShardedBatchEngine(BatchEngine):
         return self._share(sampling, torch.cat(logits) if logits else None)
 
     def _share(self, sampling, logits) -> list[list[int]]:
-        """The head rank's picks for the sampling items, on every rank (one broadcast)."""
+        """The head rank's picks for the sampling items (lapped there as `sample`), on every rank
+        (one broadcast)."""
         mesh, e = self.mesh, self.engine
         msg = torch.zeros(len(sampling) + 1, dtype=torch.int64, device=e.tdev)
         error = None
